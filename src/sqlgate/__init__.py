@@ -1,0 +1,15 @@
+"""sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
+
+from sqlgate.errors import ConnectError, Error, PoolClosed, PoolTimeout, TooManyWaiters
+from sqlgate.pool import Pool
+from sqlgate.stats import Stats
+
+__all__ = [
+    "ConnectError",
+    "Error",
+    "Pool",
+    "PoolClosed",
+    "PoolTimeout",
+    "Stats",
+    "TooManyWaiters",
+]

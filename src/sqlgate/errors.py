@@ -1,0 +1,39 @@
+"""The exceptions sqlgate raises; a leaf module that imports nothing of the project."""
+
+from __future__ import annotations
+
+__all__ = ["ConnectError", "Error", "PoolClosed", "PoolTimeout", "TooManyWaiters"]
+
+
+class Error(Exception):
+    """Base class of every error sqlgate raises itself."""
+
+    __module__ = "sqlgate"
+
+
+class PoolClosed(Error):
+    """The pool was closed: before the call, or while the caller was waiting."""
+
+    __module__ = "sqlgate"
+
+
+class PoolTimeout(Error, TimeoutError):
+    """No connection became available within the acquire timeout.
+
+    When a connect attempt failed recently, that driver error is chained as
+    ``__cause__``: a timeout while the database is down says why.
+    """
+
+    __module__ = "sqlgate"
+
+
+class TooManyWaiters(Error):
+    """``max_waiting`` callers are already queued; this one was refused at once."""
+
+    __module__ = "sqlgate"
+
+
+class ConnectError(Error):
+    """The driver failed to open a connection; its exception is ``__cause__``."""
+
+    __module__ = "sqlgate"

@@ -1,0 +1,440 @@
+"""Pool: the threading shell that carries out the core's decisions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from contextlib import contextmanager
+from time import monotonic
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from sqlgate._core import (
+    FAILED,
+    SERVED,
+    WAITING,
+    Close,
+    Connect,
+    Entry,
+    PoolCore,
+    Waiter,
+    Wake,
+    check_duration,
+)
+from sqlgate._reset import make_reset
+from sqlgate.errors import ConnectError, PoolTimeout
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from sqlgate._core import Effect
+    from sqlgate.stats import Stats
+
+__all__ = ["DEFAULT_MAX_CONNECTING", "Pool"]
+
+C = TypeVar("C")
+
+log = logging.getLogger("sqlgate")
+
+#: Dials in flight at once, by default. See docs/design.md ("max_connecting").
+DEFAULT_MAX_CONNECTING = 2
+
+_new_gate = threading.Lock
+
+
+class Pool(Generic[C]):
+    """A thread-safe pool of DB-API connections, after Go's ``database/sql``.
+
+    Connections are dialed by pool-owned threads (never in the waiting
+    caller), handed to waiters first come first served, and reused most
+    recently returned first. See ``PoolCore`` for the rules.
+
+    Example::
+
+        pool = Pool(lambda: sqlite3.connect("app.db"), max_open=8)
+        with pool.connection() as conn:
+            conn.execute("select 1")
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        *,
+        max_open: int = 0,
+        max_idle: int = 2,
+        min_idle: int = 0,
+        max_connecting: int = DEFAULT_MAX_CONNECTING,
+        conn_max_lifetime: float | None = None,
+        conn_max_idle_time: float | None = None,
+        acquire_timeout: float | None = 30.0,
+        max_waiting: int = 0,
+        rollback_on_return: bool = True,
+        reset: Callable[[C], object] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Create a pool; it dials nothing until asked (or ``min_idle`` > 0).
+
+        Args:
+            connect: a callable returning a new DB-API connection.
+            max_open: most connections open at once (dials in flight
+                included); 0 means unlimited.
+            max_idle: most connections kept idle (default 2, as Go); <= 0
+                keeps none; capped at ``max_open``.
+            min_idle: idle connections kept dialed in the background.
+            max_connecting: most dials in flight at once; 0 means unlimited.
+            conn_max_lifetime: seconds a connection may live (shortened by a
+                random 0-5 %); None means forever.
+            conn_max_idle_time: seconds a connection may sit idle; None
+                means forever.
+            acquire_timeout: default seconds ``acquire`` waits; None means
+                forever.
+            max_waiting: most callers queued at once; 0 means unbounded.
+            rollback_on_return: roll back a transaction left open by the
+                caller before anyone else gets the connection.
+            reset: called with each returned connection after the rollback;
+                if it raises, the connection is discarded.
+            name: the pool's name in messages and metrics.
+
+        Raises:
+            TypeError: ``connect`` is not callable, or a knob has the wrong type.
+            ValueError: a knob is out of range; the message names it.
+        """
+        if not callable(connect):
+            raise TypeError(f"connect must be callable, got {connect!r}")
+        self.name = name if name is not None else f"pool-{id(self):x}"
+        self._connect = connect
+        self._core: PoolCore[C] = PoolCore(
+            max_open=max_open,
+            max_idle=max_idle,
+            min_idle=min_idle,
+            max_connecting=max_connecting,
+            conn_max_lifetime=conn_max_lifetime,
+            conn_max_idle_time=conn_max_idle_time,
+            max_waiting=max_waiting,
+            name=self.name,
+        )
+        self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
+        if reset is not None and not callable(reset):
+            raise TypeError(f"reset must be callable or None, got {reset!r}")
+        self._reset = make_reset(rollback_on_return, reset)
+        # Critical section: every core call, and nothing else, runs under it.
+        self._lock = threading.Lock()
+        # Wakes the maintenance thread when a knob changes or the pool closes.
+        self._maintenance_wakeup = threading.Event()
+        self._maintenance: threading.Thread | None = None
+        self._maybe_start_maintenance()
+
+    def __repr__(self) -> str:
+        s = self._core.stats()
+        state = "closed" if self._core.is_closed else "open"
+        return (
+            f"<sqlgate.Pool {self.name!r} {state} open={s.open_connections} "
+            f"in_use={s.in_use} idle={s.idle} waiting={s.waiting}>"
+        )
+
+    def __enter__(self) -> Pool[C]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- acquire / release ---------------------------------------------------
+
+    def acquire(self, timeout: float | None = None) -> C:
+        """Take a connection, waiting for one if none is idle.
+
+        Args:
+            timeout: seconds to wait; None uses the pool's ``acquire_timeout``;
+                ``math.inf`` waits forever; 0 fails unless one is idle now.
+
+        Returns:
+            The driver's connection; give it back with ``release``.
+
+        Raises:
+            PoolClosed: the pool is closed, or was closed while waiting.
+            PoolTimeout: nothing became available in time (the latest connect
+                error, if the last dial failed, is chained).
+            TooManyWaiters: ``max_waiting`` callers are already queued.
+            ConnectError: the dial made for this caller failed (the driver's
+                exception is chained).
+        """
+        core = self._core
+        try:
+            with self._lock:
+                got = core.acquire(monotonic())
+                out = core.outbox
+                if out:
+                    core.outbox = []
+                if type(got) is Entry:  # the common path: an idle one was there
+                    if not out:
+                        return got.conn
+                else:
+                    got.token = gate = _new_gate()  # type: ignore[union-attr]
+                    gate.acquire()
+        except BaseException:
+            # Refused (closed, too many waiters) after closing expired idle
+            # connections on the way: carry those closes out, then raise.
+            self._call(_nothing)
+            raise
+        # Slow path: effects to carry out (outside the lock), or a wait.
+        self._run(out)
+        if isinstance(got, Waiter):
+            return self._wait(got, timeout)
+        return got.conn
+
+    def release(self, conn: C, *, broken: bool = False) -> None:
+        """Give back a connection that ``acquire`` returned.
+
+        An open transaction is rolled back first and the ``reset`` hook runs;
+        if either raises, the connection is discarded instead of reused.
+
+        Args:
+            conn: the connection.
+            broken: the caller knows it is unusable; it is closed, not reused.
+
+        Raises:
+            ValueError: ``conn`` is not in use from this pool (released twice,
+                or foreign); no count changes.
+        """
+        core = self._core
+        entry = core.lookup(conn)
+        if not broken and self._reset is not None and not core.is_closed:
+            try:
+                self._reset(conn)
+            except Exception as exc:
+                log.info(
+                    "%s: discarding a connection that failed reset: %r", self.name, exc
+                )
+                broken = True
+        with self._lock:
+            core.release(entry, monotonic(), broken=broken)
+            out = core.outbox
+            if out:
+                core.outbox = []
+        if out:
+            self._run(out)
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[C]:
+        """Acquire a connection for the ``with`` block, then release it.
+
+        Args:
+            timeout: as for ``acquire``.
+
+        Yields:
+            The driver's connection.
+
+        Raises:
+            The errors of ``acquire``.
+        """
+        conn = self.acquire(timeout)
+        try:
+            yield conn
+        finally:
+            self.release(conn)
+
+    def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:
+        """Block until ``waiter`` is settled or the timeout passes."""
+        if timeout is None:
+            limit = self._timeout
+        else:
+            limit = check_duration("timeout", timeout, zero_ok=True)
+        gate = waiter.token
+        assert isinstance(gate, type(self._lock))
+        try:
+            if limit is None:
+                woken = gate.acquire()
+            else:
+                woken = limit > 0 and gate.acquire(timeout=limit)
+        except BaseException:
+            # Interrupted (KeyboardInterrupt in the main thread): give up, and
+            # give back anything handed over meanwhile.
+            self._call(self._core.abandon, waiter, timed_out=False)
+            raise
+        if not woken:
+            core = self._core
+            with self._lock:
+                if waiter.state == WAITING:
+                    core.abandon(waiter, monotonic(), timed_out=True)
+                    s = core.stats()
+                    cause = core.last_dial_error if core.failing else None
+                    waited = "forever" if limit is None else f"{limit:.2f} s"
+                    raise PoolTimeout(
+                        f"{self.name}: no connection after {waited} "
+                        f"(max_open={s.max_open_connections}, in_use={s.in_use}, "
+                        f"waiting={s.waiting})"
+                    ) from cause
+        if waiter.state == SERVED:
+            # Woken, or the hand-off beat the timeout to the lock: keep it.
+            assert waiter.entry is not None
+            return waiter.entry.conn
+        assert waiter.state == FAILED
+        raise _waiter_error(self.name, waiter)
+
+    # -- carrying out effects -------------------------------------------------
+
+    def _call(self, method: Callable[..., object], *args: object, **kw: object) -> None:
+        """Run one core input under the lock (with ``now``), then its effects."""
+        core = self._core
+        with self._lock:
+            try:
+                method(*args, monotonic(), **kw)
+            finally:
+                out = core.take_effects()
+        if out:
+            self._run(out)
+
+    def _run(self, effects: list[Effect[C]]) -> None:
+        """Carry out effects, outside the lock, in order."""
+        for effect in effects:
+            kind = type(effect)
+            if kind is Wake:
+                effect.waiter.token.release()  # type: ignore[union-attr]
+            elif kind is Connect:
+                threading.Thread(
+                    target=self._dial,
+                    args=(effect.ticket,),  # type: ignore[union-attr]
+                    name=f"sqlgate-dial {self.name}",
+                    daemon=True,
+                ).start()
+            else:
+                assert isinstance(effect, Close)
+                self._close_conn(effect.entry)
+
+    def _dial(self, ticket: int) -> None:
+        """Opener thread: dial once and settle ``ticket`` exactly once."""
+        try:
+            conn = self._connect()
+            if conn is None:
+                raise TypeError(f"{self.name}: connect() returned None")
+        except BaseException as exc:  # settle the ticket whatever happened
+            log.warning("%s: connect failed: %r", self.name, exc)
+            self._call(self._core.connect_failed, ticket, exc)
+            return
+        core = self._core
+        with self._lock:
+            if core.holds(conn):
+                dup = ValueError(f"{self.name}: connect() returned a live connection")
+                core.connect_failed(ticket, dup, monotonic())
+            else:
+                core.connected(ticket, conn, monotonic())
+            out = core.take_effects()
+        self._run(out)
+
+    def _close_conn(self, entry: Entry[C]) -> None:
+        """Close a driver connection, then settle it in the core, whatever happens."""
+        try:
+            entry.conn.close()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.info("%s: error closing a connection: %r", self.name, exc)
+        finally:
+            self._call(self._core.closed, entry)
+
+    # -- maintenance ---------------------------------------------------------
+
+    def _needs_maintenance(self) -> bool:
+        core = self._core
+        return not core.is_closed and (
+            core.conn_max_lifetime is not None
+            or core.conn_max_idle_time is not None
+            or core.min_idle > 0
+        )
+
+    def _maybe_start_maintenance(self) -> None:
+        """Start the sweeper thread if a knob needs it and none is running."""
+        self._maintenance_wakeup.set()
+        if self._needs_maintenance() and (
+            self._maintenance is None or not self._maintenance.is_alive()
+        ):
+            self._maintenance = threading.Thread(
+                target=_maintain,
+                args=(weakref.ref(self), self._maintenance_wakeup),
+                name=f"sqlgate-maintenance {self.name}",
+                daemon=True,
+            )
+            self._maintenance.start()
+
+    # -- knobs, stats, close ---------------------------------------------------
+
+    def set_max_open_conns(self, n: int) -> None:
+        """Set ``max_open`` (0 = unlimited); takes effect at once."""
+        self._call(self._core.set_max_open, n)
+
+    def set_max_idle_conns(self, n: int) -> None:
+        """Set ``max_idle`` (<= 0 keeps none); surplus idle ones close now."""
+        self._call(self._core.set_max_idle, n)
+
+    def set_min_idle_conns(self, n: int) -> None:
+        """Set the warm floor of idle connections (at most the idle cap)."""
+        self._call(self._core.set_min_idle, n)
+        self._maybe_start_maintenance()
+
+    def set_max_connecting(self, n: int) -> None:
+        """Set how many dials may be in flight at once (0 = unlimited)."""
+        self._call(self._core.set_max_connecting, n)
+
+    def set_conn_max_lifetime(self, seconds: float | None) -> None:
+        """Set the lifetime (None = forever); expired idle ones close now."""
+        self._call(self._core.set_conn_max_lifetime, seconds)
+        self._maybe_start_maintenance()
+
+    def set_conn_max_idle_time(self, seconds: float | None) -> None:
+        """Set the idle time limit (None = forever); expired ones close now."""
+        self._call(self._core.set_conn_max_idle_time, seconds)
+        self._maybe_start_maintenance()
+
+    def stats(self) -> Stats:
+        """A consistent snapshot of the pool's figures (see ``Stats``)."""
+        with self._lock:
+            return self._core.stats()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._core.is_closed
+
+    def close(self) -> None:
+        """Close the pool; idempotent.
+
+        Idle connections are closed now; queued callers fail with PoolClosed;
+        connections in use are closed when released; later acquires raise
+        PoolClosed.
+        """
+        self._call(self._core.close)
+        self._maintenance_wakeup.set()
+
+
+def _nothing(now: float) -> None:
+    """A core input that changes nothing: ``_call(_nothing)`` drains the outbox."""
+
+
+def _waiter_error(name: str, waiter: Waiter[C]) -> BaseException:
+    """The exception a FAILED waiter raises: sqlgate's own, or the dial's chained."""
+    error = waiter.error
+    assert error is not None
+    if type(error).__module__ == "sqlgate" or not isinstance(error, Exception):
+        return error
+    wrapped = ConnectError(f"{name}: connect failed: {error!r}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> None:
+    """Maintenance thread: expire idle connections and refill ``min_idle``.
+
+    Holds the pool only weakly between ticks, so an abandoned pool can be
+    collected; exits when the pool is closed or no knob needs it.
+    """
+    while True:
+        pool = pool_ref()
+        if pool is None or not pool._needs_maintenance():
+            return
+        core = pool._core
+        wakeup.clear()  # a knob changed after this point wakes the next wait
+        with pool._lock:
+            due = core.expire(monotonic())
+            out = core.take_effects()
+        pool._run(out)
+        del pool
+        delay = 1.0 if due is None else min(1.0, max(0.005, due - monotonic()))
+        wakeup.wait(delay)

@@ -1,0 +1,64 @@
+"""Stats: one frozen snapshot of a pool's figures (Go's DBStats and more)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A consistent snapshot of a pool, taken under its lock.
+
+    The first nine fields are Go's ``sql.DBStats``; durations are float seconds.
+    The rest are what OpenTelemetry's pool metrics and capacity planning need.
+
+    Attributes:
+        max_open_connections: the ``max_open`` knob; 0 means unlimited.
+        open_connections: connections counted against ``max_open``: in use,
+            idle, being dialed and being closed.
+        in_use: connections handed out to callers now.
+        idle: connections kept idle now.
+        wait_count: acquires that had to queue (for a release or a dial).
+        wait_duration: total seconds spent queued, over every finished wait.
+        max_idle_closed: connections closed because the idle set was full.
+        max_idle_time_closed: connections closed by ``conn_max_idle_time``.
+        max_lifetime_closed: connections closed by ``conn_max_lifetime``.
+        max_idle: the effective idle cap (``max_idle`` capped at ``max_open``).
+        min_idle: the effective warm floor of idle connections.
+        waiting: callers queued now.
+        dialing: connection attempts in flight now.
+        closing: connections being closed now (still counted as open).
+        acquires: connections handed out, in total.
+        timeouts: acquires that gave up with PoolTimeout.
+        dials: connection attempts that succeeded.
+        dial_failures: connection attempts that failed.
+        broken_closed: connections closed because they were released broken.
+        closed: connections closed, for any reason.
+        dial_duration: total seconds spent in successful dials.
+        use_duration: total seconds connections were held, over every release.
+    """
+
+    max_open_connections: int
+    open_connections: int
+    in_use: int
+    idle: int
+    wait_count: int
+    wait_duration: float
+    max_idle_closed: int
+    max_idle_time_closed: int
+    max_lifetime_closed: int
+    max_idle: int
+    min_idle: int
+    waiting: int
+    dialing: int
+    closing: int
+    acquires: int
+    timeouts: int
+    dials: int
+    dial_failures: int
+    broken_closed: int
+    closed: int
+    dial_duration: float
+    use_duration: float
