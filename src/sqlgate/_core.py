@@ -348,6 +348,8 @@ class PoolCore(Generic[C]):
         self._dial_duration = 0.0
         self._use_duration = 0.0
         self._update_expiring()
+        #: ``_idle_cap()``, cached for ``_put``; see ``_limits_changed``.
+        self._idle_limit = self._idle_cap()
 
     # -- derived limits ------------------------------------------------------
 
@@ -366,6 +368,10 @@ class PoolCore(Generic[C]):
         if self.max_open > 0:
             return min(self.max_idle, self.max_open)
         return self.max_idle
+
+    def _limits_changed(self) -> None:
+        """Recompute what the hot path reads instead of calling ``_idle_cap``."""
+        self._idle_limit = self._idle_cap()
 
     @staticmethod
     def _check_min_idle(min_idle: int, max_idle: int, max_open: int) -> None:
@@ -615,6 +621,7 @@ class PoolCore(Generic[C]):
             # Keep the knobs coherent rather than refuse: Go lowers max_idle too.
             self.min_idle = min(self.max_idle, n)
         self.max_open = n
+        self._limits_changed()
         self._shrink_idle()
         self._maybe_dial(now)
 
@@ -622,6 +629,7 @@ class PoolCore(Generic[C]):
         """Change ``max_idle`` (<= 0 keeps none); surplus idle ones close now."""
         n = max(0, _check_int("max_idle", n, -(2**63)))
         self.max_idle = n
+        self._limits_changed()
         self.min_idle = min(self.min_idle, self._idle_cap())
         self._shrink_idle()
         self._maybe_dial(now)
@@ -808,7 +816,7 @@ class PoolCore(Generic[C]):
             waiter.state = SERVED
             self._wait_duration += now - waiter.enqueued_at
             self.outbox.append(Wake(waiter))
-        elif len(self._idle) < self._idle_cap():
+        elif len(self._idle) < self._idle_limit:
             entry.state = IDLE
             entry.returned_at = now
             self._idle.append(entry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from contextlib import contextmanager
 from time import monotonic
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -25,7 +24,7 @@ from sqlgate._reset import make_reset
 from sqlgate.errors import ConnectError, PoolTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
     from sqlgate._core import Effect
     from sqlgate.stats import Stats
@@ -198,7 +197,7 @@ class Pool(Generic[C]):
         """
         core = self._core
         entry = core.lookup(conn)
-        if not broken and self._reset is not None and not core.is_closed:
+        if not broken and self._reset is not None and not core._closed:
             try:
                 self._reset(conn)
             except Exception as exc:
@@ -214,24 +213,17 @@ class Pool(Generic[C]):
         if out:
             self._run(out)
 
-    @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[C]:
-        """Acquire a connection for the ``with`` block, then release it.
+    def connection(self, timeout: float | None = None) -> _Checkout[C]:
+        """Acquire a connection for a ``with`` block; it is released after the block.
 
         Args:
             timeout: as for ``acquire``.
 
-        Yields:
-            The driver's connection.
-
-        Raises:
-            The errors of ``acquire``.
+        Returns:
+            A context manager whose ``__enter__`` acquires and returns the
+            driver's connection, and whose ``__exit__`` releases it.
         """
-        conn = self.acquire(timeout)
-        try:
-            yield conn
-        finally:
-            self.release(conn)
+        return _Checkout(self, timeout)
 
     def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:
         """Block until ``waiter`` is settled or the timeout passes."""
@@ -402,6 +394,23 @@ class Pool(Generic[C]):
         """
         self._call(self._core.close)
         self._maintenance_wakeup.set()
+
+
+class _Checkout(Generic[C]):
+    """``with pool.connection() as conn``: a class, not a generator, for speed."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def __enter__(self) -> C:
+        self._conn = conn = self._pool.acquire(self._timeout)
+        return conn
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.release(self._conn)
 
 
 def _nothing(now: float) -> None:
