@@ -12,6 +12,12 @@ __all__ = ["make_reset", "rollback_open_transaction"]
 C = TypeVar("C")
 
 
+#: Per connection class: does it say whether a transaction is open? Asked once
+#: per class, because ``getattr`` with a default on a missing attribute raises
+#: and catches internally, which costs more than the rest of a release.
+_has_tx_flag: dict[type, bool] = {}
+
+
 def rollback_open_transaction(conn: object) -> None:
     """Roll back a transaction the caller left open.
 
@@ -20,8 +26,13 @@ def rollback_open_transaction(conn: object) -> None:
     trip; psycopg's ``rollback`` is itself free when no transaction is open.
     Others are rolled back unconditionally.
     """
-    if getattr(conn, "in_transaction", True):
-        conn.rollback()  # type: ignore[attr-defined]
+    cls = type(conn)
+    flag = _has_tx_flag.get(cls)
+    if flag is None:
+        flag = _has_tx_flag[cls] = hasattr(cls, "in_transaction")
+    if flag and not conn.in_transaction:  # type: ignore[attr-defined]
+        return
+    conn.rollback()  # type: ignore[attr-defined]
 
 
 def make_reset(

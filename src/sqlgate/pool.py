@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlgate._core import (
     FAILED,
+    IN_USE,
     SERVED,
     WAITING,
     Close,
@@ -196,7 +197,10 @@ class Pool(Generic[C]):
                 or foreign); no count changes.
         """
         core = self._core
-        entry = core.lookup(conn)
+        # core.lookup() inlined for the common case; it raises the precise error.
+        entry = core._registry.get(id(conn))
+        if entry is None or entry.conn is not conn or entry.state != IN_USE:
+            entry = core.lookup(conn)
         if not broken and self._reset is not None and not core._closed:
             try:
                 self._reset(conn)
