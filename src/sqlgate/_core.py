@@ -350,6 +350,9 @@ class PoolCore(Generic[C]):
         self._update_expiring()
         #: ``_idle_cap()``, cached for ``_put``; see ``_limits_changed``.
         self._idle_limit = self._idle_cap()
+        #: Whether ``_put`` must check for a closed pool or one over max_open;
+        #: set by close() and a shrinking set_max_open, cleared by ``_put``.
+        self._put_checks = False
 
     # -- derived limits ------------------------------------------------------
 
@@ -599,6 +602,7 @@ class PoolCore(Generic[C]):
         if self._closed:
             return
         self._closed = True
+        self._put_checks = True
         while self._idle:
             self._close(self._idle.pop(), POOL_CLOSED)
         while self._waiters:
@@ -621,6 +625,7 @@ class PoolCore(Generic[C]):
             # Keep the knobs coherent rather than refuse: Go lowers max_idle too.
             self.min_idle = min(self.max_idle, n)
         self.max_open = n
+        self._put_checks = True
         self._limits_changed()
         self._shrink_idle()
         self._maybe_dial(now)
@@ -800,13 +805,18 @@ class PoolCore(Generic[C]):
 
         Pre: ``entry`` is counted in no state (the caller uncounted it).
         """
-        if self._closed:
-            self._close(entry, POOL_CLOSED)
-        elif self.max_open > 0 and self.num_open - self._closing > self.max_open:
-            # Over the limit after set_max_open shrank it: closing ones no longer
-            # count here, or a slow close would make us close one too many.
-            self._close(entry, MAX_OPEN)
-        elif self._waiters:
+        if self._put_checks:  # closed, or max_open shrank: rare, so one flag
+            if self._closed:
+                self._close(entry, POOL_CLOSED)
+                return
+            if self.max_open > 0 and self.num_open - self._closing > self.max_open:
+                # Over the limit after set_max_open shrank it: closing ones no
+                # longer count here, or a slow close would make us close one
+                # too many.
+                self._close(entry, MAX_OPEN)
+                return
+            self._put_checks = False  # back under the limit
+        if self._waiters:
             waiter = self._waiters.popleft()
             entry.state = IN_USE
             entry.acquired_at = now
