@@ -9,6 +9,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlgate._core import (
+    BROKEN,
     FAILED,
     IN_USE,
     SERVED,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate._core import Effect
+    from sqlgate.observe import Observer
     from sqlgate.stats import Stats
 
 __all__ = ["DEFAULT_MAX_CONNECTING", "Pool"]
@@ -71,6 +73,11 @@ class Pool(Generic[C]):
         rollback_on_return: bool = True,
         reset: Callable[[C], object] | None = None,
         name: str | None = None,
+        on_connect: Callable[[C], object] | None = None,
+        on_acquire: Callable[[C], object] | None = None,
+        on_release: Callable[[C], object] | None = None,
+        on_close: Callable[[C], object] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         """Create a pool; it dials nothing until asked (or ``min_idle`` > 0).
 
@@ -94,6 +101,20 @@ class Pool(Generic[C]):
             reset: called with each returned connection after the rollback;
                 if it raises, the connection is discarded.
             name: the pool's name in messages and metrics.
+            on_connect: called with each new connection in the dialing thread,
+                before anyone gets it; if it raises, the connection is closed
+                and the dial fails with that error.
+            on_acquire: called with each connection before ``acquire`` returns
+                it; if it raises, the connection is discarded and ``acquire``
+                raises the error.
+            on_release: called with each connection given back (not when
+                released broken), before the rollback and ``reset``; if it
+                raises, the connection is discarded and ``release`` raises
+                the error after giving it back.
+            on_close: called with each connection just before it is closed;
+                an error is logged and the close goes ahead.
+            observer: receives per-event durations (see ``sqlgate.observe``);
+                settable later through the ``observer`` attribute.
 
         Raises:
             TypeError: ``connect`` is not callable, or a knob has the wrong type.
@@ -117,6 +138,21 @@ class Pool(Generic[C]):
         if reset is not None and not callable(reset):
             raise TypeError(f"reset must be callable or None, got {reset!r}")
         self._reset = make_reset(rollback_on_return, reset)
+        hooks = {
+            "on_connect": on_connect,
+            "on_acquire": on_acquire,
+            "on_release": on_release,
+            "on_close": on_close,
+        }
+        for hook_name, hook in hooks.items():
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{hook_name} must be callable or None, got {hook!r}")
+        self._on_connect = on_connect
+        self._on_acquire = on_acquire
+        self._on_release = on_release
+        self._on_close = on_close
+        self._observer: Observer | None = None
+        self.observer = observer  # picks the acquire/release path
         # Critical section: every core call, and nothing else, runs under it.
         self._lock = threading.Lock()
         # Wakes the maintenance thread when a knob changes or the pool closes.
@@ -229,7 +265,72 @@ class Pool(Generic[C]):
         """
         return _Checkout(self, timeout)
 
+    # -- hooks and observer (off the plain path) ------------------------------
+
+    @property
+    def observer(self) -> Observer | None:
+        """The per-event observer (see ``sqlgate.observe``), or None."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._observer = observer
+        # Pick the acquire/release path here, once: without hooks or observer
+        # the plain methods run, so the fast path pays nothing for them.
+        if observer is None and self._on_acquire is None and self._on_release is None:
+            self.__dict__.pop("acquire", None)
+            self.__dict__.pop("release", None)
+        else:
+            self.__dict__["acquire"] = self._acquire_hooked
+            self.__dict__["release"] = self._release_hooked
+
+    def _acquire_hooked(self, timeout: float | None = None) -> C:
+        """``acquire``, then the ``on_acquire`` hook."""
+        conn = Pool.acquire(self, timeout)
+        hook = self._on_acquire
+        if hook is not None:
+            try:
+                hook(conn)
+            except BaseException:
+                Pool.release(self, conn, broken=True)
+                raise
+        return conn
+
+    def _release_hooked(self, conn: C, *, broken: bool = False) -> None:
+        """The ``on_release`` hook and the ``used`` event, then ``release``."""
+        entry = self._core.lookup(conn)  # a foreign conn raises before any hook
+        error: BaseException | None = None
+        hook = self._on_release
+        if hook is not None and not broken:
+            try:
+                hook(conn)
+            except Exception as exc:
+                log.info(
+                    "%s: discarding a connection: on_release raised %r", self.name, exc
+                )
+                error = exc
+                broken = True
+        observer = self._observer
+        if observer is not None:
+            observer.used(monotonic() - entry.acquired_at)
+        Pool.release(self, conn, broken=broken)
+        if error is not None:
+            raise error
+
     def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:
+        """Block until ``waiter`` is settled; report the wait to the observer."""
+        observer = self._observer
+        if observer is None:
+            return self._wait_settled(waiter, timeout)
+        try:
+            return self._wait_settled(waiter, timeout)
+        except PoolTimeout:
+            observer.timed_out()
+            raise
+        finally:
+            observer.waited(monotonic() - waiter.enqueued_at)
+
+    def _wait_settled(self, waiter: Waiter[C], timeout: float | None) -> C:
         """Block until ``waiter`` is settled or the timeout passes."""
         if timeout is None:
             limit = self._timeout
@@ -287,22 +388,29 @@ class Pool(Generic[C]):
             if kind is Wake:
                 effect.waiter.token.release()  # type: ignore[union-attr]
             elif kind is Connect:
-                threading.Thread(
-                    target=self._dial,
-                    args=(effect.ticket,),  # type: ignore[union-attr]
-                    name=f"sqlgate-dial {self.name}",
-                    daemon=True,
-                ).start()
+                ticket = effect.ticket  # type: ignore[union-attr]
+                try:
+                    threading.Thread(
+                        target=self._dial,
+                        args=(ticket,),
+                        name=f"sqlgate-dial {self.name}",
+                        daemon=True,
+                    ).start()
+                except BaseException as exc:  # no thread: the ticket still settles
+                    self._call(self._core.connect_failed, ticket, exc)
             else:
                 assert isinstance(effect, Close)
-                self._close_conn(effect.entry)
+                self._close_conn(effect.entry, effect.reason)
 
     def _dial(self, ticket: int) -> None:
         """Opener thread: dial once and settle ``ticket`` exactly once."""
+        started = monotonic()
         try:
             conn = self._connect()
             if conn is None:
                 raise TypeError(f"{self.name}: connect() returned None")
+            if self._on_connect is not None:
+                self._configure(conn)
         except BaseException as exc:  # settle the ticket whatever happened
             log.warning("%s: connect failed: %r", self.name, exc)
             self._call(self._core.connect_failed, ticket, exc)
@@ -315,12 +423,32 @@ class Pool(Generic[C]):
             else:
                 core.connected(ticket, conn, monotonic())
             out = core.take_effects()
+        if self._observer is not None:
+            self._observer.created(monotonic() - started)
         self._run(out)
 
-    def _close_conn(self, entry: Entry[C]) -> None:
-        """Close a driver connection, then settle it in the core, whatever happens."""
+    def _configure(self, conn: C) -> None:
+        """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
+        assert self._on_connect is not None
         try:
-            entry.conn.close()  # type: ignore[attr-defined]
+            self._on_connect(conn)
+        except BaseException:
+            try:
+                conn.close()  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.info("%s: error closing a connection: %r", self.name, exc)
+            raise
+
+    def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
+        """Close a driver connection, then settle it in the core, whatever happens."""
+        if reason == BROKEN:
+            log.info("%s: discarding a broken connection %r", self.name, entry.conn)
+        try:
+            try:
+                if self._on_close is not None:
+                    self._on_close(entry.conn)
+            finally:
+                entry.conn.close()  # type: ignore[attr-defined]
         except Exception as exc:
             log.info("%s: error closing a connection: %r", self.name, exc)
         finally:
