@@ -1,0 +1,116 @@
+"""Observability: the per-event observer interface, exporters, and helpers.
+
+A pool reports four kinds of event to an *observer*, and only when one is set
+(a pool without one runs the same code as if this module did not exist):
+
+    created(seconds)   a dial succeeded; how long ``connect`` (and the
+                       ``on_connect`` hook) took.
+    waited(seconds)    an acquire that had to queue ended (served, timed out,
+                       or failed); how long it was queued.
+    used(seconds)      a connection was given back; how long it was held.
+    timed_out()        an acquire gave up with ``PoolTimeout``.
+
+Levels (idle, in use, pending requests, limits) are not events: exporters read
+them from ``Pool.stats()`` when they are scraped. Durations are float seconds
+from ``time.monotonic``.
+
+``sqlgate.observe.otel`` exports OpenTelemetry metrics and
+``sqlgate.observe.prometheus`` a Prometheus collector; both attach an observer
+with ``attach`` so that they can share one pool.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["Fanout", "ObservedPool", "Observer", "attach", "detach"]
+
+
+class Observer(Protocol):
+    """What a pool calls on each event; every method must be cheap and not raise."""
+
+    def created(self, seconds: float) -> None:
+        """A connection was dialed (and configured) in ``seconds``."""
+
+    def waited(self, seconds: float) -> None:
+        """A queued acquire ended after ``seconds`` in the queue."""
+
+    def used(self, seconds: float) -> None:
+        """A connection was held for ``seconds`` before it was given back."""
+
+    def timed_out(self) -> None:
+        """An acquire raised ``PoolTimeout``."""
+
+
+class ObservedPool(Protocol):
+    """The part of a pool (``Pool`` or ``AsyncPool``) that ``attach`` needs."""
+
+    observer: Observer | None
+
+
+class Fanout:
+    """An observer that passes every event on to several others, in order."""
+
+    __slots__ = ("observers",)
+
+    def __init__(self, observers: Iterable[Observer]) -> None:
+        """Combine ``observers``; events reach each of them in the given order.
+
+        Args:
+            observers: the observers to call.
+        """
+        self.observers: tuple[Observer, ...] = tuple(observers)
+
+    def created(self, seconds: float) -> None:
+        """Pass ``created`` on."""
+        for o in self.observers:
+            o.created(seconds)
+
+    def waited(self, seconds: float) -> None:
+        """Pass ``waited`` on."""
+        for o in self.observers:
+            o.waited(seconds)
+
+    def used(self, seconds: float) -> None:
+        """Pass ``used`` on."""
+        for o in self.observers:
+            o.used(seconds)
+
+    def timed_out(self) -> None:
+        """Pass ``timed_out`` on."""
+        for o in self.observers:
+            o.timed_out()
+
+
+def attach(pool: ObservedPool, observer: Observer) -> None:
+    """Add ``observer`` to ``pool``, keeping any observer it already has.
+
+    Args:
+        pool: a ``Pool`` or ``AsyncPool``.
+        observer: the observer to add.
+    """
+    current = pool.observer
+    if current is None:
+        pool.observer = observer
+    elif isinstance(current, Fanout):
+        pool.observer = Fanout((*current.observers, observer))
+    else:
+        pool.observer = Fanout((current, observer))
+
+
+def detach(pool: ObservedPool, observer: Observer) -> None:
+    """Remove ``observer`` from ``pool``; a no-op if it is not attached.
+
+    Args:
+        pool: a ``Pool`` or ``AsyncPool``.
+        observer: the observer to remove.
+    """
+    current = pool.observer
+    if current is observer:
+        pool.observer = None
+    elif isinstance(current, Fanout):
+        rest = [o for o in current.observers if o is not observer]
+        pool.observer = rest[0] if len(rest) == 1 else Fanout(rest) if rest else None
