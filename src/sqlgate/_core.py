@@ -68,16 +68,45 @@ I6 exactly once   each entry, ticket and waiter is in exactly one state, and
                   the registry, idle stack and waiter queue agree with it
 I7 idle cap       idle <= effective max_idle; closed pools keep none
 I8 closed         a closed pool has no idle connection, waiter or new dial
+I9 circuit        the circuit is open only after ``circuit_after`` (> 0)
+                  dials failed in a row; while it is open nobody waits and
+                  no dial is issued but the one probe, at ``probe_at``
+
+Circuit breaker
+---------------
+When the database is down every dial fails, usually after a connect timeout.
+Without a breaker each caller would queue and wait out its own timeout. After
+``circuit_after`` dials fail in a row the circuit *opens*: every queued caller
+fails at once with ``CircuitOpen`` (the last dial error chained), and so does
+every acquire that finds nothing idle, until it closes. Idle connections are
+still handed out. One *probe* dial at a time retries, with exponential backoff
+and jitter (``CIRCUIT_BACKOFF``; the jitter comes from ``rng``); ``expire``
+returns its due time so the shell's maintenance wakes for it, and any input
+made after that time issues it too. The first dial that succeeds closes the
+circuit and service resumes. Since nobody may queue while it is open, there is
+no backlog to serve when it closes: callers refused meanwhile retry on their
+own, and the probe's connection goes idle for the next one.
+
+Leak tracking
+-------------
+In leak-tracking mode the shell calls ``loosen`` on each entry it hands out:
+the entry then keeps only a weak reference to its connection, so a caller that
+drops it lets the garbage collector take it. The weak reference's callback
+(set by the shell; it must not take the shell's lock) reports the entry, and
+``reclaim`` settles it: its slot is freed and it counts as closed, with reason
+``leaked``; there is nothing left to close (the driver's own finalizer closed
+its socket). ``release`` and ``close_in_use`` take the strong reference back.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
-from sqlgate.errors import PoolClosed, TooManyWaiters
+from sqlgate.errors import CircuitOpen, PoolClosed, TooManyWaiters
 from sqlgate.stats import Stats
 
 if TYPE_CHECKING:
@@ -119,6 +148,7 @@ MAX_IDLE_TIME: Final = "max_idle_time"
 MAX_LIFETIME: Final = "max_lifetime"
 MAX_OPEN: Final = "max_open"
 POOL_CLOSED: Final = "pool_closed"
+LEAKED: Final = "leaked"
 
 #: Lifetimes are shortened by a random fraction in [0, LIFETIME_JITTER) so that
 #: connections dialed together do not all expire together; never lengthened, so
@@ -126,6 +156,13 @@ POOL_CLOSED: Final = "pool_closed"
 LIFETIME_JITTER: Final = 0.05
 #: Backoff for refilling ``min_idle`` after failed dials: first delay, cap (s).
 REFILL_BACKOFF: Final = (0.1, 10.0)
+#: Backoff of the circuit breaker's probe dials: first delay, cap (s). Each
+#: delay is then scaled by a random factor in [0.5, 1): a database that comes
+#: back is found within about half a second, and a fleet of pools does not
+#: probe in step.
+CIRCUIT_BACKOFF: Final = (0.05, 0.5)
+#: Default ``circuit_after``: consecutive failed dials that open the circuit.
+CIRCUIT_AFTER: Final = 3
 
 
 class InvariantError(AssertionError):
@@ -135,10 +172,25 @@ class InvariantError(AssertionError):
 class Entry(Generic[C]):
     """One driver connection and its bookkeeping."""
 
-    __slots__ = ("acquired_at", "conn", "created_at", "jitter", "returned_at", "state")
+    __slots__ = (
+        "acquired_at",
+        "conn",
+        "created_at",
+        "jitter",
+        "key",
+        "ref",
+        "returned_at",
+        "state",
+    )
 
     def __init__(self, conn: C, created_at: float, jitter: float) -> None:
-        self.conn: Final = conn
+        #: The driver connection. While ``ref`` is set (a loosened entry, in
+        #: leak-tracking mode) this is None and ``ref`` reaches it instead.
+        self.conn = conn
+        #: ``id(conn)``, the registry key, fixed at creation.
+        self.key: Final = id(conn)
+        #: A weak reference to ``conn`` while loosened (see ``loosen``).
+        self.ref: weakref.ref[C] | None = None
         #: One of IN_USE, IDLE, CLOSING, CLOSED.
         self.state = IN_USE
         #: When the dial completed (monotonic s); lifetime counts from here.
@@ -151,7 +203,12 @@ class Entry(Generic[C]):
         self.acquired_at = created_at
 
     def __repr__(self) -> str:
-        return f"<Entry {self.conn!r} state={self.state}>"
+        return f"<Entry {self.get()!r} state={self.state}>"
+
+    def get(self) -> C | None:
+        """The connection, or None if it was loosened and then collected."""
+        ref = self.ref
+        return self.conn if ref is None else ref()
 
 
 class Waiter(Generic[C]):
@@ -263,6 +320,7 @@ class PoolCore(Generic[C]):
         conn_max_lifetime: float | None = None,
         conn_max_idle_time: float | None = None,
         max_waiting: int = 0,
+        circuit_after: int = CIRCUIT_AFTER,
         name: str = "pool",
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -281,8 +339,11 @@ class PoolCore(Generic[C]):
             conn_max_idle_time: seconds a connection may sit idle; None means
                 forever.
             max_waiting: most callers queued at once; 0 means unbounded.
+            circuit_after: consecutive failed dials that open the circuit
+                breaker (see the module header); 0 disables it.
             name: the pool's name, used in error messages.
-            rng: a source of floats in [0, 1) for the lifetime jitter.
+            rng: a source of floats in [0, 1) for the lifetime and probe
+                backoff jitter.
 
         Raises:
             TypeError: a knob of the wrong type.
@@ -306,6 +367,8 @@ class PoolCore(Generic[C]):
         #: Most callers queued at once; 0 means unbounded.
         self.max_waiting = _check_int("max_waiting", max_waiting, 0)
         self.name = name
+        #: Failed dials in a row that open the circuit; 0 disables it.
+        self.circuit_after = _check_int("circuit_after", circuit_after, 0)
         self._rng = rng
         self._check_min_idle(self.min_idle, self.max_idle, self.max_open)
 
@@ -342,7 +405,16 @@ class PoolCore(Generic[C]):
         self._wait_count = 0
         self._timeouts = 0
         self._by_reason: dict[str, int] = dict.fromkeys(
-            (BROKEN, MAX_IDLE, MAX_IDLE_TIME, MAX_LIFETIME, MAX_OPEN, POOL_CLOSED), 0
+            (
+                BROKEN,
+                MAX_IDLE,
+                MAX_IDLE_TIME,
+                MAX_LIFETIME,
+                MAX_OPEN,
+                POOL_CLOSED,
+                LEAKED,
+            ),
+            0,
         )
         self._wait_duration = 0.0
         self._dial_duration = 0.0
@@ -353,6 +425,12 @@ class PoolCore(Generic[C]):
         #: Whether ``_put`` must check for a closed pool or one over max_open;
         #: set by close() and a shrinking set_max_open, cleared by ``_put``.
         self._put_checks = False
+        # -- circuit breaker (I9) --
+        #: When the circuit opened (monotonic s); None while it is closed.
+        self._circuit_since: float | None = None
+        #: When the next probe dial may be issued, while the circuit is open.
+        self.probe_at = 0.0
+        self._circuit_opens = 0
 
     # -- derived limits ------------------------------------------------------
 
@@ -360,6 +438,11 @@ class PoolCore(Generic[C]):
     def is_closed(self) -> bool:
         """Whether ``close()`` was called."""
         return self._closed
+
+    @property
+    def circuit_open(self) -> bool:
+        """Whether the circuit breaker is open (see the module header)."""
+        return self._circuit_since is not None
 
     @property
     def failing(self) -> bool:
@@ -425,6 +508,8 @@ class PoolCore(Generic[C]):
         Raises:
             PoolClosed: the pool is closed (nothing changes).
             TooManyWaiters: no idle connection and ``max_waiting`` are queued.
+            CircuitOpen: no idle connection and the circuit is open (I9); the
+                last dial error is chained. A probe may be issued first.
         """
         if self._closed:
             raise PoolClosed(f"{self.name} is closed")
@@ -446,6 +531,11 @@ class PoolCore(Generic[C]):
                 f"{self.name}: max_waiting={self.max_waiting} callers already waiting "
                 f"(max_open={self.max_open}, in_use={self._in_use})"
             )
+        if self._circuit_since is not None:
+            # I9: fail fast instead of queueing behind dials that will fail;
+            # issue the probe if it is due (the shell runs it before raising).
+            self._maybe_dial(now)
+            raise self._circuit_error(now)
         waiter: Waiter[C] = Waiter(now)
         self._waiters.append(waiter)
         self._wait_count += 1
@@ -463,9 +553,13 @@ class PoolCore(Generic[C]):
         """
         if entry.state != IN_USE:
             raise ValueError(
-                f"{self.name}: connection {entry.conn!r} is not in use "
+                f"{self.name}: connection {entry.get()!r} is not in use "
                 "(released twice?)"
             )
+        ref = entry.ref
+        if ref is not None:  # loosened: the caller holds conn, take it back
+            entry.conn = cast("C", ref())
+            entry.ref = None
         self._in_use -= 1
         self._use_duration += now - entry.acquired_at
         if broken:
@@ -490,13 +584,19 @@ class PoolCore(Generic[C]):
         """
         if ticket not in self._tickets:
             raise ValueError(f"{self.name}: ticket {ticket} is not in flight")
-        if id(conn) in self._registry:
+        old = self._registry.get(id(conn))
+        if old is not None and not (old.ref is not None and old.ref() is None):
             raise ValueError(f"{self.name}: connection {conn!r} is already registered")
+        if old is not None:
+            # A loosened connection was collected and its id reused before the
+            # shell reported it: settle it now, so the key is free.
+            self.reclaim(old, now)
         issued_at = self._tickets.pop(ticket)  # settles the reservation
         self._dials += 1
         self._dial_duration += now - issued_at
         self._fails_in_row = 0
         self._refill_at = 0.0
+        self._circuit_since = None  # I9: one good dial closes the circuit
         entry = Entry(conn, now, 1.0 - LIFETIME_JITTER * self._rng())
         self._registry[id(conn)] = entry
         self._put(entry, now)
@@ -508,7 +608,9 @@ class PoolCore(Generic[C]):
 
         Post: the ticket is settled and its slot freed; the head waiter, if
         any, fails with ``error``; dials are re-issued for remaining waiters;
-        refilling ``min_idle`` backs off.
+        refilling ``min_idle`` backs off. After ``circuit_after`` failures in
+        a row the circuit opens (or stays open): every waiter fails with
+        ``CircuitOpen`` and the next probe is scheduled (I9).
 
         Raises:
             ValueError: unknown or already settled ticket; nothing changes.
@@ -522,7 +624,21 @@ class PoolCore(Generic[C]):
         self.last_dial_error = error
         first, cap = REFILL_BACKOFF
         self._refill_at = now + min(cap, first * 2 ** (self._fails_in_row - 1))
-        if self._waiters:
+        if self.circuit_after and self._fails_in_row >= self.circuit_after:
+            if self._circuit_since is None:
+                self._circuit_since = now
+                self._circuit_opens += 1
+            first, cap = CIRCUIT_BACKOFF
+            tries = min(30, self._fails_in_row - self.circuit_after)
+            delay = min(cap, first * 2**tries) * (0.5 + 0.5 * self._rng())
+            self.probe_at = now + delay
+            while self._waiters:  # I9: nobody waits while the circuit is open
+                waiter = self._waiters.popleft()
+                waiter.state = FAILED
+                waiter.error = self._circuit_error(now)
+                self._wait_duration += now - waiter.enqueued_at
+                self.outbox.append(Wake(waiter))
+        elif self._waiters:
             waiter = self._waiters.popleft()
             waiter.state = FAILED
             waiter.error = error
@@ -542,7 +658,7 @@ class PoolCore(Generic[C]):
         if entry.state != CLOSING:
             raise ValueError(f"{self.name}: {entry!r} is not being closed")
         entry.state = CLOSED
-        del self._registry[id(entry.conn)]
+        del self._registry[entry.key]
         self._closing -= 1
         self.num_open -= 1  # settles the slot reserved when it was dialed
         self._closed_count += 1
@@ -570,8 +686,88 @@ class PoolCore(Generic[C]):
             return
         waiter.state = ABANDONED
 
+    def loosen(self, entry: Entry[C], callback: Callable[[object], object]) -> bool:
+        """Leak tracking: keep only a weak reference to an in-use connection.
+
+        Pre: ``entry`` is IN_USE and its caller holds ``entry.conn``. Post:
+        ``entry.conn`` is None and ``entry.ref`` reaches the connection;
+        ``callback`` runs (in whatever thread drops the last reference; it
+        must not take the shell's lock) if the connection is collected before
+        it is released. ``release`` and ``close_in_use`` undo this.
+
+        Returns:
+            False (and nothing changes) if the driver's connection objects do
+            not support weak references.
+        """
+        if entry.state != IN_USE or entry.ref is not None:
+            raise ValueError(f"{self.name}: {entry!r} is not in use, or loosened")
+        try:
+            entry.ref = weakref.ref(entry.conn, callback)
+        except TypeError:
+            return False
+        entry.conn = cast("C", None)
+        return True
+
+    def reclaim(self, entry: Entry[C], now: float) -> bool:
+        """A loosened connection may have been collected while in use.
+
+        Post: if it was (the weak reference is dead and the entry still in
+        use), the entry is CLOSED with reason ``leaked``, its slot is free
+        and dials are issued if waiters can use the room; otherwise nothing
+        changes (it was released or settled meanwhile).
+
+        Returns:
+            Whether the entry was reclaimed now.
+        """
+        ref = entry.ref
+        if entry.state != IN_USE or ref is None or ref() is not None:
+            return False
+        entry.ref = None
+        entry.state = CLOSED
+        del self._registry[entry.key]
+        self._in_use -= 1
+        self._use_duration += now - entry.acquired_at
+        self._by_reason[LEAKED] += 1
+        # The object is gone: nothing is left to close, so the slot is settled
+        # here rather than through a Close effect.
+        self.num_open -= 1
+        self._closed_count += 1
+        self._maybe_dial(now)
+        return True
+
+    def close_in_use(self, now: float) -> int:
+        """Force-close every connection still handed out, after ``close``.
+
+        Post: each IN_USE entry is CLOSING (reason ``pool_closed``) with a
+        Close effect, or reclaimed if it was collected; a later ``release`` of
+        one of them is refused (the shell may ignore that once closed).
+
+        Returns:
+            How many connections were taken from their callers.
+
+        Raises:
+            ValueError: the pool is not closed; nothing changes.
+        """
+        if not self._closed:
+            raise ValueError(f"{self.name}: close_in_use() before close()")
+        taken = 0
+        for entry in list(self._registry.values()):
+            if entry.state != IN_USE or self.reclaim(entry, now):
+                continue
+            ref = entry.ref
+            if ref is not None:
+                entry.conn = cast("C", ref())
+                entry.ref = None
+            self._in_use -= 1
+            self._use_duration += now - entry.acquired_at
+            self._close(entry, POOL_CLOSED)
+            taken += 1
+        return taken
+
     def expire(self, now: float) -> float | None:
         """Maintenance tick: close expired idle connections, refill ``min_idle``.
+
+        While the circuit is open, issue the probe if it is due.
 
         Returns:
             When the next tick is due (monotonic s), or None if nothing will
@@ -590,6 +786,8 @@ class PoolCore(Generic[C]):
             and len(self._idle) + len(self._tickets) < self._min_idle_target()
         ):
             due = min(due, max(self._refill_at, now))
+        if self._circuit_since is not None and not self._tickets:
+            due = min(due, max(self.probe_at, now))
         return None if due == math.inf else due
 
     def close(self, now: float) -> None:
@@ -666,6 +864,33 @@ class PoolCore(Generic[C]):
         self._sweep(now)
         self._maybe_dial(now)
 
+    def set_circuit_after(self, n: int, now: float) -> None:
+        """Change how many failed dials in a row open the circuit (0 = never).
+
+        An open circuit closes at once if the new threshold is 0 or above the
+        failures counted so far.
+        """
+        self.circuit_after = _check_int("circuit_after", n, 0)
+        if not n or self._fails_in_row < n:
+            self._circuit_since = None
+        self._maybe_dial(now)
+
+    def renew(self) -> PoolCore[C]:
+        """A new, empty core with this one's knobs (for a forked child)."""
+        core: PoolCore[C] = PoolCore(
+            max_open=self.max_open,
+            max_idle=self.max_idle,
+            min_idle=self.min_idle,
+            max_connecting=self.max_connecting,
+            conn_max_lifetime=self.conn_max_lifetime,
+            conn_max_idle_time=self.conn_max_idle_time,
+            max_waiting=self.max_waiting,
+            circuit_after=self.circuit_after,
+            name=self.name,
+            rng=self._rng,
+        )
+        return core
+
     def set_max_waiting(self, n: int) -> None:
         """Change the queue bound (0 = unbounded); queued callers stay queued."""
         self.max_waiting = _check_int("max_waiting", n, 0)
@@ -683,7 +908,7 @@ class PoolCore(Generic[C]):
                 use now (foreign, already released, or closed).
         """
         entry = self._registry.get(id(conn))
-        if entry is None or entry.conn is not conn:
+        if entry is None or (entry.conn is not conn and entry.get() is not conn):
             raise ValueError(
                 f"{self.name}: {conn!r} is not a connection of this pool "
                 "(foreign, or already closed)"
@@ -695,7 +920,7 @@ class PoolCore(Generic[C]):
     def holds(self, conn: object) -> bool:
         """Whether ``conn`` is a live (not yet closed) connection of this pool."""
         entry = self._registry.get(id(conn))
-        return entry is not None and entry.conn is conn
+        return entry is not None and (entry.conn is conn or entry.get() is conn)
 
     def take_effects(self) -> list[Effect[C]]:
         """Hand the outbox to the shell and start a fresh one."""
@@ -729,6 +954,9 @@ class PoolCore(Generic[C]):
             closed=self._closed_count,
             dial_duration=self._dial_duration,
             use_duration=self._use_duration,
+            circuit_open=self._circuit_since is not None,
+            circuit_opens=self._circuit_opens,
+            leaks_reclaimed=by[LEAKED],
         )
 
     def snapshot(self) -> tuple[object, ...]:
@@ -743,10 +971,11 @@ class PoolCore(Generic[C]):
             self._closed,
             self.max_open,
             self.max_idle,
+            self._circuit_since is not None,
         )
 
     def check(self) -> None:
-        """Verify every invariant (I1-I8 in the module header).
+        """Verify every invariant (I1-I9 in the module header).
 
         Raises:
             InvariantError: naming the first invariant that does not hold.
@@ -794,6 +1023,18 @@ class PoolCore(Generic[C]):
             fail("I7 idle cap")
         if self._closed and (idle or self._waiters):
             fail("I8 closed")
+        if self._circuit_since is not None and (
+            self._waiters
+            or not self.circuit_after
+            or self._fails_in_row < self.circuit_after
+        ):
+            fail("I9 circuit")
+        if any(
+            (e.ref is None) == (e.conn is None)
+            or (e.ref is not None and e.state != IN_USE)
+            for e in self._registry.values()
+        ):
+            fail("I6 exactly once (loosened entry)")
 
     # -- internals -----------------------------------------------------------
 
@@ -863,9 +1104,35 @@ class PoolCore(Generic[C]):
                 self._close(entry, reason)
         self._idle = keep
 
+    def _circuit_error(self, now: float) -> CircuitOpen:
+        """A fresh CircuitOpen for one caller, the last dial error chained."""
+        since = self._circuit_since
+        assert since is not None
+        error = CircuitOpen(
+            f"{self.name}: database unreachable for {now - since:.2f} s "
+            f"({self._fails_in_row} dials failed in a row; next try in "
+            f"{max(0.0, self.probe_at - now):.2f} s): {self.last_dial_error!r}"
+        )
+        error.__cause__ = self.last_dial_error
+        error.unreachable_since = since
+        return error
+
     def _maybe_dial(self, now: float) -> None:
-        """Issue dials for queued waiters and the ``min_idle`` deficit (I5)."""
+        """Issue dials for queued waiters and the ``min_idle`` deficit (I5).
+
+        While the circuit is open, issue only the probe, once due (I9).
+        """
         if self._closed:
+            return
+        if self._circuit_since is not None:
+            if not self._tickets and now >= self.probe_at:
+                if self.max_open > 0 and self.num_open >= self.max_open:
+                    return  # every slot is taken (in use): no room to probe
+                ticket = self._next_ticket  # reserve before I/O (I3)
+                self._next_ticket += 1
+                self._tickets[ticket] = now
+                self.num_open += 1
+                self.outbox.append(Connect(ticket))
             return
         need = len(self._waiters)
         if self.min_idle and now >= self._refill_at:

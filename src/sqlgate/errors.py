@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConnectError", "Error", "PoolClosed", "PoolTimeout", "TooManyWaiters"]
+__all__ = [
+    "CircuitOpen",
+    "ConnectError",
+    "Error",
+    "PoolClosed",
+    "PoolTimeout",
+    "TooManyWaiters",
+]
 
 
 class Error(Exception):
@@ -37,3 +44,17 @@ class ConnectError(Error):
     """The driver failed to open a connection; its exception is ``__cause__``."""
 
     __module__ = "sqlgate"
+
+
+class CircuitOpen(ConnectError):
+    """The database is unreachable: recent dials all failed, so this one was refused.
+
+    Raised at once, instead of waiting out the acquire timeout, while the
+    pool's circuit breaker is open (``circuit_after`` dials failed in a row).
+    The last dial error is ``__cause__``; ``unreachable_since`` is when the
+    circuit opened (``time.monotonic()`` seconds). One probe keeps dialing in
+    the background; its first success closes the circuit.
+    """
+
+    __module__ = "sqlgate"
+    unreachable_since: float = 0.0

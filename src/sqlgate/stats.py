@@ -38,6 +38,11 @@ class Stats:
         closed: connections closed, for any reason.
         dial_duration: total seconds spent in successful dials.
         use_duration: total seconds connections were held, over every release.
+        circuit_open: whether the circuit breaker is open now: the database
+            looks unreachable, so acquires that find nothing idle fail at once.
+        circuit_opens: how many times the circuit opened, in total.
+        leaks_reclaimed: connections garbage-collected while handed out, whose
+            slots the pool took back (leak tracking only).
     """
 
     max_open_connections: int
@@ -62,3 +67,6 @@ class Stats:
     closed: int
     dial_duration: float
     use_duration: float
+    circuit_open: bool = False
+    circuit_opens: int = 0
+    leaks_reclaimed: int = 0
