@@ -171,8 +171,9 @@ def test_foreign_release_raises_before_any_hook() -> None:
 
 @pytest.mark.parametrize("hook", ["on_connect", "on_acquire", "on_release", "on_close"])
 def test_a_hook_that_is_not_callable_is_refused(hook: str) -> None:
+    kwargs: dict[str, Any] = {hook: 42}
     with pytest.raises(TypeError, match=f"{hook} must be callable or None, got 42"):
-        Pool(FakeDriver().connect, **{hook: 42})
+        Pool(FakeDriver().connect, **kwargs)
 
 
 def test_plain_path_is_picked_without_hooks_or_observer() -> None:
