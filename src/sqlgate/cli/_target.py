@@ -1,0 +1,457 @@
+"""What ``sqlgate stress`` runs against: a connect callable, and who counts.
+
+A :class:`Target` bundles the connect callable the pool dials with, the query
+to run, and the independent witnesses the leak check asks:
+
+* a :class:`Ledger` that wraps the connect callable and keeps every
+  connection it returned, so it can ask the driver which are still open
+  (opened minus closed, whatever the pool believes);
+* for a server, a :class:`ServerCount` on a separate monitor connection that
+  asks the server itself how many of the run's connections it still has:
+  PostgreSQL by ``pg_stat_activity.application_name`` (a marker unique to the
+  run), MariaDB/MySQL by the connection ids recorded at connect time, looked
+  up in ``information_schema.processlist``.
+
+Connecting from a DSN is a small private shim until the database handle's
+DSN parser (``sqlgate.drivers``) is available.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "BadInput",
+    "Ledger",
+    "ServerCount",
+    "Target",
+    "is_open",
+    "load_callable",
+    "make_target",
+    "mask_dsn",
+]
+
+#: The table the embedded SQLite database is given (prefixed: shared servers).
+EMBEDDED_TABLE = "sqlgate_stress_items"
+EMBEDDED_ROWS = 100
+EMBEDDED_QUERY = f"SELECT count(*), max(id) FROM {EMBEDDED_TABLE}"
+SERVER_QUERY = "SELECT 1"
+#: Seconds a connect may take before it counts as unreachable.
+CONNECT_TIMEOUT = 5
+
+
+class BadInput(Exception):
+    """The user's input cannot be used; the message is one line for stderr."""
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***`` (safe to print)."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparsable DSN>"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` (and its URL-quoted form) masked out."""
+    if secret:
+        text = text.replace(secret, "***")
+    return text
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, with its type."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def is_open(conn: object) -> bool:
+    """Ask the driver whether ``conn`` is still open.
+
+    Knows psycopg (``closed``), asyncpg (``is_closed()``), PyMySQL (``open``),
+    sqlite3 (a closed one refuses ``total_changes``) and aiosqlite; anything
+    else is taken as open until proven closed by one of those.
+    """
+    closed = getattr(conn, "closed", None)
+    if isinstance(closed, bool | int):
+        return not closed
+    is_closed = getattr(conn, "is_closed", None)
+    if callable(is_closed):
+        return not is_closed()
+    opened = getattr(conn, "open", None)
+    if isinstance(opened, bool):
+        return opened
+    if hasattr(conn, "_tx") and hasattr(conn, "_connection"):  # aiosqlite
+        return getattr(conn, "_connection", None) is not None
+    try:
+        conn.total_changes  # type: ignore[attr-defined]  # noqa: B018
+    except sqlite3.ProgrammingError:
+        return False
+    except AttributeError:
+        pass
+    return True
+
+
+@dataclass
+class Ledger:
+    """Wraps a connect callable and remembers every connection it returned.
+
+    Attributes:
+        opened: connections returned by the callable, in total.
+        server_ids: server-side ids (MariaDB connection ids) seen at connect.
+    """
+
+    connect: Callable[[], Any]
+    opened: int = 0
+    server_ids: list[int] = field(default_factory=list)
+    _live: list[Any] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self) -> Any:
+        """Dial through the wrapped callable and record the connection."""
+        conn = self.connect()
+        thread_id = getattr(conn, "thread_id", None)  # PyMySQL: no round trip
+        sid = thread_id() if callable(thread_id) else None
+        with self._lock:
+            self.opened += 1
+            self._live.append(conn)
+            if isinstance(sid, int):
+                self.server_ids.append(sid)
+        return conn
+
+    async def acall(self) -> Any:
+        """Async twin of ``__call__`` for an async connect callable."""
+        conn = await self.connect()
+        with self._lock:
+            self.opened += 1
+            self._live.append(conn)
+        return conn
+
+    def still_open(self) -> int:
+        """How many recorded connections the driver says are open now."""
+        with self._lock:
+            self._live = [c for c in self._live if is_open(c)]
+            return len(self._live)
+
+
+class ServerCount:
+    """Asks the server how many of the run's connections it still holds."""
+
+    #: Where the count comes from, for the report.
+    source: str = ""
+
+    def count(self, ledger: Ledger) -> int:
+        """The server's count of the run's connections."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the monitor connection."""
+
+
+class _PgCount(ServerCount):
+    def __init__(self, monitor: Any, marker: str) -> None:
+        self._monitor = monitor
+        self._marker = marker
+        self.source = f"pg_stat_activity where application_name = '{marker}'"
+
+    def count(self, ledger: Ledger) -> int:
+        row = self._monitor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (self._marker,),
+        ).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._monitor.close()
+
+
+class _MySQLCount(ServerCount):
+    source = "information_schema.processlist, by the connection ids seen at connect"
+
+    def __init__(self, monitor: Any) -> None:
+        self._monitor = monitor
+
+    def count(self, ledger: Ledger) -> int:
+        with self._monitor.cursor() as cur:
+            cur.execute("SELECT id FROM information_schema.processlist")
+            alive = {int(row[0]) for row in cur.fetchall()}
+        with ledger._lock:
+            ours = set(ledger.server_ids)
+        return len(alive & ours)
+
+    def close(self) -> None:
+        self._monitor.close()
+
+
+@dataclass
+class Target:
+    """A database to stress, with its witnesses.
+
+    Attributes:
+        kind: ``sqlite``, ``postgresql`` or ``mysql``.
+        shown: the DSN as it may be printed (password masked).
+        query: the query each request runs.
+        connect: the pool's connect callable (already wrapped by ``ledger``).
+        ledger: the driver-level witness.
+        server: the server-side witness, or None (SQLite).
+        marker: the run's unique tag (PostgreSQL ``application_name``).
+        embedded: True for the temporary SQLite database made with no DSN.
+    """
+
+    kind: str
+    shown: str
+    query: str
+    connect: Callable[[], Any]
+    ledger: Ledger
+    server: ServerCount | None
+    marker: str
+    embedded: bool = False
+    _cleanups: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the monitor connection and remove temporary files."""
+        if self.server is not None:
+            self.server.close()
+        for cleanup in reversed(self._cleanups):
+            cleanup()
+        self._cleanups.clear()
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Import ``module:attr`` and return it; it must be callable.
+
+    Raises:
+        BadInput: malformed, not importable, or not callable.
+    """
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise BadInput(f"--connect must be 'module:callable', got {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise BadInput(f"--connect {spec!r}: {first_line(exc)}") from None
+    if not callable(obj):
+        raise BadInput(f"--connect {spec!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _scheme(dsn: str) -> str:
+    scheme = urlsplit(dsn).scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    if scheme in ("mysql", "mariadb"):
+        return "mysql"
+    if scheme == "sqlite":
+        return "sqlite"
+    shown = mask_dsn(dsn)
+    raise BadInput(
+        f"DSN {shown!r}: unknown scheme {scheme!r} "
+        "(expected sqlite, postgresql, mysql or mariadb)"
+        if scheme
+        else f"DSN {shown!r} is not a URL (expected e.g. "
+        "postgresql://user@host:5432/db or sqlite:///path.db)"
+    )
+
+
+def _embedded(cleanups: list[Callable[[], None]]) -> tuple[Callable[[], Any], str]:
+    """Make a temporary SQLite database with a small table; return its connect."""
+    tmp = tempfile.TemporaryDirectory(prefix="sqlgate-stress-")
+    cleanups.append(tmp.cleanup)
+    path = os.path.join(tmp.name, "stress.db")
+    with sqlite3.connect(path) as setup:
+        setup.execute(
+            f"CREATE TABLE {EMBEDDED_TABLE} (id INTEGER PRIMARY KEY, name TEXT)"
+        )
+        setup.executemany(
+            f"INSERT INTO {EMBEDDED_TABLE} (id, name) VALUES (?, ?)",
+            [(i, f"item {i}") for i in range(1, EMBEDDED_ROWS + 1)],
+        )
+    setup.close()
+    return _sqlite_connect(path), path
+
+
+def _sqlite_connect(path: str) -> Callable[[], Any]:
+    def connect() -> sqlite3.Connection:
+        # Pooled connections move between threads; the pool serialises use.
+        return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+
+    return connect
+
+
+def _sqlite_path(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    path = unquote(parts.netloc + parts.path)  # sqlite:///tmp/x.db -> /tmp/x.db
+    if not path:
+        raise BadInput(f"DSN {dsn!r}: no database path (expected sqlite:///path.db)")
+    return path
+
+
+def _pg_connect(dsn: str, marker: str) -> Callable[[], Any]:
+    import psycopg
+
+    def connect() -> Any:
+        return psycopg.connect(
+            dsn,
+            application_name=marker,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+
+    return connect
+
+
+def _mysql_args(dsn: str) -> dict[str, Any]:
+    parts = urlsplit(dsn)
+    try:
+        port = parts.port or 3306
+    except ValueError:
+        raise BadInput(f"DSN {mask_dsn(dsn)!r}: bad port") from None
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": port,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+        "database": unquote(parts.path.lstrip("/")) or None,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "autocommit": True,
+    }
+
+
+def _mysql_connect(dsn: str) -> Callable[[], Any]:
+    import pymysql
+
+    kwargs = _mysql_args(dsn)
+
+    def connect() -> Any:
+        return pymysql.connect(**kwargs)
+
+    return connect
+
+
+def _open_monitor(kind: str, dsn: str, marker: str) -> ServerCount:
+    """Connect the monitor (this also checks the server is reachable)."""
+    if kind == "postgresql":
+        import psycopg
+
+        monitor = psycopg.connect(
+            dsn,
+            application_name=f"{marker}-monitor",
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+        return _PgCount(monitor, marker)
+    import pymysql
+
+    return _MySQLCount(pymysql.connect(**_mysql_args(dsn)))
+
+
+def make_target(
+    dsn: str | None,
+    *,
+    query: str | None = None,
+    connect: Callable[[], Any] | None = None,
+) -> Target:
+    """Build the target for ``dsn`` (None: an embedded SQLite database).
+
+    Args:
+        dsn: the database URL, or None.
+        query: the query to run; None picks one for the target.
+        connect: a user connect callable (``--connect``) that replaces the
+            DSN's; the DSN still names the server for the leak check.
+
+    Raises:
+        BadInput: the DSN is malformed, or the server cannot be reached.
+    """
+    marker = f"sqlgate-stress-{os.getpid()}-{secrets.token_hex(4)}"
+    cleanups: list[Callable[[], None]] = []
+    if dsn is None:
+        kind, shown, embedded = "sqlite", "embedded SQLite", True
+        dial, path = _embedded(cleanups)
+        shown = f"embedded SQLite ({path})"
+        default_query = EMBEDDED_QUERY
+    else:
+        kind, shown, embedded = _scheme(dsn), mask_dsn(dsn), False
+        default_query = SERVER_QUERY
+        if kind == "sqlite":
+            dial = _sqlite_connect(_sqlite_path(dsn))
+        elif kind == "postgresql":
+            dial = _pg_connect(dsn, marker)
+        else:
+            dial = _mysql_connect(dsn)
+    if connect is not None:
+        dial = connect
+        if kind == "postgresql":
+            # Tag whatever libpq connections the user's callable opens (unless
+            # it names its own application_name) so the server can count them.
+            _set_env("PGAPPNAME", marker, cleanups)
+    server: ServerCount | None = None
+    if kind != "sqlite":
+        assert dsn is not None
+        password = urlsplit(dsn).password
+        try:
+            server = _open_monitor(kind, dsn, marker)
+        except Exception as exc:
+            for cleanup in reversed(cleanups):
+                cleanup()
+            message = scrub(first_line(exc), password)
+            raise BadInput(f"cannot connect to {shown}: {message}") from None
+    ledger = Ledger(dial)
+    return Target(
+        kind=kind,
+        shown=shown,
+        query=query if query is not None else default_query,
+        connect=ledger,
+        ledger=ledger,
+        server=server,
+        marker=marker,
+        embedded=embedded,
+        _cleanups=cleanups,
+    )
+
+
+def _set_env(name: str, value: str, cleanups: list[Callable[[], None]]) -> None:
+    old = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+    cleanups.append(restore)
+
+
+def settle(
+    probe: Callable[[], int], want: int, *, within: float = 3.0, step: float = 0.05
+) -> int:
+    """Poll ``probe`` until it returns ``want`` or ``within`` seconds pass.
+
+    A server drops a closed session asynchronously, so its count may lag a
+    close by a few milliseconds; the last value seen is returned.
+    """
+    deadline = time.monotonic() + within
+    got = probe()
+    while got != want and time.monotonic() < deadline:
+        time.sleep(step)
+        got = probe()
+    return got
