@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from asyncio import get_running_loop
 from time import monotonic
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -264,6 +265,9 @@ class AsyncPool(Generic[C]):
         if type(got) is Entry:  # the common path: an idle one was there
             if core.outbox:
                 self._drain()
+            if core.min_idle:
+                # The core leaves refilling the warm floor to maintenance.
+                self._wake_maintenance()
             return got.conn
         assert isinstance(got, Waiter)
         loop = self._loop
@@ -469,10 +473,13 @@ class AsyncPool(Generic[C]):
             or core.min_idle > 0
         )
 
-    def _maybe_start_maintenance(self) -> None:
-        """Wake the maintenance task, or start it if a knob needs one."""
+    def _wake_maintenance(self) -> None:
         if self._maintenance_wakeup is not None:
             self._maintenance_wakeup.set()
+
+    def _maybe_start_maintenance(self) -> None:
+        """Wake the maintenance task, or start it if a knob needs one."""
+        self._wake_maintenance()
         if self._needs_maintenance() and (
             self._maintenance is None or self._maintenance.done()
         ):
@@ -483,15 +490,22 @@ class AsyncPool(Generic[C]):
         """Pool task: expire idle connections and refill ``min_idle``.
 
         Runs only while a lifetime, idle-time or ``min_idle`` knob is set and
-        the pool is open; sleeps until the core's next deadline (at most 1 s,
-        so connections returned meanwhile are looked at too).
+        the pool is open; sleeps until the core's next deadline, or less, so
+        that connections returned meanwhile are looked at in time too.
         """
         core = self._core
         while self._needs_maintenance():
             wakeup.clear()  # a knob changed after this point wakes the wait
             due = core.expire(monotonic())
             self._drain()
-            delay = 1.0 if due is None else min(1.0, max(0.005, due - monotonic()))
+            # A connection returned meanwhile expires no sooner than one knob
+            # from now: never sleep longer than that (nor than 1 s).
+            cap = min(
+                1.0,
+                core.conn_max_idle_time or math.inf,
+                core.conn_max_lifetime or math.inf,
+            )
+            delay = cap if due is None else min(cap, max(0.005, due - monotonic()))
             try:
                 async with asyncio.timeout(delay):
                     await wakeup.wait()
@@ -560,8 +574,7 @@ class AsyncPool(Generic[C]):
         """
         self._check_loop()
         self._call(self._core.close)
-        if self._maintenance_wakeup is not None:
-            self._maintenance_wakeup.set()
+        self._wake_maintenance()
         # Closing may spawn more tasks (a dial landing is closed): loop.
         while self._tasks:
             await asyncio.wait(list(self._tasks))

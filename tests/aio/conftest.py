@@ -1,0 +1,61 @@
+"""Fixtures for the AsyncPool tests, and a runner for ``async def`` tests.
+
+Each coroutine test runs in a fresh event loop (``asyncio.run``), so a test
+cannot leak tasks or state into the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+
+import pytest
+
+from tests.aio.fakes import AsyncFakeDriver
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests under ``asyncio.run`` (no plugin needed)."""
+    func = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(func):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    asyncio.run(func(**kwargs))
+    return True
+
+
+@pytest.fixture
+def driver() -> AsyncFakeDriver:
+    """A fake async driver whose dials succeed at once."""
+    return AsyncFakeDriver()
+
+
+@pytest.fixture
+def gated_driver() -> AsyncFakeDriver:
+    """A fake async driver whose dials wait for the test to land or fail them."""
+    return AsyncFakeDriver(gated=True)
+
+
+#: The PostgreSQL test database (trust auth on loopback).
+PG_DSN = os.environ.get(
+    "SQLGATE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    """The test database's DSN; skips (fails when CI=true) if it is unreachable."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_DSN, connect_timeout=3):
+            pass
+    except Exception as exc:
+        reason = f"PostgreSQL at {PG_DSN!r} is not reachable: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (required when CI=true)")
+        pytest.skip(reason)
+    return PG_DSN
