@@ -175,7 +175,9 @@ def _stress(args: argparse.Namespace) -> int:
             password = urlsplit(args.dsn).password
         except ValueError:
             raise BadInput("DSN is malformed (cannot be parsed as a URL)") from None
-    target = make_target(args.dsn, query=args.query, connect=connect)
+    target = make_target(
+        args.dsn, query=args.query, connect=connect, use_async=cfg.use_async
+    )
     try:
         show_live = not (args.quiet or args.no_progress) and sys.stderr.isatty()
         if show_live:

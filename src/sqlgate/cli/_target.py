@@ -19,6 +19,7 @@ DSN parser (``sqlgate.drivers``) is available.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import secrets
 import sqlite3
@@ -138,7 +139,9 @@ class Ledger:
 
     async def acall(self) -> Any:
         """Async twin of ``__call__`` for an async connect callable."""
-        conn = await self.connect()
+        conn = self.connect()
+        if inspect.isawaitable(conn):
+            conn = await conn
         with self._lock:
             self.opened += 1
             self._live.append(conn)
@@ -272,8 +275,8 @@ def _scheme(dsn: str) -> str:
     )
 
 
-def _embedded(cleanups: list[Callable[[], None]]) -> tuple[Callable[[], Any], str]:
-    """Make a temporary SQLite database with a small table; return its connect."""
+def _embedded(cleanups: list[Callable[[], None]]) -> str:
+    """Make a temporary SQLite database with a small table; return its path."""
     tmp = tempfile.TemporaryDirectory(prefix="sqlgate-stress-")
     cleanups.append(tmp.cleanup)
     path = os.path.join(tmp.name, "stress.db")
@@ -286,7 +289,28 @@ def _embedded(cleanups: list[Callable[[], None]]) -> tuple[Callable[[], Any], st
             [(i, f"item {i}") for i in range(1, EMBEDDED_ROWS + 1)],
         )
     setup.close()
-    return _sqlite_connect(path), path
+    return path
+
+
+def _async_dial(
+    kind: str, dsn: str | None, path: str, marker: str
+) -> Callable[[], Any]:
+    """An async connect callable for ``--async`` (aiosqlite, psycopg)."""
+    if kind == "sqlite":
+        import aiosqlite
+
+        return lambda: aiosqlite.connect(path, isolation_level=None)
+    if kind == "postgresql":
+        import psycopg
+
+        assert dsn is not None
+        return lambda: psycopg.AsyncConnection.connect(
+            dsn,
+            application_name=marker,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+        )
+    raise BadInput(f"--async supports sqlite and postgresql DSNs, not {kind}")
 
 
 def _sqlite_connect(path: str) -> Callable[[], Any]:
@@ -369,6 +393,7 @@ def make_target(
     *,
     query: str | None = None,
     connect: Callable[[], Any] | None = None,
+    use_async: bool = False,
 ) -> Target:
     """Build the target for ``dsn`` (None: an embedded SQLite database).
 
@@ -377,6 +402,8 @@ def make_target(
         query: the query to run; None picks one for the target.
         connect: a user connect callable (``--connect``) that replaces the
             DSN's; the DSN still names the server for the leak check.
+        use_async: dial with the asyncio driver (aiosqlite, psycopg async);
+            ``connect`` is then an async callable.
 
     Raises:
         BadInput: the DSN is malformed, or the server cannot be reached.
@@ -384,25 +411,30 @@ def make_target(
     marker = f"sqlgate-stress-{os.getpid()}-{secrets.token_hex(4)}"
     cleanups: list[Callable[[], None]] = []
     if dsn is None:
-        kind, shown, embedded = "sqlite", "embedded SQLite", True
-        dial, path = _embedded(cleanups)
+        kind, embedded = "sqlite", True
+        path = _embedded(cleanups)
         shown = f"embedded SQLite ({path})"
         default_query = EMBEDDED_QUERY
     else:
         kind, shown, embedded = _scheme(dsn), mask_dsn(dsn), False
         default_query = SERVER_QUERY
-        if kind == "sqlite":
-            dial = _sqlite_connect(_sqlite_path(dsn))
-        elif kind == "postgresql":
-            dial = _pg_connect(dsn, marker)
-        else:
-            dial = _mysql_connect(dsn)
+        path = _sqlite_path(dsn) if kind == "sqlite" else ""
     if connect is not None:
         dial = connect
         if kind == "postgresql":
             # Tag whatever libpq connections the user's callable opens (unless
             # it names its own application_name) so the server can count them.
             _set_env("PGAPPNAME", marker, cleanups)
+    elif use_async:
+        dial = _async_dial(kind, dsn, path, marker)
+    elif kind == "sqlite":
+        dial = _sqlite_connect(path)
+    elif kind == "postgresql":
+        assert dsn is not None
+        dial = _pg_connect(dsn, marker)
+    else:
+        assert dsn is not None
+        dial = _mysql_connect(dsn)
     server: ServerCount | None = None
     if kind != "sqlite":
         assert dsn is not None
@@ -419,7 +451,7 @@ def make_target(
         kind=kind,
         shown=shown,
         query=query if query is not None else default_query,
-        connect=ledger,
+        connect=ledger.acall if use_async else ledger,
         ledger=ledger,
         server=server,
         marker=marker,

@@ -15,12 +15,15 @@ same three counts must all be 0.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
 from sqlgate.pool import Pool
 
@@ -229,19 +232,19 @@ class _Sampler:
         self._on_sample = on_sample
         self.samples: list[Sample] = []
         self._stop = threading.Event()
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._thread = threading.Thread(
             target=self._loop, name="sqlgate-stress-sampler", daemon=True
         )
 
     def start(self) -> None:
-        self._started = time.monotonic()
+        self.started = time.monotonic()
         self._thread.start()
 
     def take(self) -> None:
         s = self._stats()
         sample = Sample(
-            t=time.monotonic() - self._started,
+            t=time.monotonic() - self.started,
             completed=sum(t.done for t in self._tallies),
             errors=sum(t.failed for t in self._tallies),
             in_use=s.in_use,
@@ -405,4 +408,164 @@ def _run_async(
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
 ) -> RunResult:
-    raise BadInput("--async needs sqlgate.AsyncPool, which this build does not have")
+    """``run`` with asyncio tasks over ``AsyncPool`` (in a fresh event loop)."""
+    return asyncio.run(_amain(cfg, target, password, on_sample))
+
+
+async def _arun_query(conn: Any, query: str) -> None:
+    fetch = getattr(conn, "fetch", None)
+    if fetch is not None:  # asyncpg: no cursors
+        await fetch(query)
+        return
+    cur = await conn.execute(query)
+    try:
+        if cur.description is not None:
+            await cur.fetchall()
+    finally:
+        closed = cur.close()
+        if inspect.isawaitable(closed):
+            await closed
+
+
+async def _aworker(
+    pool: AsyncPool[Any], query: str, budget: _Budget, tally: Tally, cfg: Config
+) -> None:
+    clock = time.perf_counter
+    hold, think = cfg.hold_time, cfg.think_time
+    while budget.take():
+        t0 = clock()
+        try:
+            conn = await pool.acquire()
+        except Exception as exc:
+            tally.fail(exc)
+        else:
+            t1 = clock()
+            tally.waits.append(t1 - t0)
+            broken = False
+            try:
+                await _arun_query(conn, query)
+            except Exception as exc:
+                tally.fail(exc)
+                broken = type(exc).__name__ in _BROKEN_KINDS
+            else:
+                tally.queries.append(clock() - t1)
+                tally.done += 1
+            finally:
+                try:
+                    # Always yield once, so a worker on a connection that
+                    # never blocks cannot starve the others (and the sampler).
+                    await asyncio.sleep(hold)
+                finally:  # even when cancelled (Ctrl-C): give it back
+                    await pool.release(conn, broken=broken)
+            tally.holds.append(clock() - t1)
+        if think:
+            await asyncio.sleep(think)
+
+
+async def _asettle(
+    probe: Callable[[], int], want: int, within: float = SETTLE_WITHIN
+) -> int:
+    deadline = time.monotonic() + within
+    got = probe()
+    while got != want and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        got = probe()
+    return got
+
+
+async def _aquiet_pool(stats: Callable[[], Stats]) -> Stats:
+    deadline = time.monotonic() + SETTLE_WITHIN
+    s = stats()
+    while (s.dialing or s.closing or s.in_use) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        s = stats()
+    return s
+
+
+async def _aleak_point(target: Target, pool_open: int, expected: int) -> LeakPoint:
+    ledger, server = target.ledger, target.server
+    driver_open = await _asettle(ledger.still_open, expected)
+    server_open = None
+    if server is not None:
+        server_open = await _asettle(lambda: server.count(ledger), expected)
+    return LeakPoint(pool_open, driver_open, server_open, expected)
+
+
+async def _amain(
+    cfg: Config,
+    target: Target,
+    password: str | None,
+    on_sample: Callable[[Sample], None] | None,
+) -> RunResult:
+    pool: AsyncPool[Any] = AsyncPool(
+        target.connect,
+        max_open=cfg.max_open,
+        max_idle=cfg.max_idle,
+        acquire_timeout=cfg.acquire_timeout,
+        name="sqlgate-stress",
+    )
+    try:
+        await _apreflight(pool, target, password)
+    except BaseException:
+        await pool.close()
+        raise
+    tallies = [Tally() for _ in range(cfg.workers)]
+    budget = _Budget(cfg.requests, cfg.duration)
+    sampler = _Sampler(pool.stats, tallies, on_sample)
+    started = time.monotonic()
+    sampler.started = started
+
+    async def sample_loop() -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_EVERY)
+            sampler.take()
+
+    sampling = asyncio.create_task(sample_loop())
+    interrupted = False
+    try:
+        await asyncio.gather(
+            *(_aworker(pool, target.query, budget, t, cfg) for t in tallies)
+        )
+    except asyncio.CancelledError:  # Ctrl-C under asyncio.run
+        interrupted = True
+        budget.stop()
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()  # handled here: report what was measured
+    elapsed = time.monotonic() - started
+    sampling.cancel()
+    sampler.take()
+    stats = await _aquiet_pool(pool.stats)
+    after_run = await _aleak_point(
+        target, stats.open_connections, stats.open_connections
+    )
+    await pool.close()
+    closed = await _aquiet_pool(pool.stats)
+    after_close = await _aleak_point(target, closed.open_connections, 0)
+    return RunResult(
+        elapsed=elapsed,
+        tallies=tallies,
+        samples=sampler.samples,
+        stats=stats,
+        after_run=after_run,
+        after_close=after_close,
+        interrupted=interrupted,
+    )
+
+
+async def _apreflight(
+    pool: AsyncPool[Any], target: Target, password: str | None
+) -> None:
+    try:
+        conn = await pool.acquire()
+    except Exception as exc:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        message = scrub(first_line(cause), password)
+        raise BadInput(f"cannot connect to {target.shown}: {message}") from None
+    try:
+        await _arun_query(conn, target.query)
+    except Exception as exc:
+        await pool.release(conn, broken=True)
+        message = scrub(first_line(exc), password)
+        raise BadInput(f"--query {target.query!r} failed: {message}") from None
+    await pool.release(conn)
