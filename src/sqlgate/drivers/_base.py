@@ -1,0 +1,304 @@
+"""What every driver adapter offers, and the pure helpers they share.
+
+An adapter is a stateless object that knows one driver: how to dial from a
+parsed DSN, how to tell a dead link from a SQL error, how to ping cheaply, how
+to start and end a transaction, and how to make a returned connection clean
+again. ``db.py`` (sync) and ``aiodb.py`` (async) call nothing of a driver
+directly; they go through an adapter.
+
+Every adapter puts its connections in autocommit mode (Go's semantics: a
+statement outside a transaction commits by itself) and starts transactions
+with an explicit ``BEGIN``; the return-path reset rolls back whatever a caller
+left open and puts autocommit back if the caller turned it off through
+``Conn.raw``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from sqlgate.drivers._dsn import DSN
+
+__all__ = [
+    "ISOLATION_LEVELS",
+    "AsyncAdapter",
+    "AsyncCursor",
+    "SyncAdapter",
+    "check_isolation",
+    "parse_params",
+    "scrub",
+]
+
+#: Isolation level names accepted by ``begin``, as SQL spells them.
+ISOLATION_LEVELS = (
+    "read uncommitted",
+    "read committed",
+    "repeatable read",
+    "serializable",
+)
+
+
+def check_isolation(isolation: str | None) -> str | None:
+    """Normalise an isolation level name ("Repeatable_Read" -> "repeatable read").
+
+    Args:
+        isolation: a level name in any case, with spaces, underscores or
+            hyphens; None means the server's default.
+
+    Returns:
+        The SQL spelling, or None.
+
+    Raises:
+        ValueError: not one of ``ISOLATION_LEVELS``; the message names it.
+        TypeError: not a string or None.
+    """
+    if isolation is None:
+        return None
+    if not isinstance(isolation, str):
+        raise TypeError(f"isolation must be a str or None, got {isolation!r}")
+    level = " ".join(re.split(r"[\s_-]+", isolation.strip().lower()))
+    if level not in ISOLATION_LEVELS:
+        raise ValueError(
+            f"isolation must be one of {', '.join(map(repr, ISOLATION_LEVELS))}, "
+            f"got {isolation!r}"
+        )
+    return level
+
+
+def parse_params(
+    dsn: DSN, allowed: dict[str, Callable[[str], object]]
+) -> dict[str, object]:
+    """Convert a DSN's query parameters with ``allowed``'s converters.
+
+    Raises:
+        ValueError: a parameter is unknown or its value does not convert; the
+            message names the parameter, its value and the known ones.
+    """
+    out: dict[str, object] = {}
+    for key, raw in dsn.params.items():
+        convert = allowed.get(key)
+        if convert is None:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(
+                f"unknown parameter {key!r} in {dsn.redacted()} "
+                f"(known for {dsn.scheme}: {known})"
+            )
+        try:
+            out[key] = convert(raw)
+        except ValueError:
+            raise ValueError(
+                f"bad value for parameter {key!r} in {dsn.redacted()}: {raw!r}"
+            ) from None
+    return out
+
+
+def scrub(exc: BaseException, secrets: Sequence[str]) -> BaseException:
+    """Remove every secret from an exception, its chain and its notes, in place.
+
+    Drivers sometimes echo the connection string in their messages; a
+    password must never reach a log line or a traceback. The exception keeps
+    its type (callers catch driver errors by type); its ``args`` are rewritten.
+
+    Args:
+        exc: the exception (its ``__cause__`` and ``__context__`` too).
+        secrets: the strings to mask; empty ones are ignored.
+
+    Returns:
+        ``exc`` itself, for ``raise scrub(exc, ...)``.
+    """
+    words = [s for s in secrets if s]
+    if not words:
+        return exc
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.args = tuple(_mask(a, words) for a in e.args)
+        notes = getattr(e, "__notes__", None)
+        if isinstance(notes, list):
+            e.__notes__ = [_mask(n, words) for n in notes]
+        for attr in ("msg", "message", "strerror", "pgerror"):
+            value = getattr(e, attr, None)
+            if isinstance(value, str) and any(w in value for w in words):
+                # A read-only property keeps its value; args are masked anyway.
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(e, attr, _mask(value, words))
+        todo += (e.__cause__, e.__context__)
+    return exc
+
+
+def _mask(value: Any, words: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        for w in words:
+            value = value.replace(w, "***")
+    elif isinstance(value, bytes):
+        for w in words:
+            value = value.replace(w.encode(), b"***")
+    return value
+
+
+class SyncAdapter:
+    """A blocking driver's adapter; subclasses override what differs.
+
+    Attributes:
+        name: the driver family ("sqlite", "postgresql", "mysql").
+        paramstyle: the driver's DB-API paramstyle; SQL and parameters pass
+            through unchanged in it.
+    """
+
+    name = "dbapi"
+    paramstyle = "qmark"
+
+    def for_dsn(self, dsn: DSN) -> SyncAdapter:
+        """The adapter to use for this DSN (a variant when a parameter needs one)."""
+        return self
+
+    def connector(
+        self, dsn: DSN
+    ) -> tuple[Callable[[], Any], Callable[[], None] | None]:
+        """A connect callable for the pool, and what to run when the DB closes."""
+        raise NotImplementedError
+
+    def prepare(self, conn: Any) -> None:
+        """Put a new connection in autocommit mode (once, after the dial)."""
+
+    def is_closed(self, conn: Any) -> bool:
+        """Whether the driver already knows the link is gone (no I/O)."""
+        return False
+
+    def ping(self, conn: Any) -> None:
+        """A cheap round trip; raises if the link is dead."""
+
+    def is_dead(self, conn: Any, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by a call on ``conn``) means a dead link."""
+        return False
+
+    def reset(self, conn: Any) -> None:
+        """Make a returned connection clean: roll back, autocommit back on."""
+        raise NotImplementedError
+
+    def begin(self, conn: Any, isolation: str | None, read_only: bool) -> None:
+        """Start a transaction (``isolation`` already normalised)."""
+        raise NotImplementedError
+
+    def commit(self, conn: Any, read_only: bool) -> None:
+        """Commit the transaction ``begin`` started."""
+        conn.commit()
+
+    def rollback(self, conn: Any, read_only: bool) -> None:
+        """Roll back the transaction ``begin`` started."""
+        conn.rollback()
+
+    def execute(self, conn: Any, sql: str, params: Any) -> Any:
+        """Run one statement; return the open cursor."""
+        cur = conn.cursor()
+        try:
+            if params is None:
+                cur.execute(sql)
+            else:
+                cur.execute(sql, params)
+        except BaseException:
+            _close_quietly(cur)
+            raise
+        return cur
+
+    def last_insert_id(self, cursor: Any) -> int | None:
+        """The row id an INSERT generated, where the driver reports one."""
+        value = getattr(cursor, "lastrowid", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+
+class AsyncCursor:
+    """The little an async Rows needs of a result: columns, batches, close."""
+
+    columns: tuple[str, ...] = ()
+
+    async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        """Up to ``n`` more rows; an empty list at the end."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Free the result."""
+
+
+class AsyncAdapter:
+    """An asyncio driver's adapter: the same duties as ``SyncAdapter``, awaited."""
+
+    name = "dbapi"
+    paramstyle = "qmark"
+
+    def for_dsn(self, dsn: DSN) -> AsyncAdapter:
+        """The adapter to use for this DSN (a variant when a parameter needs one)."""
+        return self
+
+    def connector(
+        self, dsn: DSN
+    ) -> tuple[Callable[[], Any], Callable[[], None] | None]:
+        """An async connect callable for the pool, and a sync close hook."""
+        raise NotImplementedError
+
+    async def prepare(self, conn: Any) -> None:
+        """Put a new connection in autocommit mode (once, after the dial)."""
+
+    def is_closed(self, conn: Any) -> bool:
+        """Whether the driver already knows the link is gone (no I/O)."""
+        return False
+
+    async def ping(self, conn: Any) -> None:
+        """A cheap round trip; raises if the link is dead."""
+
+    def is_dead(self, conn: Any, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by a call on ``conn``) means a dead link."""
+        return False
+
+    async def reset(self, conn: Any) -> None:
+        """Make a returned connection clean: roll back, autocommit back on."""
+        raise NotImplementedError
+
+    async def begin(self, conn: Any, isolation: str | None, read_only: bool) -> None:
+        """Start a transaction (``isolation`` already normalised)."""
+        raise NotImplementedError
+
+    async def commit(self, conn: Any, read_only: bool) -> None:
+        """Commit the transaction ``begin`` started."""
+        raise NotImplementedError
+
+    async def rollback(self, conn: Any, read_only: bool) -> None:
+        """Roll back the transaction ``begin`` started."""
+        raise NotImplementedError
+
+    async def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
+        """Run one statement; (rows affected, last insert id)."""
+        raise NotImplementedError
+
+    async def query(self, conn: Any, sql: str, params: Any) -> AsyncCursor:
+        """Run one query; its result."""
+        raise NotImplementedError
+
+    async def close(self, conn: Any) -> None:
+        """Close a connection."""
+        await conn.close()
+
+
+def _close_quietly(cur: Any) -> None:
+    # The statement's error is the one that matters.
+    with contextlib.suppress(Exception):
+        cur.close()
+
+
+def sql_isolation(isolation: str | None, read_only: bool) -> str:
+    """The ``BEGIN`` modes as SQL: " ISOLATION LEVEL x READ ONLY" (or "")."""
+    out = ""
+    if isolation is not None:
+        out += f" ISOLATION LEVEL {isolation.upper()}"
+    if read_only:
+        out += " READ ONLY"
+    return out
