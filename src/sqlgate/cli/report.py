@@ -30,7 +30,8 @@ float milliseconds, every ``*_s`` figure float seconds::
         "query": {...same keys},           # query + fetch, successful ones
         "hold": {...same keys}},           # acquire returned -> released
       "pool": {<every sqlgate.Stats field>: int | float},  # after the run
-      "peak": {"in_use": int, "idle": int, "waiting": int, "open": int},
+      "peak": {"in_use": int,             # exact, from the workers' holds
+               "idle": int, "waiting": int, "open": int},  # sampled
       "errors": {<exception class name>: int},
       "leak_check": {
         "method": "server" | "driver",
@@ -66,7 +67,15 @@ if TYPE_CHECKING:
     from sqlgate.cli._target import Target
     from sqlgate.cli.stress import Config, LeakPoint, RunResult, Sample
 
-__all__ = ["SCHEMA", "build_report", "percentiles", "render", "render_plain"]
+__all__ = [
+    "SCHEMA",
+    "build_report",
+    "peak_concurrency",
+    "percentiles",
+    "render",
+    "render_plain",
+    "summary_line",
+]
 
 SCHEMA = "sqlgate-stress/1"
 #: Headroom the sizing hint adds on top of the measured demand.
@@ -95,6 +104,20 @@ def percentiles(values: list[float]) -> dict[str, float | int] | None:
         "p99": rank(99),
         "max": ordered[-1] * 1000,
     }
+
+
+def peak_concurrency(starts: list[float], durations: list[float]) -> int:
+    """Most intervals ``[start, start + duration)`` open at one moment (exact)."""
+    events = sorted(
+        [(t, 1) for t in starts]
+        + [(t + d, -1) for t, d in zip(starts, durations, strict=True)],
+        key=lambda e: (e[0], e[1]),  # an end before a start at the same instant
+    )
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
 
 
 def _leak(point: LeakPoint) -> dict[str, Any]:
@@ -217,6 +240,9 @@ def build_report(cfg: Config, target: Target, result: RunResult) -> dict[str, An
         key: max((getattr(s, key) for s in samples), default=0)
         for key in ("in_use", "idle", "waiting", "open")
     }
+    # Sampling every 100 ms can miss a short burst; the holds cannot.
+    starts = [a for t in result.tallies for a in t.held_at]
+    peak["in_use"] = max(peak["in_use"], peak_concurrency(starts, holds))
     leak_pass = result.after_run.ok and result.after_close.ok
     if target.server is not None:
         method, source = "server", target.server.source

@@ -87,6 +87,8 @@ class Tally:
     waits: list[float] = field(default_factory=list)
     queries: list[float] = field(default_factory=list)
     holds: list[float] = field(default_factory=list)
+    #: perf_counter() when each hold began (pairs with ``holds``).
+    held_at: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     done: int = 0
     failed: int = 0
@@ -213,6 +215,7 @@ def _worker(
             if hold:
                 sleep(hold)
             pool.release(conn, broken=broken)
+            tally.held_at.append(t1)
             tally.holds.append(clock() - t1)
         if think:
             sleep(think)
@@ -457,6 +460,7 @@ async def _aworker(
                     await asyncio.sleep(hold)
                 finally:  # even when cancelled (Ctrl-C): give it back
                     await pool.release(conn, broken=broken)
+            tally.held_at.append(t1)
             tally.holds.append(clock() - t1)
         if think:
             await asyncio.sleep(think)
