@@ -549,13 +549,17 @@ class PoolCore(Generic[C]):
         CLOSING (broken, expired, over the limit, idle full, pool closed).
 
         Raises:
-            ValueError: ``entry`` is not in use (released twice); nothing changes.
+            ValueError: ``entry`` is not in use (released twice) or belongs to
+                another pool; nothing changes.
         """
         if entry.state != IN_USE:
             raise ValueError(
                 f"{self.name}: connection {entry.get()!r} is not in use "
                 "(released twice?)"
             )
+        if self._registry.get(entry.key) is not entry:
+            # Another pool's entry: counting it here would corrupt both pools.
+            raise ValueError(f"{self.name}: {entry!r} is not a connection of this pool")
         ref = entry.ref
         if ref is not None:  # loosened: the caller holds conn, take it back
             entry.conn = cast("C", ref())
@@ -653,10 +657,13 @@ class PoolCore(Generic[C]):
         are issued if waiters can now use the room.
 
         Raises:
-            ValueError: ``entry`` was not CLOSING; nothing changes.
+            ValueError: ``entry`` was not CLOSING, or belongs to another pool;
+                nothing changes.
         """
         if entry.state != CLOSING:
             raise ValueError(f"{self.name}: {entry!r} is not being closed")
+        if self._registry.get(entry.key) is not entry:
+            raise ValueError(f"{self.name}: {entry!r} is not a connection of this pool")
         entry.state = CLOSED
         del self._registry[entry.key]
         self._closing -= 1
