@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlgate._core import (
     ABANDONED,
+    CIRCUIT_AFTER,
     IN_USE,
     SERVED,
     WAITING,
@@ -119,6 +120,7 @@ class AsyncPool(Generic[C]):
         rollback_on_return: bool = True,
         reset: Callable[[C], object] | None = None,
         name: str | None = None,
+        circuit_after: int = CIRCUIT_AFTER,
     ) -> None:
         """Create a pool; it needs no running loop and dials nothing yet.
 
@@ -148,6 +150,10 @@ class AsyncPool(Generic[C]):
                 (a plain function or a coroutine function); if it raises, the
                 connection is discarded.
             name: the pool's name in messages and metrics.
+            circuit_after: consecutive failed dials that open the circuit
+                breaker (default 3; 0 disables it): while it is open, an
+                acquire that finds nothing idle fails at once with
+                ``CircuitOpen`` and one probe redials with backoff.
 
         Raises:
             TypeError: ``aconnect`` or ``reset`` is not callable, or a knob
@@ -168,6 +174,7 @@ class AsyncPool(Generic[C]):
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
             max_waiting=max_waiting,
+            circuit_after=circuit_after,
             name=self.name,
         )
         self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
