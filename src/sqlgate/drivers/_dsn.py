@@ -124,11 +124,9 @@ def parse(target: str) -> DSN:
             parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
         )
     except ValueError:
-        if parts.query:
-            raise ValueError(
-                f"malformed query string in target {_mask_raw(target)!r}"
-            ) from None
-        params = {}
+        params = {"": ""} if parts.query else {}
+    if "" in params:
+        raise ValueError(f"malformed query string in target {_mask_raw(target)!r}")
     if parts.fragment:
         raise ValueError(f"target {_mask_raw(target)!r} has a '#' fragment")
     if family == "sqlite":

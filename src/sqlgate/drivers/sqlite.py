@@ -52,6 +52,9 @@ def _txlock(value: str) -> str:
     return value.upper()
 
 
+_PARAMS: dict[str, Callable[[str], object]] = {"timeout": float, "txlock": _txlock}
+
+
 def sqlite_target(dsn: DSN) -> tuple[str, dict[str, Any], Callable[[], None] | None]:
     """What to pass to ``sqlite3.connect``/``aiosqlite.connect`` for a DSN.
 
@@ -60,7 +63,7 @@ def sqlite_target(dsn: DSN) -> tuple[str, dict[str, Any], Callable[[], None] | N
         database is a shared-cache URI and the hook closes the connection
         that keeps it alive; otherwise the hook is None.
     """
-    opts = parse_params(dsn, {"timeout": float, "txlock": _txlock})
+    opts = parse_params(dsn, _PARAMS)
     kwargs: dict[str, Any] = {
         "timeout": opts.get("timeout", 5.0),
         "isolation_level": None,
@@ -98,7 +101,8 @@ class SqliteAdapter(SyncAdapter):
 
     def for_dsn(self, dsn: DSN) -> SqliteAdapter:
         """This adapter, or a variant with the DSN's ``txlock``."""
-        txlock = _txlock(dsn.params.get("txlock", "deferred"))
+        opts = parse_params(dsn, _PARAMS)
+        txlock = str(opts.get("txlock", "DEFERRED"))
         return self if txlock == self.txlock else SqliteAdapter(txlock)
 
     def prepare(self, conn: sqlite3.Connection) -> None:
