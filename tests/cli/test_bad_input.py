@@ -1,0 +1,110 @@
+"""Bad input: one clear line on stderr, exit 2, no traceback, no password."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlgate.cli import main
+
+CASES = [
+    (["--workers", "0"], "--workers must be >= 1, got '0'"),
+    (["--workers", "many"], "--workers must be a whole number, got 'many'"),
+    (["--max-open", "-1"], "--max-open must be >= 0, got '-1'"),
+    (["--max-idle", "1.5"], "--max-idle must be a whole number, got '1.5'"),
+    (["--requests", "0"], "--requests must be >= 1, got '0'"),
+    (["--duration", "-1"], "--duration must be a finite number > 0, got '-1'"),
+    (["--duration", "0"], "--duration must be a finite number > 0, got '0'"),
+    (["--duration", "nan"], "--duration must be a finite number > 0, got 'nan'"),
+    (["--duration", "soon"], "--duration must be a number of seconds, got 'soon'"),
+    (["--hold-time", "-0.5"], "--hold-time must be a finite number >= 0, got '-0.5'"),
+    (["--think-time", "inf"], "--think-time must be a finite number >= 0, got 'inf'"),
+    (
+        ["--acquire-timeout", "0"],
+        "--acquire-timeout must be a finite number > 0, got '0'",
+    ),
+    (
+        ["--duration", "1", "--requests", "5"],
+        "argument --requests: not allowed with argument --duration",
+    ),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (
+        ["nonsense"],
+        "DSN 'nonsense' is not a URL (expected e.g. "
+        "postgresql://user@host:5432/db or sqlite:///path.db)",
+    ),
+    (
+        ["ftp://host/db"],
+        "DSN 'ftp://host/db': unknown scheme 'ftp' "
+        "(expected sqlite, postgresql, mysql or mariadb)",
+    ),
+    (
+        ["--query", "SELEC 1"],
+        "--query 'SELEC 1' failed: OperationalError: near \"SELEC\": syntax error",
+    ),
+    (["--connect", "nocolon"], "--connect must be 'module:callable', got 'nocolon'"),
+    (
+        ["--connect", "sqlgate_no_such_module:connect"],
+        "--connect 'sqlgate_no_such_module:connect': ModuleNotFoundError: "
+        "No module named 'sqlgate_no_such_module'",
+    ),
+    (
+        ["--connect", "tests.cli.helpers:NOT_CALLABLE"],
+        "--connect 'tests.cli.helpers:NOT_CALLABLE' is not callable",
+    ),
+    (
+        ["--json", "/nonexistent-sqlgate-dir/r.json"],
+        "--json '/nonexistent-sqlgate-dir/r.json': folder "
+        "'/nonexistent-sqlgate-dir' does not exist",
+    ),
+    (
+        ["mysql://root:pw@127.0.0.1:3306/test", "--async"],
+        "--async supports sqlite and postgresql DSNs, not mysql",
+    ),
+]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    assert err.startswith("sqlgate: error: ")
+    return err[len("sqlgate: error: ") : -1]
+
+
+@pytest.mark.parametrize(("args", "message"), CASES)
+def test_bad_input_exits_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert _one_line_error(capsys, ["stress", *args, "--no-progress"]) == message
+
+
+def test_no_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _one_line_error(capsys, []) == "missing command (try: sqlgate stress --help)"
+
+
+def test_unreachable_server_hides_password(capsys: pytest.CaptureFixture[str]) -> None:
+    # Port 1 on loopback: refused at once, no server involved.
+    msg = _one_line_error(
+        capsys, ["stress", "postgresql://postgres:s3cr3t-pw@127.0.0.1:1/test"]
+    )
+    assert msg.startswith(
+        "cannot connect to postgresql://postgres:***@127.0.0.1:1/test: "
+        "OperationalError: "
+    )
+    assert "s3cr3t-pw" not in msg
+
+
+def test_unreachable_mysql(capsys: pytest.CaptureFixture[str]) -> None:
+    msg = _one_line_error(capsys, ["stress", "mysql://root:hunter2@127.0.0.1:1/test"])
+    assert msg.startswith(
+        "cannot connect to mysql://root:***@127.0.0.1:1/test: OperationalError: "
+    )
+    assert "hunter2" not in msg
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stress", "--help"]) == 0
+    assert "--hold-time" in capsys.readouterr().out
