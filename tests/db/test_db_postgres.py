@@ -219,7 +219,8 @@ def test_killed_during_statement_runs_it_once(
             _wait_for(
                 lambda: (
                     pg_admin.execute(
-                        "select count(*) from pg_stat_activity where application_name = %s"
+                        "select count(*) from pg_stat_activity"
+                        " where application_name = %s"
                         " and state = 'active' and query like %s",
                         (app_name, "%pg_sleep%"),
                     ).fetchone()[0]
