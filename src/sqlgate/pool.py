@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import traceback
 import weakref
+from collections import deque
 from time import monotonic
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlgate._core import (
     BROKEN,
+    CIRCUIT_AFTER,
     FAILED,
     IN_USE,
     SERVED,
@@ -78,6 +82,8 @@ class Pool(Generic[C]):
         on_release: Callable[[C], object] | None = None,
         on_close: Callable[[C], object] | None = None,
         observer: Observer | None = None,
+        circuit_after: int = CIRCUIT_AFTER,
+        leak_threshold: float | None = None,
     ) -> None:
         """Create a pool; it dials nothing until asked (or ``min_idle`` > 0).
 
@@ -115,6 +121,17 @@ class Pool(Generic[C]):
                 an error is logged and the close goes ahead.
             observer: receives per-event durations (see ``sqlgate.observe``);
                 settable later through the ``observer`` attribute.
+            circuit_after: consecutive failed dials that open the circuit
+                breaker (default 3; 0 disables it): while it is open, an
+                acquire that finds nothing idle fails at once with
+                ``CircuitOpen`` and one probe redials with backoff.
+            leak_threshold: seconds a connection may stay handed out before
+                a warning with the acquirer's stack is logged (logger
+                ``sqlgate``); None (the default) turns leak tracking off.
+                While on, the pool keeps only a weak reference to connections
+                in use, so one dropped without release is reclaimed when
+                garbage-collected (drivers whose connections support weak
+                references: psycopg, PyMySQL; not sqlite3).
 
         Raises:
             TypeError: ``connect`` is not callable, or a knob has the wrong type.
@@ -132,8 +149,23 @@ class Pool(Generic[C]):
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
             max_waiting=max_waiting,
+            circuit_after=circuit_after,
             name=self.name,
         )
+        #: Leak tracking (see ``leak_threshold``); None means off.
+        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
+        #: Entries whose connection was collected while in use, appended by a
+        #: weakref callback (which must not take the lock); drained by
+        #: ``_drain_lost`` under the lock.
+        self._lost: deque[Entry[C]] = deque()
+        #: Connections in use (leak tracking only): entry -> acquirer's stack,
+        #: and whether the threshold warning was logged.
+        self._held: dict[Entry[C], tuple[list[traceback.FrameSummary], bool]] = {}
+        #: ids of connections ``close(timeout=...)`` took from their callers;
+        #: their late release is a no-op.
+        self._taken: set[int] = set()
+        #: Set when the pool is closed and nothing is in use any more.
+        self._all_back = threading.Event()
         self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
         if reset is not None and not callable(reset):
             raise TypeError(f"reset must be callable or None, got {reset!r}")
@@ -152,6 +184,7 @@ class Pool(Generic[C]):
         self._on_release = on_release
         self._on_close = on_close
         self._observer: Observer | None = None
+        self._hooked = False
         self.observer = observer  # picks the acquire/release path
         # Critical section: every core call, and nothing else, runs under it.
         self._lock = threading.Lock()
@@ -159,6 +192,7 @@ class Pool(Generic[C]):
         self._maintenance_wakeup = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._maybe_start_maintenance()
+        _pools.add(self)
 
     def __repr__(self) -> str:
         s = self._core.stats()
@@ -236,7 +270,9 @@ class Pool(Generic[C]):
         # core.lookup() inlined for the common case; it raises the precise error.
         entry = core._registry.get(id(conn))
         if entry is None or entry.conn is not conn or entry.state != IN_USE:
-            entry = core.lookup(conn)
+            entry = self._lookup(conn)
+            if entry is None:
+                return
         if not broken and self._reset is not None and not core._closed:
             try:
                 self._reset(conn)
@@ -251,7 +287,18 @@ class Pool(Generic[C]):
             if out:
                 core.outbox = []
         if out:
+            if core._closed:
+                self._check_all_back()
             self._run(out)
+
+    def _lookup(self, conn: C) -> Entry[C] | None:
+        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
+        try:
+            return self._core.lookup(conn)
+        except ValueError:
+            if self._core.is_closed and id(conn) in self._taken:
+                return None  # force-closed by close(timeout=...): nothing to do
+            raise
 
     def connection(self, timeout: float | None = None) -> _Checkout[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
@@ -276,17 +323,31 @@ class Pool(Generic[C]):
     def observer(self, observer: Observer | None) -> None:
         self._observer = observer
         # Pick the acquire/release path here, once: without hooks or observer
-        # the plain methods run, so the fast path pays nothing for them.
-        if observer is None and self._on_acquire is None and self._on_release is None:
-            self.__dict__.pop("acquire", None)
-            self.__dict__.pop("release", None)
-        else:
+        # the plain methods run, so the fast path pays nothing for them. The
+        # instance dict is touched only on a change: touching it at all makes
+        # CPython drop its fast attribute access for the object (~90 ns/cycle).
+        hooked = not (
+            observer is None
+            and self._on_acquire is None
+            and self._on_release is None
+            and self._leak_threshold is None
+        )
+        if hooked == self._hooked:
+            return
+        self._hooked = hooked
+        if hooked:
             self.__dict__["acquire"] = self._acquire_hooked
             self.__dict__["release"] = self._release_hooked
+        else:
+            del self.__dict__["acquire"], self.__dict__["release"]
 
     def _acquire_hooked(self, timeout: float | None = None) -> C:
-        """``acquire``, then the ``on_acquire`` hook."""
+        """``acquire``, then leak tracking and the ``on_acquire`` hook."""
+        if self._lost:
+            self._drain_lost()
         conn = Pool.acquire(self, timeout)
+        if self._leak_threshold is not None:
+            self._track(conn)
         hook = self._on_acquire
         if hook is not None:
             try:
@@ -298,7 +359,11 @@ class Pool(Generic[C]):
 
     def _release_hooked(self, conn: C, *, broken: bool = False) -> None:
         """The ``on_release`` hook and the ``used`` event, then ``release``."""
-        entry = self._core.lookup(conn)  # a foreign conn raises before any hook
+        entry = self._lookup(conn)  # a foreign conn raises before any hook
+        if entry is None:
+            return
+        if self._leak_threshold is not None:
+            self._held.pop(entry, None)
         error: BaseException | None = None
         hook = self._on_release
         if hook is not None and not broken:
@@ -316,6 +381,69 @@ class Pool(Generic[C]):
         Pool.release(self, conn, broken=broken)
         if error is not None:
             raise error
+
+    # -- leak tracking (only while leak_threshold is set) ----------------------
+
+    def _track(self, conn: C) -> None:
+        """Remember who acquired ``conn``; keep only a weak reference to it."""
+        entry = self._core.lookup(conn)
+        self._held[entry] = (traceback.extract_stack()[:-2], False)
+        lost = self._lost
+
+        def collected(_ref: object) -> None:
+            # Runs in whatever thread drops the connection, maybe inside
+            # another pool call: it only appends (no lock; STYLE.md).
+            lost.append(entry)
+
+        self._core.loosen(entry, collected)
+
+    def _drain_lost(self) -> None:
+        """Reclaim the slots of connections collected while handed out."""
+        while self._lost:
+            entry = self._lost.popleft()
+            with self._lock:
+                reclaimed = self._core.reclaim(entry, monotonic())
+                out = self._core.take_effects()
+            held = self._held.pop(entry, None)
+            if reclaimed:
+                stack = (
+                    "".join(traceback.format_list(held[0])) if held else "(unknown)\n"
+                )
+                log.warning(
+                    "%s: a connection was garbage-collected while in use, never "
+                    "released; its slot is reclaimed. It was acquired at:\n%s",
+                    self.name,
+                    stack,
+                )
+            self._run(out)
+
+    def _check_leaks(self, now: float) -> float | None:
+        """Warn once about each connection held past ``leak_threshold``.
+
+        Returns:
+            When the next one would cross it (monotonic s), or None.
+        """
+        threshold = self._leak_threshold
+        if threshold is None:
+            return None
+        due = None
+        for entry, (stack, warned) in list(self._held.items()):
+            if warned or entry.state != IN_USE:
+                continue
+            at = entry.acquired_at + threshold
+            if now < at:
+                due = at if due is None else min(due, at)
+                continue
+            self._held[entry] = (stack, True)
+            log.warning(
+                "%s: a connection has been in use for %.1f s (leak_threshold="
+                "%.1f s); possible leak. It was acquired at:\n%s",
+                self.name,
+                now - entry.acquired_at,
+                threshold,
+                "".join(traceback.format_list(stack)),
+            )
+        return due
 
     def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:
         """Block until ``waiter`` is settled; report the wait to the observer."""
@@ -414,6 +542,8 @@ class Pool(Generic[C]):
         except BaseException as exc:  # settle the ticket whatever happened
             log.warning("%s: connect failed: %r", self.name, exc)
             self._call(self._core.connect_failed, ticket, exc)
+            if self._core.circuit_open and not self._core.is_closed:
+                self._maybe_start_maintenance()  # it wakes for the probe
             return
         core = self._core
         with self._lock:
@@ -441,6 +571,9 @@ class Pool(Generic[C]):
 
     def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
         """Close a driver connection, then settle it in the core, whatever happens."""
+        if entry.conn is None:  # collected while loosened: nothing to close
+            self._call(self._core.closed, entry)
+            return
         if reason == BROKEN:
             log.info("%s: discarding a broken connection %r", self.name, entry.conn)
         try:
@@ -462,6 +595,8 @@ class Pool(Generic[C]):
             core.conn_max_lifetime is not None
             or core.conn_max_idle_time is not None
             or core.min_idle > 0
+            or core.circuit_open
+            or self._leak_threshold is not None
         )
 
     def _maybe_start_maintenance(self) -> None:
@@ -507,6 +642,10 @@ class Pool(Generic[C]):
         self._call(self._core.set_conn_max_idle_time, seconds)
         self._maybe_start_maintenance()
 
+    def set_circuit_after(self, n: int) -> None:
+        """Set how many failed dials in a row open the circuit (0 = never)."""
+        self._call(self._core.set_circuit_after, n)
+
     def stats(self) -> Stats:
         """A consistent snapshot of the pool's figures (see ``Stats``)."""
         with self._lock:
@@ -517,15 +656,90 @@ class Pool(Generic[C]):
         """Whether ``close()`` was called."""
         return self._core.is_closed
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = 0) -> int:
         """Close the pool; idempotent.
 
         Idle connections are closed now; queued callers fail with PoolClosed;
-        connections in use are closed when released; later acquires raise
-        PoolClosed.
+        later acquires raise PoolClosed. Connections in use are closed when
+        released, or, if ``timeout`` passes first, taken from their callers
+        and closed (their late ``release`` is then a no-op).
+
+        Args:
+            timeout: seconds to wait for connections in use to come back; 0
+                (the default) does not wait and leaves them to be closed on
+                release; None waits for them however long it takes.
+
+        Returns:
+            How many connections in use were force-closed (0 if all came back
+            in time, or when not waiting).
+
+        Raises:
+            TypeError: ``timeout`` is not a number or None.
+            ValueError: ``timeout`` is negative or NaN.
         """
+        limit = check_duration("timeout", timeout, zero_ok=True)
         self._call(self._core.close)
         self._maintenance_wakeup.set()
+        if limit == 0:
+            return 0
+        self._check_all_back()
+        deadline = None if limit is None else monotonic() + limit
+        while not self._all_back.is_set():
+            left = 1.0 if deadline is None else deadline - monotonic()
+            if left <= 0:
+                break
+            # Releases set the event; the recheck also catches reclaimed leaks.
+            self._all_back.wait(min(left, 0.05))
+            if self._lost:
+                self._drain_lost()
+            self._check_all_back()
+        with self._lock:
+            for entry in self._core._registry.values():
+                if entry.state == IN_USE:
+                    self._taken.add(entry.key)
+            taken = self._core.close_in_use(monotonic())
+            out = self._core.take_effects()
+        if taken:
+            log.warning(
+                "%s: closed %d connection(s) still in use after %.2f s",
+                self.name,
+                taken,
+                limit,
+            )
+        self._run(out)
+        return taken
+
+    def _check_all_back(self) -> None:
+        """Set ``_all_back`` once the pool is closed and nothing is in use."""
+        with self._lock:
+            if self._core.is_closed and self._core.stats().in_use == 0:
+                self._all_back.set()
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's connections, never touch them.
+
+        The inherited sockets belong to the parent's sessions: closing them,
+        or letting a driver finalizer say goodbye on them, would end the
+        parent's sessions. Each one's descriptor is pointed at /dev/null in
+        this process and the objects are kept referenced until exit; the pool
+        continues with a fresh core, the same knobs and no connections.
+        """
+        old = self._core
+        self._lock = threading.Lock()  # another thread may have held it
+        self._core = old.renew()
+        if old.is_closed:
+            self._core.close(monotonic())
+        for entry in list(old._registry.values()):
+            conn = entry.get()
+            if conn is not None:
+                _orphan(conn)
+        self._lost = deque()
+        self._held = {}
+        self._taken = set()
+        self._all_back = threading.Event()
+        self._maintenance_wakeup = threading.Event()
+        self._maintenance = None
+        self._maybe_start_maintenance()
 
 
 class _Checkout(Generic[C]):
@@ -553,8 +767,10 @@ def _waiter_error(name: str, waiter: Waiter[C]) -> BaseException:
     """The exception a FAILED waiter raises: sqlgate's own, or the dial's chained."""
     error = waiter.error
     assert error is not None
-    if type(error).__module__ == "sqlgate" or not isinstance(error, Exception):
+    if type(error).__module__ == "sqlgate":
         return error
+    # Anything else, even a KeyboardInterrupt or SystemExit raised by the
+    # connect callable in the dial thread, reaches the caller as ConnectError.
     wrapped = ConnectError(f"{name}: connect failed: {error!r}")
     wrapped.__cause__ = error
     return wrapped
@@ -572,10 +788,54 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
             return
         core = pool._core
         wakeup.clear()  # a knob changed after this point wakes the next wait
+        if pool._lost:
+            pool._drain_lost()
         with pool._lock:
             due = core.expire(monotonic())
             out = core.take_effects()
         pool._run(out)
+        leak_due = pool._check_leaks(monotonic())
+        if leak_due is not None:
+            due = leak_due if due is None else min(due, leak_due)
         del pool
         delay = 1.0 if due is None else min(1.0, max(0.005, due - monotonic()))
         wakeup.wait(delay)
+
+
+#: Every live pool, for the fork handler.
+_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
+#: Connections a forked child inherited: kept referenced so that no finalizer
+#: runs on them in the child.
+_orphans: list[object] = []
+
+
+def _orphan(conn: object) -> None:
+    """Disarm an inherited connection without touching the parent's session."""
+    _orphans.append(conn)
+    fileno = getattr(conn, "fileno", None)
+    if fileno is None:  # PyMySQL keeps its socket as _sock
+        fileno = getattr(getattr(conn, "_sock", None), "fileno", None)
+    try:
+        fd = fileno() if callable(fileno) else -1
+    except Exception:
+        return
+    if not isinstance(fd, int) or fd < 0:
+        return
+    # Point the descriptor at /dev/null: the socket stays open in the parent,
+    # and whatever the driver later writes or closes here goes nowhere.
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        try:
+            pool._forked()
+        except Exception as exc:  # never break the child over a pool
+            log.warning("%s: resetting after fork failed: %r", pool.name, exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
