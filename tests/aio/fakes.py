@@ -61,6 +61,8 @@ class AsyncFakeConn:
 
     async def rollback(self) -> None:
         self.rollbacks += 1
+        if self.driver.delay is not None:
+            await self.driver.delay()
         gate = self.driver.rollback_gate
         if gate is not None:
             await gate.hold()
@@ -69,6 +71,8 @@ class AsyncFakeConn:
         self.in_transaction = False
 
     async def close(self) -> None:
+        if self.driver.delay is not None:
+            await self.driver.delay()
         gate = self.driver.close_gate
         if gate is not None:
             await gate.hold()
@@ -111,7 +115,7 @@ class AsyncFakeDriver:
         self.rollback_gate: AsyncGate | None = None
         self.close_gate: AsyncGate | None = None
         self.fail_with: BaseException | list[BaseException | None] | None = None
-        #: Optional hook awaited inside every aconnect (the storm's jitter).
+        #: Optional hook awaited in every aconnect, rollback and close (jitter).
         self.delay: Callable[[], Any] | None = None
         self.attempts = 0
         self.opened = 0
