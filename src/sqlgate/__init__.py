@@ -1,10 +1,12 @@
 """sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
 
+from sqlgate.aiopool import AsyncPool
 from sqlgate.errors import ConnectError, Error, PoolClosed, PoolTimeout, TooManyWaiters
 from sqlgate.pool import Pool
 from sqlgate.stats import Stats
 
 __all__ = [
+    "AsyncPool",
     "ConnectError",
     "Error",
     "Pool",
