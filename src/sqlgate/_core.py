@@ -788,13 +788,22 @@ class PoolCore(Generic[C]):
         if self._expiring:
             for entry in self._idle:
                 due = min(due, self._deadline(entry))
+        # A refill or probe already due was just issued by _maybe_dial unless
+        # max_open or max_connecting holds it back; then only a close or a
+        # landing dial makes room, and those inputs dial themselves. Asking to
+        # be woken "now" would only make the shell spin.
         if (
             self.min_idle
+            and self._refill_at > now
             and len(self._idle) + len(self._tickets) < self._min_idle_target()
         ):
-            due = min(due, max(self._refill_at, now))
-        if self._circuit_since is not None and not self._tickets:
-            due = min(due, max(self.probe_at, now))
+            due = min(due, self._refill_at)
+        if (
+            self._circuit_since is not None
+            and not self._tickets
+            and self.probe_at > now
+        ):
+            due = min(due, self.probe_at)
         return None if due == math.inf else due
 
     def close(self, now: float) -> None:

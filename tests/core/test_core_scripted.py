@@ -1037,3 +1037,21 @@ def test_reprs() -> None:
     assert w.state == SERVED
     rig.release(e, broken=True)
     assert repr(rig.last[0]) == "Close(<Entry c1 state=3>, 'broken')"
+
+
+def test_expire_does_not_ask_to_be_woken_when_the_probe_is_blocked() -> None:
+    rig = Rig(max_open=2, circuit_after=1)
+    waiter_of(rig.acquire())
+    e1 = rig.connect()
+    waiter_of(rig.acquire())
+    rig.fail(OSError("down"))
+    assert rig.core.circuit_open
+    rig.core.set_max_open(1, rig.now)  # e1 alone fills the pool: no room to probe
+    rig.drain()
+    rig.clock.advance(rig.core.probe_at - rig.now + 1.0)
+    assert rig.expire() is None
+    assert rig.dials == []
+    rig.release(e1, broken=True)
+    rig.finish_close()  # the slot frees: the probe goes out at once
+    assert rig.dials == [3]
+    rig.check()
