@@ -976,7 +976,17 @@ class PoolCore(Generic[C]):
         )
 
     def snapshot(self) -> tuple[object, ...]:
-        """A hashable summary of the state, for exhaustive search to dedupe on."""
+        """A hashable summary of the state, for exhaustive search to dedupe on.
+
+        Two cores with equal snapshots answer the same inputs alike: it holds
+        the counts, every knob, the failure streak and its backoff, the
+        circuit, and the ages of idle connections when they can expire.
+        Entries in use and waiters are left out as individuals (which caller
+        holds which is the caller's business), as are pure statistics.
+        """
+        ages: tuple[tuple[float, float, float], ...] = ()
+        if self._expiring:
+            ages = tuple((e.created_at, e.jitter, e.returned_at) for e in self._idle)
         return (
             self.num_open,
             len(self._tickets),
@@ -987,7 +997,18 @@ class PoolCore(Generic[C]):
             self._closed,
             self.max_open,
             self.max_idle,
+            self.min_idle,
+            self.max_connecting,
+            self.max_waiting,
+            self.conn_max_lifetime,
+            self.conn_max_idle_time,
+            self.circuit_after,
+            self._fails_in_row,
+            self._refill_at,
             self._circuit_since is not None,
+            self.probe_at,
+            self._dials - self._closed_count,
+            ages,
         )
 
     def check(self) -> None:

@@ -1055,3 +1055,31 @@ def test_expire_does_not_ask_to_be_woken_when_the_probe_is_blocked() -> None:
     rig.finish_close()  # the slot frees: the probe goes out at once
     assert rig.dials == [3]
     rig.check()
+
+
+def test_snapshot_tells_apart_states_that_behave_differently() -> None:
+    # Same counts, but one core has a failed dial behind it: two more failures
+    # open its circuit and not the other's. Exhaustive search dedupes on
+    # snapshot(), so it must tell them apart.
+    a, b = Rig(max_open=2), Rig(max_open=2)
+    for rig in (a, b):
+        waiter_of(rig.acquire())
+    a.fail(OSError("down"))
+    waiter_of(a.acquire())
+    assert a.counts() == b.counts()
+    assert a.core.snapshot() != b.core.snapshot()
+    # Knobs that change what happens next are part of it too.
+    c, d = Rig(max_open=2, max_connecting=1), Rig(max_open=2, max_connecting=2)
+    assert c.core.snapshot() != d.core.snapshot()
+    e, f = Rig(max_waiting=1), Rig(max_waiting=2)
+    assert e.core.snapshot() != f.core.snapshot()
+    # Idle connections of different ages expire at different times.
+    g, h = Rig(conn_max_idle_time=5.0), Rig(conn_max_idle_time=5.0)
+    for rig in (g, h):
+        rig.acquire()
+    h.clock.advance(1.0)
+    g.release(g.connect())
+    h.release(h.connect())
+    assert g.counts() == h.counts()
+    assert g.core.snapshot() != h.core.snapshot()
+    hash(h.core.snapshot())
