@@ -24,11 +24,19 @@ VARIANTS = (1, 2, 4, 8, 0)
 
 
 def _name(k: int) -> str:
-    return f"max_connecting={k}" + (" (unlimited)" if k == 0 else "")
+    from sqlgate.pool import DEFAULT_MAX_CONNECTING
+
+    name = f"max_connecting={k}"
+    if k == 0:
+        name += " (unlimited)"
+    if k == DEFAULT_MAX_CONNECTING:
+        name += " (default)"
+    return name
 
 
 def run(settings: Settings) -> Table:
     """Fire one burst per variant per round, each at a fresh empty pool."""
+    rounds = settings.rounds * 3  # a burst is short: buy stability cheaply
     table = Table(
         scenario="connecting",
         title="7. max_connecting: a spike on the real PostgreSQL",
@@ -37,7 +45,7 @@ def run(settings: Settings) -> Table:
             f"sqlgate.Pool(max_open={SIZE}, max_idle={SIZE}, max_connecting=k); each "
             f"holds it {HOLD * 1e3:.0f} ms (`time.sleep`). Real dials to the local "
             "PostgreSQL (trust auth, loopback TCP). Each round builds every pool "
-            f"afresh; {settings.rounds} rounds, variants interleaved; medians. "
+            f"afresh; {rounds} rounds, variants interleaved; medians. "
             "dial ms = sqlgate's own mean dial time (Stats.dial_duration / dials)."
         ),
         columns=[
@@ -55,7 +63,7 @@ def run(settings: Settings) -> Table:
         return table
     names = {_name(k): k for k in VARIANTS}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-    for _, order in interleaved(list(names), settings.rounds, settings.seed):
+    for _, order in interleaved(list(names), rounds, settings.seed):
         for name in order:
             contender, stats = _pool(names[name])
             try:
@@ -73,7 +81,7 @@ def run(settings: Settings) -> Table:
                 }
             )
     for name, runs in results.items():
-        row: dict[str, Any] = {"contender": name}
+        row: dict[str, Any] = {"contender": name, "max_connecting": names[name]}
         for key in ("p50_ms", "p99_ms", "total_ms", "dials", "dial_ms"):
             row[key] = median([r[key] for r in runs])
         table.rows.append(row)

@@ -85,7 +85,7 @@ def run(settings: Settings) -> Table:
             Column("fixed", "fixed bytes", "{:,.0f}"),
             Column("ratio", "x floor", "{:.1f}"),
         ],
-        chart=("ratio", "bytes per idle connection / floor (lower is better)"),
+        chart=("bytes", "bytes of bookkeeping per idle connection (lower is better)"),
     )
     floor = median(per_conn[FLOOR])
     for name in makers:

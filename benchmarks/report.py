@@ -137,6 +137,11 @@ def markdown(tables: list[Table], info: dict[str, Any], command: str) -> str:
         parts += [f"- {note}" for note in table.notes]
         if table.notes:
             parts.append("")
+        reading = READING.get(table.scenario)
+        if reading:
+            from sqlgate.pool import DEFAULT_MAX_CONNECTING
+
+            parts += [reading.format(default=DEFAULT_MAX_CONNECTING), ""]
         extra = EXTRAS.get(table.scenario)
         if extra is not None:
             parts += [extra(table), ""]
@@ -167,19 +172,67 @@ def _connecting_section(table: Table) -> str:
     best = min(r["p99_ms"] for r in rows)
 
     def k(row: dict[str, Any]) -> int:
-        value = int(row["contender"].split("=")[1].split()[0])
+        value = int(row["max_connecting"])
         return value if value > 0 else 10**9
 
     good = sorted((r for r in rows if r["p99_ms"] <= best * 1.10), key=k)
     pick = good[0]
+    from sqlgate.pool import DEFAULT_MAX_CONNECTING
+
     return (
         "Rule for the default: the smallest max_connecting whose p99 is within 10 % "
         "of the best variant's (fewer simultaneous dials are gentler on a "
         "server that is itself starting up or recovering). On this run that is "
         f"**{pick['contender']}** (p99 {pick['p99_ms']:.1f} ms against the best "
-        f"{best:.1f} ms)."
+        f"{best:.1f} ms); the default is now {DEFAULT_MAX_CONNECTING}."
     )
 
+
+#: What each scenario shows, by mechanism (true whatever the exact figures).
+READING = {
+    "cycle": (
+        "Every pool here rolls back on return (psycopg_pool reads the transaction "
+        "status instead), and the fake connection has no `in_transaction`, so "
+        "sqlgate calls `rollback()` too. psycopg_pool pays for three "
+        "`logger.info` calls per cycle even with logging off; QueuePool for a "
+        "proxy object, a weakref finalizer and two `Condition.notify()` per "
+        "cycle; PooledDB for a wrapper object per checkout and a Condition."
+    ),
+    "contended": (
+        "QueuePool and PooledDB wake waiters through a Condition and let the "
+        "releasing thread take its connection straight back, so a few threads "
+        "do nearly all the work: their tiny p50 is those threads' waits, the "
+        "fairness column is the cost, and their throughput edge over the fair "
+        "pools is the hand-offs they skip. sqlgate and psycopg_pool hand a "
+        "released connection to the longest waiter."
+    ),
+    "spike": (
+        "Where the dial runs decides this scenario. QueuePool dials in the "
+        "callers, up to its size at once. PooledDB dials while holding its lock, "
+        "so its 16 dials run one after another. psycopg_pool grows by one "
+        "connection at a time in the background. sqlgate dials on pool threads, "
+        "at most `max_connecting` at once ({default} by default), and hands every "
+        "released connection to the head waiter meanwhile, so nobody waits "
+        "behind a dial when a connection frees up first; with "
+        "`max_connecting=0` it dials as many as needed at once."
+    ),
+    "pg": (
+        "QueuePool and PooledDB again let a releasing thread take its "
+        "connection straight back (see the fairness column)."
+    ),
+    "async": (
+        "asyncpg's pool sends its reset query (advisory unlock, CLOSE ALL, "
+        "UNLISTEN, RESET ALL) on every release: a second round trip per query. "
+        "The limit's asyncio.Queue lets a task that releases take the "
+        "connection straight back, hence its fairness figure."
+    ),
+    "memory": (
+        "sqlgate keeps per connection a slotted Entry (state, times, jitter) and "
+        "a registry slot keyed by `id(conn)`, so a foreign or double release is "
+        "caught; psycopg_pool keeps three attributes on the connection itself; "
+        "QueuePool a connection record plus its weakref machinery."
+    ),
+}
 
 EXTRAS = {"cycle": _calls_section, "connecting": _connecting_section}
 
@@ -208,7 +261,8 @@ def chart(tables: list[Table], path: Path) -> None:
         values = [float(r[key]) for r in table.rows]
         finite = [v for v in values if math.isfinite(v)] or [1.0]
         values = [v if math.isfinite(v) else max(finite) for v in values]
-        colors = ["#1f77b4" if "sqlgate" in n else "#b0b0b0" for n in names]
+        ours = table.scenario == "connecting"  # every row there is sqlgate
+        colors = ["#1f77b4" if ours or "sqlgate" in n else "#b0b0b0" for n in names]
         bars = ax.barh(names[::-1], values[::-1], color=colors[::-1])
         for bar, v in zip(bars, values[::-1], strict=True):
             ax.text(
