@@ -81,12 +81,14 @@ def _return_state(conn: object) -> int:
 
 
 async def _rollback(conn: object) -> None:
-    """Roll back the open transaction: ``rollback()`` if there is one, else SQL."""
+    """Roll back the open transaction.
+
+    asyncpg has no ``rollback()``: its public ``reset()`` rolls back and also
+    forgets the ``Transaction`` object the caller left started (a bare
+    ``ROLLBACK`` would not, and its next transaction would be a savepoint).
+    """
     rollback = getattr(conn, "rollback", None)
-    # asyncpg has no rollback(); its own pool sends ROLLBACK too.
-    result = (
-        rollback() if rollback is not None else conn.execute("ROLLBACK")  # type: ignore[attr-defined]
-    )
+    result = rollback() if rollback is not None else conn.reset()  # type: ignore[attr-defined]
     if inspect.isawaitable(result):
         await result
 

@@ -39,9 +39,10 @@ def gated_driver() -> AsyncFakeDriver:
     return AsyncFakeDriver(gated=True)
 
 
-#: The PostgreSQL test database (trust auth on loopback).
+#: The PostgreSQL test database (trust auth on loopback), as a URL both
+#: psycopg and asyncpg accept.
 PG_DSN = os.environ.get(
-    "SQLGATE_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=test"
+    "SQLGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 
 
