@@ -19,7 +19,7 @@ import logging
 import math
 from asyncio import get_running_loop
 from time import monotonic
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlgate._core import (
     ABANDONED,
@@ -62,22 +62,48 @@ _UNUSABLE = 2
 _PSYCOPG_STATUS = {0: _CLEAN, 2: _ROLLBACK, 3: _ROLLBACK}
 
 
+def _asyncpg_state(conn: Any) -> int:
+    if conn.is_closed():
+        return _UNUSABLE
+    return _ROLLBACK if conn.is_in_transaction() else _CLEAN
+
+
+def _psycopg_state(conn: Any) -> int:
+    return _PSYCOPG_STATUS.get(int(conn.info.transaction_status), _UNUSABLE)
+
+
+def _flag_state(conn: Any) -> int:
+    return _ROLLBACK if conn.in_transaction else _CLEAN
+
+
+def _unknown_state(conn: object) -> int:
+    return _ROLLBACK
+
+
+#: Connection class -> how to ask it (``_return_state``), worked out once.
+_STATE_PROBES: dict[type, Callable[[Any], int]] = {}
+
+
 def _return_state(conn: object) -> int:
     """What ``conn`` needs before reuse, asking the driver as cheaply as it allows.
 
     asyncpg has ``is_in_transaction()``, psycopg's ``AsyncConnection`` has
     ``info.transaction_status``, aiosqlite and sqlite3 have ``in_transaction``.
-    A driver that says nothing is rolled back every time.
+    A driver that says nothing is rolled back every time. Which question to
+    ask is worked out once per connection class.
     """
-    probe = getattr(conn, "is_in_transaction", None)
-    if probe is not None:  # asyncpg
-        if conn.is_closed():  # type: ignore[attr-defined]
-            return _UNUSABLE
-        return _ROLLBACK if probe() else _CLEAN
-    status = getattr(getattr(conn, "info", None), "transaction_status", None)
-    if status is not None:  # psycopg
-        return _PSYCOPG_STATUS.get(int(status), _UNUSABLE)
-    return _ROLLBACK if getattr(conn, "in_transaction", True) else _CLEAN
+    probe = _STATE_PROBES.get(type(conn))
+    if probe is None:
+        if hasattr(conn, "is_in_transaction"):
+            probe = _asyncpg_state
+        elif hasattr(getattr(conn, "info", None), "transaction_status"):
+            probe = _psycopg_state
+        elif hasattr(conn, "in_transaction"):
+            probe = _flag_state
+        else:
+            probe = _unknown_state
+        _STATE_PROBES[type(conn)] = probe
+    return probe(conn)
 
 
 async def _rollback(conn: object) -> None:

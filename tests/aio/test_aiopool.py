@@ -533,3 +533,57 @@ async def test_repr_and_stats(driver: AsyncFakeDriver) -> None:
     await pool.release(conn)
     await close_clean(pool, driver)
     assert "closed" in repr(pool)
+
+
+async def test_a_driver_that_cannot_say_is_rolled_back_every_time() -> None:
+    class Bare:
+        def __init__(self) -> None:
+            self.rollbacks = 0
+
+        def rollback(self) -> None:  # a plain (sync) method is fine too
+            self.rollbacks += 1
+
+        def close(self) -> None:
+            pass
+
+    async def aconnect() -> Bare:
+        return Bare()
+
+    pool = AsyncPool(aconnect)
+    conn = await pool.acquire()
+    await pool.release(conn)
+    await pool.release(await pool.acquire())
+    assert conn.rollbacks == 2
+    await pool.close()
+    assert pool.stats().open_connections == 0
+
+
+async def test_psycopg_status_decides_rollback_or_discard() -> None:
+    class Info:
+        transaction_status = 0
+
+    class PsycopgLike:
+        def __init__(self) -> None:
+            self.info = Info()
+            self.rollbacks = 0
+
+        async def rollback(self) -> None:
+            self.rollbacks += 1
+
+        async def close(self) -> None:
+            pass
+
+    async def aconnect() -> PsycopgLike:
+        return PsycopgLike()
+
+    pool = AsyncPool(aconnect, max_idle=4)
+    conn = await pool.acquire()
+    for status, rollbacks, closed in [(0, 0, 0), (2, 1, 0), (3, 2, 0), (1, 2, 1)]:
+        conn.info.transaction_status = status  # IDLE, INTRANS, INERROR, ACTIVE
+        await pool.release(conn)
+        await spin()
+        assert (conn.rollbacks, pool.stats().closed) == (rollbacks, closed), status
+        if not closed:
+            assert await pool.acquire() is conn
+    await pool.close()
+    assert pool.stats().open_connections == 0
