@@ -12,12 +12,13 @@ to run, and the independent witnesses the leak check asks:
   run), MariaDB/MySQL by the connection ids recorded at connect time, looked
   up in ``information_schema.processlist``.
 
-Connecting from a DSN is a small private shim until the database handle's
-DSN parser (``sqlgate.drivers``) is available.
+DSNs are parsed and dialed by the driver layer (``sqlgate.drivers``); the
+pool comes from ``sqlgate.open`` over the wrapped connect callable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import os
@@ -28,7 +29,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+
+from sqlgate.drivers import DSN, parse, sync_adapter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -41,7 +43,6 @@ __all__ = [
     "is_open",
     "load_callable",
     "make_target",
-    "mask_dsn",
 ]
 
 #: The table the embedded SQLite database is given (prefixed: shared servers).
@@ -49,25 +50,13 @@ EMBEDDED_TABLE = "sqlgate_stress_items"
 EMBEDDED_ROWS = 100
 EMBEDDED_QUERY = f"SELECT count(*), max(id) FROM {EMBEDDED_TABLE}"
 SERVER_QUERY = "SELECT 1"
-#: Seconds a connect may take before it counts as unreachable.
+#: Seconds a connect may take before it counts as unreachable (DSN parameter
+#: ``connect_timeout`` overrides it).
 CONNECT_TIMEOUT = 5
 
 
 class BadInput(Exception):
     """The user's input cannot be used; the message is one line for stderr."""
-
-
-def mask_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***`` (safe to print)."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparsable DSN>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
 
 
 def scrub(text: str, secret: str | None) -> str:
@@ -216,6 +205,7 @@ class Target:
         server: the server-side witness, or None (SQLite).
         marker: the run's unique tag (PostgreSQL ``application_name``).
         embedded: True for the temporary SQLite database made with no DSN.
+        user_connect: ``connect`` wraps the user's ``--connect`` callable.
     """
 
     kind: str
@@ -226,6 +216,7 @@ class Target:
     server: ServerCount | None
     marker: str
     embedded: bool = False
+    user_connect: bool = False
     _cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -257,24 +248,6 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def _scheme(dsn: str) -> str:
-    scheme = urlsplit(dsn).scheme.lower()
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    if scheme == "sqlite":
-        return "sqlite"
-    shown = mask_dsn(dsn)
-    raise BadInput(
-        f"DSN {shown!r}: unknown scheme {scheme!r} "
-        "(expected sqlite, postgresql, mysql or mariadb)"
-        if scheme
-        else f"DSN {shown!r} is not a URL (expected e.g. "
-        "postgresql://user@host:5432/db or sqlite:///path.db)"
-    )
-
-
 def _embedded(cleanups: list[Callable[[], None]]) -> str:
     """Make a temporary SQLite database with a small table; return its path."""
     tmp = tempfile.TemporaryDirectory(prefix="sqlgate-stress-")
@@ -292,100 +265,48 @@ def _embedded(cleanups: list[Callable[[], None]]) -> str:
     return path
 
 
-def _async_dial(
-    kind: str, dsn: str | None, path: str, marker: str
-) -> Callable[[], Any]:
+def _with_params(dsn: DSN, **params: str) -> DSN:
+    """``dsn`` with extra query parameters (the user's own take precedence)."""
+    return dataclasses.replace(dsn, params={**params, **dsn.params})
+
+
+def _sync_dial(dsn: DSN, cleanups: list[Callable[[], None]]) -> Callable[[], Any]:
+    """The driver layer's connect callable for ``dsn``."""
+    try:
+        connect, on_close = sync_adapter(dsn.family).for_dsn(dsn).connector(dsn)
+    except (ImportError, ValueError) as exc:
+        raise BadInput(f"DSN {dsn.redacted()!r}: {exc}") from None
+    if on_close is not None:
+        cleanups.append(on_close)
+    return connect
+
+
+def _async_dial(dsn: DSN) -> Callable[[], Any]:
     """An async connect callable for ``--async`` (aiosqlite, psycopg)."""
-    if kind == "sqlite":
+    if dsn.family == "sqlite":
         import aiosqlite
 
-        return lambda: aiosqlite.connect(path, isolation_level=None)
-    if kind == "postgresql":
+        return lambda: aiosqlite.connect(dsn.database, isolation_level=None)
+    if dsn.family == "postgresql":
         import psycopg
 
-        assert dsn is not None
-        return lambda: psycopg.AsyncConnection.connect(
-            dsn,
-            application_name=marker,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-        )
-    raise BadInput(f"--async supports sqlite and postgresql DSNs, not {kind}")
+        from sqlgate.drivers.postgres import conninfo_kwargs
+
+        kwargs = conninfo_kwargs(dsn)
+        return lambda: psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
+    raise BadInput(f"--async supports sqlite and postgresql DSNs, not {dsn.family}")
 
 
-def _sqlite_connect(path: str) -> Callable[[], Any]:
-    def connect() -> sqlite3.Connection:
-        # Pooled connections move between threads; the pool serialises use.
-        return sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-
-    return connect
-
-
-def _sqlite_path(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    path = unquote(parts.netloc + parts.path)  # sqlite:///tmp/x.db -> /tmp/x.db
-    if not path:
-        raise BadInput(f"DSN {dsn!r}: no database path (expected sqlite:///path.db)")
-    return path
-
-
-def _pg_connect(dsn: str, marker: str) -> Callable[[], Any]:
-    import psycopg
-
-    def connect() -> Any:
-        return psycopg.connect(
-            dsn,
-            application_name=marker,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-        )
-
-    return connect
-
-
-def _mysql_args(dsn: str) -> dict[str, Any]:
-    parts = urlsplit(dsn)
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise BadInput(f"DSN {mask_dsn(dsn)!r}: bad port") from None
-    return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": port,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "database": unquote(parts.path.lstrip("/")) or None,
-        "connect_timeout": CONNECT_TIMEOUT,
-        "autocommit": True,
-    }
-
-
-def _mysql_connect(dsn: str) -> Callable[[], Any]:
-    import pymysql
-
-    kwargs = _mysql_args(dsn)
-
-    def connect() -> Any:
-        return pymysql.connect(**kwargs)
-
-    return connect
-
-
-def _open_monitor(kind: str, dsn: str, marker: str) -> ServerCount:
+def _open_monitor(
+    dsn: DSN, marker: str, cleanups: list[Callable[[], None]]
+) -> ServerCount:
     """Connect the monitor (this also checks the server is reachable)."""
-    if kind == "postgresql":
-        import psycopg
-
-        monitor = psycopg.connect(
-            dsn,
-            application_name=f"{marker}-monitor",
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
+    if dsn.family == "postgresql":
+        dial = _sync_dial(
+            _with_params(dsn, application_name=f"{marker}-monitor"), cleanups
         )
-        return _PgCount(monitor, marker)
-    import pymysql
-
-    return _MySQLCount(pymysql.connect(**_mysql_args(dsn)))
+        return _PgCount(dial(), marker)
+    return _MySQLCount(_sync_dial(dsn, cleanups)())
 
 
 def make_target(
@@ -411,51 +332,64 @@ def make_target(
     marker = f"sqlgate-stress-{os.getpid()}-{secrets.token_hex(4)}"
     cleanups: list[Callable[[], None]] = []
     if dsn is None:
-        kind, embedded = "sqlite", True
-        path = _embedded(cleanups)
-        shown = f"embedded SQLite ({path})"
+        parsed = DSN(scheme="sqlite", family="sqlite", database=_embedded(cleanups))
+        shown = f"embedded SQLite ({parsed.database})"
         default_query = EMBEDDED_QUERY
     else:
-        kind, shown, embedded = _scheme(dsn), mask_dsn(dsn), False
-        default_query = SERVER_QUERY
-        path = _sqlite_path(dsn) if kind == "sqlite" else ""
-    if connect is not None:
-        dial = connect
-        if kind == "postgresql":
-            # Tag whatever libpq connections the user's callable opens (unless
-            # it names its own application_name) so the server can count them.
-            _set_env("PGAPPNAME", marker, cleanups)
-    elif use_async:
-        dial = _async_dial(kind, dsn, path, marker)
-    elif kind == "sqlite":
-        dial = _sqlite_connect(path)
-    elif kind == "postgresql":
-        assert dsn is not None
-        dial = _pg_connect(dsn, marker)
-    else:
-        assert dsn is not None
-        dial = _mysql_connect(dsn)
-    server: ServerCount | None = None
-    if kind != "sqlite":
-        assert dsn is not None
-        password = urlsplit(dsn).password
         try:
-            server = _open_monitor(kind, dsn, marker)
-        except Exception as exc:
-            for cleanup in reversed(cleanups):
-                cleanup()
-            message = scrub(first_line(exc), password)
-            raise BadInput(f"cannot connect to {shown}: {message}") from None
+            parsed = parse(dsn)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"bad DSN: {exc}") from None
+        if parsed.family not in ("sqlite", "postgresql", "mysql"):
+            raise BadInput(
+                f"DSN {parsed.redacted()!r}: use postgresql:// (psycopg) here"
+            )
+        shown = parsed.redacted()
+        default_query = SERVER_QUERY
+    timeout = str(CONNECT_TIMEOUT)
+    if parsed.family != "sqlite":
+        parsed = _with_params(parsed, connect_timeout=timeout)
+    # PostgreSQL: every pooled connection carries the run's unique marker.
+    tagged = (
+        _with_params(parsed, application_name=marker)
+        if parsed.family == "postgresql"
+        else parsed
+    )
+    server: ServerCount | None = None
+    try:
+        if connect is not None:
+            dial = connect
+            if parsed.family == "postgresql":
+                # Tag whatever libpq connections the user's callable opens
+                # (unless it names its own application_name).
+                _set_env("PGAPPNAME", marker, cleanups)
+        elif use_async:
+            dial = _async_dial(tagged)
+        else:
+            dial = _sync_dial(tagged, cleanups)
+        if parsed.family != "sqlite":
+            try:
+                server = _open_monitor(parsed, marker, cleanups)
+            except BadInput:
+                raise
+            except Exception as exc:
+                message = scrub(first_line(exc), parsed.password)
+                raise BadInput(f"cannot connect to {shown}: {message}") from None
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            cleanup()
+        raise
     ledger = Ledger(dial)
     return Target(
-        kind=kind,
+        kind=parsed.family,
         shown=shown,
         query=query if query is not None else default_query,
         connect=ledger.acall if use_async else ledger,
         ledger=ledger,
         server=server,
         marker=marker,
-        embedded=embedded,
+        embedded=dsn is None,
+        user_connect=connect is not None,
         _cleanups=cleanups,
     )
 

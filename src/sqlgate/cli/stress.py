@@ -3,7 +3,8 @@
 Each worker loops: acquire a connection (timed: the acquire wait), run the
 query and fetch its rows (timed: the query latency), keep the connection for
 ``hold_time`` more seconds, release it (acquire-to-release is the hold time),
-then sleep ``think_time``. Workers are threads over :class:`sqlgate.Pool`, or
+then sleep ``think_time``. Workers are threads over the pool of a
+``sqlgate.open`` handle (so the driver layer's reset runs on every release), or
 asyncio tasks over ``sqlgate.AsyncPool`` with ``--async``.
 
 A sampler reads the pool's :class:`~sqlgate.Stats` every ``SAMPLE_EVERY``
@@ -25,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
+from sqlgate.db import open as open_db
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate.cli._target import Target
+    from sqlgate.db import DB
     from sqlgate.stats import Stats
 
 __all__ = [
@@ -269,14 +272,22 @@ class _Sampler:
         self.take()  # the final figures
 
 
-def _open_pool(cfg: Config, target: Target) -> Pool[Any]:
-    return Pool(
-        target.connect,
-        max_open=cfg.max_open,
-        max_idle=cfg.max_idle,
-        acquire_timeout=cfg.acquire_timeout,
-        name="sqlgate-stress",
-    )
+def _open_db(cfg: Config, target: Target) -> DB | Pool[Any]:
+    """The handle to drive: ``sqlgate.open`` over the target's connect callable.
+
+    A user's ``--connect`` callable may return any DB-API connection, which
+    the database handle's driver adapters may not know: it gets a plain
+    :class:`sqlgate.Pool`.
+    """
+    knobs: dict[str, Any] = {
+        "max_open": cfg.max_open,
+        "max_idle": cfg.max_idle,
+        "acquire_timeout": cfg.acquire_timeout,
+        "name": "sqlgate-stress",
+    }
+    if target.user_connect:
+        return Pool(target.connect, **knobs)
+    return open_db(target.connect, **knobs)
 
 
 def _preflight(pool: Pool[Any], target: Target, password: str | None) -> None:
@@ -345,11 +356,12 @@ def run(
     """
     if cfg.use_async:
         return _run_async(cfg, target, password=password, on_sample=on_sample)
-    pool = _open_pool(cfg, target)
+    db = _open_db(cfg, target)
+    pool = db if isinstance(db, Pool) else db.pool
     try:
         _preflight(pool, target, password)
     except BaseException:
-        pool.close()
+        db.close()
         raise
     tallies = [Tally() for _ in range(cfg.workers)]
     budget = _Budget(cfg.requests, cfg.duration)
@@ -378,21 +390,21 @@ def run(
             thread.join()
     elapsed = time.monotonic() - started
     sampler.stop()
-    return _finish(pool, target, tallies, sampler.samples, elapsed, interrupted)
+    return _finish(db, target, tallies, sampler.samples, elapsed, interrupted)
 
 
 def _finish(
-    pool: Any,
+    db: DB | Pool[Any],
     target: Target,
     tallies: list[Tally],
     samples: list[Sample],
     elapsed: float,
     interrupted: bool,
 ) -> RunResult:
-    stats = _quiet_pool(pool.stats)
+    stats = _quiet_pool(db.stats)
     after_run = _leak_point(target, stats.open_connections, stats.open_connections)
-    pool.close()
-    closed = _quiet_pool(pool.stats)
+    db.close()
+    closed = _quiet_pool(db.stats)
     after_close = _leak_point(target, closed.open_connections, 0)
     return RunResult(
         elapsed=elapsed,
