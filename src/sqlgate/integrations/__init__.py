@@ -1,0 +1,1 @@
+"""Integrations: sqlgate's pool under other libraries (SQLAlchemy)."""

@@ -1,0 +1,245 @@
+"""SQLAlchemy Core and ORM on SqlgatePool: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from typing import TYPE_CHECKING
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+
+from sqlalchemy import Integer, String, create_engine, exc, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from sqlgate.integrations.sqlalchemy import SqlgatePool
+from tests.fakes import wait_until
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from sqlalchemy.engine import Engine
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "obs_sa_item"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(50))
+
+
+def queued(pool: SqlgatePool, n: int) -> bool:
+    return pool.stats().waiting == n
+
+
+def gate_check(engine: Engine) -> None:
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    gate = pool.sqlgate_pool
+    with gate._lock:
+        gate._core.check()
+
+
+def settle(engine: Engine) -> None:
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    wait_until(
+        lambda: pool.stats().dialing == 0 and pool.stats().closing == 0,
+        what="dials and closes to settle",
+    )
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'sa.db'}",
+        poolclass=SqlgatePool,
+        max_open=2,
+        max_idle=2,
+        pool_timeout=5,
+        name="sa-sqlite",
+    )
+    yield engine
+    engine.dispose()
+
+
+def test_create_engine_passes_sqlgate_knobs(sqlite_engine: Engine) -> None:
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    s = pool.stats()
+    assert (s.max_open_connections, s.max_idle) == (2, 2)
+    assert pool.sqlgate_pool.name == "sa-sqlite"
+    assert pool.sqlgate_pool._timeout == 5
+
+
+def test_core_on_sqlite(sqlite_engine: Engine) -> None:
+    with sqlite_engine.begin() as conn:
+        conn.execute(text("create table obs_sa_core (x integer)"))
+        conn.execute(text("insert into obs_sa_core values (1), (2), (3)"))
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(text("select sum(x) from obs_sa_core")).scalar() == 6
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    s = pool.stats()
+    assert (s.in_use, s.idle, s.dials, s.acquires) == (0, 1, 1, 2)
+    assert "in_use=0 idle=1" in pool.status()
+    gate_check(sqlite_engine)
+
+
+def test_orm_on_sqlite(sqlite_engine: Engine) -> None:
+    Base.metadata.create_all(sqlite_engine)
+    with Session(sqlite_engine) as session, session.begin():
+        session.add_all([Item(name="a"), Item(name="b")])
+    with Session(sqlite_engine) as session:
+        names = session.scalars(select(Item.name).order_by(Item.id)).all()
+    assert names == ["a", "b"]
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    assert pool.stats().in_use == 0
+    gate_check(sqlite_engine)
+
+
+def test_limit_and_fifo_through_the_engine(sqlite_engine: Engine) -> None:
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    a = sqlite_engine.connect()
+    b = sqlite_engine.connect()
+    order: list[int] = []
+
+    def wait(i: int) -> None:
+        with sqlite_engine.connect() as c:
+            order.append(i)
+            c.execute(text("select 1"))
+
+    threads = []
+    for i in range(3):
+        t = threading.Thread(target=wait, args=(i,))
+        t.start()
+        threads.append(t)
+        wait_until(partial(queued, pool, i + 1), what="queueing")
+    assert pool.stats().open_connections == 2  # max_open holds
+    a.close()
+    for t in threads:
+        t.join()
+    b.close()
+    assert order == [0, 1, 2]  # first come, first served
+    assert pool.stats().wait_count == 2 + 3  # two waited for their dial
+    gate_check(sqlite_engine)
+
+
+def test_timeout_is_sqlalchemys_timeout_error(tmp_path: Path) -> None:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 't.db'}",
+        poolclass=SqlgatePool,
+        max_open=1,
+        pool_timeout=0,
+    )
+    held = engine.connect()
+    with pytest.raises(exc.TimeoutError, match=r"no connection after 0\.00 s"):
+        engine.connect()
+    held.close()
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    assert pool.stats().timeouts == 1
+    engine.dispose()
+
+
+def test_dispose_closes_and_recreates(sqlite_engine: Engine) -> None:
+    old = sqlite_engine.pool
+    assert isinstance(old, SqlgatePool)
+    held = sqlite_engine.connect()
+    with sqlite_engine.connect():
+        pass
+    sqlite_engine.dispose()
+    new = sqlite_engine.pool
+    assert isinstance(new, SqlgatePool)
+    assert new is not old
+    assert new.stats().max_open_connections == 2
+    assert new.sqlgate_pool.name == "sa-sqlite"
+    assert old.sqlgate_pool.closed
+    held.close()  # a late check-in to the disposed pool closes the connection
+    settle_old = old.stats()
+    assert settle_old.in_use == 0
+    with sqlite_engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+
+
+@pytest.mark.postgres
+def test_core_and_orm_on_postgres(pg_url: str) -> None:
+    engine = create_engine(pg_url, poolclass=SqlgatePool, max_open=3, name="sa-pg")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("drop table if exists obs_sa_item"))
+        Base.metadata.create_all(engine)
+        with Session(engine) as session, session.begin():
+            session.add_all([Item(name=f"n{i}") for i in range(5)])
+        with Session(engine) as session:
+            assert session.scalar(select(Item.id).where(Item.name == "n3")) is not None
+            assert len(session.scalars(select(Item)).all()) == 5
+        with engine.connect() as conn:
+            assert conn.execute(text("select count(*) from obs_sa_item")).scalar() == 5
+        pool = engine.pool
+        assert isinstance(pool, SqlgatePool)
+        assert pool.stats().in_use == 0
+        gate_check(engine)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("drop table if exists obs_sa_item"))
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_invalidation_of_a_dead_connection_is_counted_closed(pg_url: str) -> None:
+    engine = create_engine(pg_url, poolclass=SqlgatePool, max_open=2, name="sa-kill")
+    killer = create_engine(pg_url, poolclass=SqlgatePool, max_open=1)
+    try:
+        pool = engine.pool
+        assert isinstance(pool, SqlgatePool)
+        with engine.connect() as conn:
+            pid = conn.execute(text("select pg_backend_pid()")).scalar()
+        assert pool.stats().idle == 1
+        with killer.connect() as k:
+            k.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+        with engine.connect() as conn:
+            with pytest.raises(exc.OperationalError):
+                conn.execute(text("select 1"))
+            assert conn.invalidated
+        settle(engine)
+        s = pool.stats()
+        assert (s.broken_closed, s.closed, s.in_use, s.idle) == (1, 1, 0, 0)
+        assert s.open_connections == 0
+        gate_check(engine)
+        with engine.connect() as conn:  # a fresh dial serves the next checkout
+            assert conn.execute(text("select 1")).scalar() == 1
+        s = pool.stats()
+        assert (s.dials, s.open_connections, s.idle) == (2, 1, 1)
+        gate_check(engine)
+    finally:
+        engine.dispose()
+        killer.dispose()
+
+
+@pytest.mark.postgres
+def test_pre_ping_discards_the_dead_one(pg_url: str) -> None:
+    engine = create_engine(pg_url, poolclass=SqlgatePool, pool_pre_ping=True)
+    killer = create_engine(pg_url, poolclass=SqlgatePool)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("select pg_backend_pid()")).scalar()
+        with killer.connect() as k:
+            k.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+        with engine.connect() as conn:  # the ping fails; SQLAlchemy reconnects
+            assert conn.execute(text("select 1")).scalar() == 1
+        gate_check(engine)
+        pool = engine.pool
+        assert isinstance(pool, SqlgatePool)
+        s = pool.stats()
+        assert (s.in_use, s.idle, s.open_connections) == (0, 1, 1)
+    finally:
+        engine.dispose()
+        killer.dispose()
