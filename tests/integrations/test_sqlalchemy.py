@@ -137,14 +137,16 @@ def test_timeout_is_sqlalchemys_timeout_error(tmp_path: Path) -> None:
         f"sqlite:///{tmp_path / 't.db'}",
         poolclass=SqlgatePool,
         max_open=1,
+        min_idle=1,
         pool_timeout=0,
     )
-    held = engine.connect()
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    wait_until(lambda: pool.stats().idle == 1, what="min_idle to fill")
+    held = engine.connect()  # the idle one: no wait, so timeout 0 is fine
     with pytest.raises(exc.TimeoutError, match=r"no connection after 0\.00 s"):
         engine.connect()
     held.close()
-    pool = engine.pool
-    assert isinstance(pool, SqlgatePool)
     assert pool.stats().timeouts == 1
     engine.dispose()
 
