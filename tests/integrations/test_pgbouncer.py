@@ -1,0 +1,184 @@
+"""sqlgate through a real PgBouncer in transaction pooling mode (docs/pgbouncer.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from sqlgate import Pool
+from tests.integrations.conftest import require_postgres
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+psycopg = pytest.importorskip("psycopg")
+
+pytestmark = pytest.mark.postgres
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def bouncer() -> Iterator[str]:
+    """A PgBouncer on a free loopback port in front of 127.0.0.1:5432; its DSN."""
+    require_postgres()
+    exe = shutil.which("pgbouncer") or (
+        "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
+    )
+    if exe is None:
+        reason = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (required when CI=true)")
+        pytest.skip(reason)
+    port = _free_port()
+    work = Path(tempfile.mkdtemp(prefix="sqlgate-pgbouncer-"))
+    work.chmod(0o755)
+    (work / "users.txt").write_text('"postgres" ""\n')
+    (work / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        "* = host=127.0.0.1 port=5432\n"
+        "[pgbouncer]\n"
+        "listen_addr = 127.0.0.1\n"
+        f"listen_port = {port}\n"
+        "unix_socket_dir =\n"
+        "auth_type = trust\n"
+        f"auth_file = {work / 'users.txt'}\n"
+        "pool_mode = transaction\n"
+        "default_pool_size = 3\n"
+        "max_client_conn = 50\n"
+        "server_round_robin = 0\n"
+    )
+    cmd = [exe, str(work / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        # PgBouncer refuses to run as root; -u drops to an unprivileged user
+        # after reading its configuration.
+        cmd[1:1] = ["-u", "postgres"]
+    log = (work / "pgbouncer.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    text = (work / "pgbouncer.log").read_text()
+                    pytest.fail(f"pgbouncer did not start: {text}")
+                time.sleep(0.02)  # polling a port; nothing to wait on
+        yield f"host=127.0.0.1 port={port} user=postgres dbname=test"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def connect_via(dsn: str, **kwargs: Any) -> Any:
+    return psycopg.connect(dsn, autocommit=True, **kwargs)
+
+
+def test_auto_prepare_breaks_behind_transaction_pooling(bouncer: str) -> None:
+    """The failure docs/pgbouncer.md warns about, with psycopg's default."""
+    a = connect_via(bouncer)
+    b = connect_via(bouncer)
+    try:
+        sql = "select %s::int + 1 as obs_pgb_prepared"
+        with pytest.raises(psycopg.errors.InvalidSqlStatementName):  # noqa: PT012
+            for i in range(8):
+                # b holds a server connection in a transaction, so a's next
+                # statement lands on another server connection.
+                if i == 6:
+                    b.execute("begin")
+                    b.execute("select 1")
+                a.execute(sql, (i,)).fetchone()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_prepare_threshold_none_works(bouncer: str) -> None:
+    a = connect_via(bouncer, prepare_threshold=None)
+    b = connect_via(bouncer, prepare_threshold=None)
+    try:
+        sql = "select %s::int + 1 as obs_pgb_unprepared"
+        for i in range(8):
+            if i == 6:
+                b.execute("begin")
+                b.execute("select 1")
+            assert a.execute(sql, (i,)).fetchone() == (i + 1,)
+        b.execute("rollback")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pool_queries_and_transactions_through_pgbouncer(bouncer: str) -> None:
+    pool: Pool[Any] = Pool(
+        lambda: connect_via(bouncer, prepare_threshold=None),
+        max_open=4,
+        name="127.0.0.1:pgbouncer/test",
+    )
+    try:
+        with pool.connection() as conn:
+            conn.execute("drop table if exists obs_pgb_t")
+            conn.execute("create table obs_pgb_t (x int)")
+        # The same parameterized query many times across pooled connections.
+        held = [pool.acquire() for _ in range(4)]
+        for round_ in range(3):
+            for i, conn in enumerate(held):
+                conn.execute("insert into obs_pgb_t values (%s)", (round_ * 4 + i,))
+        for conn in held:
+            pool.release(conn)
+        with pool.connection() as conn, conn.transaction():
+            conn.execute("insert into obs_pgb_t values (100)")
+            conn.execute("insert into obs_pgb_t values (101)")
+        with pool.connection() as conn:
+            with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+                conn.execute("insert into obs_pgb_t values (200)")
+                conn.execute("select 1/0")
+            row = conn.execute("select count(*), sum(x) from obs_pgb_t").fetchone()
+        assert row == (14, sum(range(12)) + 201)
+        s = pool.stats()
+        assert (s.dials, s.in_use) == (4, 0)
+    finally:
+        with pool.connection() as conn:
+            conn.execute("drop table if exists obs_pgb_t")
+        pool.close()
+
+
+def test_db_handle_through_pgbouncer(bouncer: str) -> None:
+    db_mod = pytest.importorskip("sqlgate.db")
+    db = db_mod.open(
+        lambda: psycopg.connect(bouncer, prepare_threshold=None),
+        max_open=3,
+        ping_idle=0,  # the liveness check on every checkout, through PgBouncer
+        name="pgbouncer/test",
+    )
+    try:
+        db.ping()
+        for i in range(12):
+            assert db.query_row("select %s::int * 2", (i,)) == (i * 2,)
+        with db.begin() as tx:
+            assert tx.query_row("select 41 + 1") == (42,)
+        assert db.stats().in_use == 0
+    finally:
+        db.close()
