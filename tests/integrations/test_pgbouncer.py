@@ -152,7 +152,7 @@ def test_pool_queries_and_transactions_through_pgbouncer(bouncer: str) -> None:
             conn.execute("insert into obs_pgb_t values (100)")
             conn.execute("insert into obs_pgb_t values (101)")
         with pool.connection() as conn:
-            with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+            with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():  # noqa: PT012
                 conn.execute("insert into obs_pgb_t values (200)")
                 conn.execute("select 1/0")
             row = conn.execute("select count(*), sum(x) from obs_pgb_t").fetchone()
