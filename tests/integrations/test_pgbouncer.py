@@ -182,3 +182,22 @@ def test_db_handle_through_pgbouncer(bouncer: str) -> None:
         assert db.stats().in_use == 0
     finally:
         db.close()
+
+
+def test_session_settings_do_not_survive_between_transactions(bouncer: str) -> None:
+    """Why on_connect must not rely on SET behind transaction pooling."""
+    a = connect_via(bouncer, prepare_threshold=None)
+    b = connect_via(bouncer, prepare_threshold=None)
+    try:
+        a.execute("set statement_timeout = '1234ms'")
+        assert a.execute("show statement_timeout").fetchone() == ("1234ms",)
+        b.execute("begin")  # takes the server connection a's SET landed on
+        b.execute("select 1")
+        assert a.execute("show statement_timeout").fetchone() != ("1234ms",)
+        b.execute("rollback")
+        with a.transaction():  # SET LOCAL inside one transaction is safe
+            a.execute("set local statement_timeout = '4321ms'")
+            assert a.execute("show statement_timeout").fetchone() == ("4321ms",)
+    finally:
+        a.close()
+        b.close()
