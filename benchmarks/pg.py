@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 LIMIT = "limit (dedicated)"
+#: The same in-flight cap as the pools (8 queries at once), without a pool.
+CAP = "8 threads, dedicated"
+#: A minimal fair pool (see scenario 2): what any FIFO hand-off costs here.
+FIFO = "floor (FIFO hand-off)"
 THREADS = 16
 SIZE = 8
 
@@ -45,6 +49,8 @@ def _factories() -> dict[str, Callable[[], c.Contender]]:
 
     return {
         LIMIT: lambda: c.dedicated(dial, THREADS),
+        CAP: lambda: c.dedicated(dial, SIZE),
+        FIFO: lambda: c.floor_fifo(dial, SIZE),
         "sqlgate": lambda: c.sqlgate_pool(dial, SIZE),
         "psycopg_pool": lambda: c.psycopg_pool(dial, SIZE),
         "SQLAlchemy QueuePool": lambda: c.sqlalchemy_pool(dial, SIZE),
@@ -61,9 +67,13 @@ def _table(settings: Settings) -> Table:
             f"release for {settings.seconds:g} s per run against the local "
             f"PostgreSQL; pools hold at most {SIZE} autocommit psycopg connections, "
             f"warmed before timing. The limit gives each of the {THREADS} threads "
-            "its own connection (no pool). Every pool keeps its default return "
-            "path (sqlgate and QueuePool call rollback(), which psycopg skips "
-            "outside a transaction). "
+            f"its own connection (no pool); `{CAP}` runs only {SIZE} threads, each "
+            f"with its own connection: the pools' cap of {SIZE} queries in flight "
+            "without a pool, so the gap between it and the limit is the cap's, "
+            "and the gap between a pool and it is the pool's. The FIFO floor is the "
+            "minimal fair pool of scenario 2. Every pool keeps "
+            "its default return path (sqlgate and QueuePool call rollback(), "
+            "which psycopg skips outside a transaction). "
             f"{settings.rounds} rounds, interleaved; medians. Ratio = throughput / "
             "the limit's in the same round (target >= 0.95)."
         ),
@@ -91,9 +101,10 @@ def run(settings: Settings) -> Table:
         for name in order:
             contender = by_name[name]()
             try:
-                if name != LIMIT:
+                if name not in {LIMIT, CAP}:
                     c.warm(contender, SIZE)
-                r = timed_loop(contender, THREADS, settings.seconds, select_one)
+                threads = SIZE if name == CAP else THREADS
+                r = timed_loop(contender, threads, settings.seconds, select_one)
             finally:
                 contender.close()
             results[name].append(
@@ -112,7 +123,9 @@ def run(settings: Settings) -> Table:
             row[key] = median([r[key] for r in runs])
         table.rows.append(row)
     sg = table.row("sqlgate")
+    cap = table.row(CAP)
     table.notes.append(
-        f"sqlgate: {sg['ratio']:.2f}x the limit (target: within 5 %, >= 0.95)."
+        f"sqlgate: {sg['ratio']:.2f}x the limit (target: within 5 %, >= 0.95); "
+        f"{sg['throughput'] / cap['throughput']:.2f}x {SIZE} dedicated threads."
     )
     return table

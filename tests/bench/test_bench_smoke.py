@@ -96,6 +96,8 @@ def test_postgres_scenarios(tmp_path: Path) -> None:
     payload = _run(tmp_path, "--only", "pg,async,connecting")
     assert set(_rows(payload, "pg")) == {
         "limit (dedicated)",
+        "8 threads, dedicated",
+        "floor (FIFO hand-off)",
         "sqlgate",
         "psycopg_pool",
         "SQLAlchemy QueuePool",
