@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections import deque
 from dataclasses import dataclass
 from time import perf_counter, perf_counter_ns
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 LIMIT = "limit (10 asyncpg + Queue)"
+FIFO = "floor (FIFO hand-off)"
 TASKS = 200
 SIZE = 10
 
@@ -127,6 +129,37 @@ async def make_limit() -> AsyncContender:
     return AsyncContender(LIMIT, queue.get, release, _fetch_one, close)
 
 
+async def make_fifo() -> AsyncContender:
+    """A minimal fair asyncio pool: idle deque, FIFO hand-off through futures."""
+    import asyncpg
+
+    params = asyncpg_params()
+    conns = [await asyncpg.connect(**params) for _ in range(SIZE)]
+    idle: deque[Any] = deque(conns)
+    waiters: deque[asyncio.Future[Any]] = deque()
+
+    async def acquire() -> Any:
+        if idle:
+            return idle.pop()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        return await fut
+
+    async def release(conn: Any) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(conn)
+                return
+        idle.append(conn)
+
+    async def close() -> None:
+        for conn in conns:
+            await conn.close()
+
+    return AsyncContender(FIFO, acquire, release, _fetch_one, close)
+
+
 async def warm(contender: AsyncContender, n: int) -> None:
     """Make ``n`` connections idle before timing."""
     conns = [await contender.acquire() for _ in range(n)]
@@ -174,6 +207,7 @@ async def timed_tasks(
 def _makers() -> dict[str, Callable[[], Awaitable[AsyncContender]]]:
     makers: dict[str, Callable[[], Awaitable[AsyncContender]]] = {
         LIMIT: make_limit,
+        FIFO: make_fifo,
         "asyncpg Pool": make_asyncpg,
         "psycopg_pool (async)": make_psycopg_pool,
     }
@@ -216,10 +250,12 @@ async def _run(settings: Settings, table: Table) -> None:
     else:
         sg = table.row("sqlgate AsyncPool")
         ap = table.row("asyncpg Pool")
+        fifo = table.row(FIFO)
         table.notes.append(
             f"sqlgate AsyncPool: {sg['ratio']:.2f}x the limit (target >= 0.90), "
             f"{sg['throughput'] / ap['throughput']:.2f}x asyncpg's pool "
-            "(target >= 1)."
+            f"(target >= 1), {sg['throughput'] / fifo['throughput']:.2f}x the "
+            "minimal fair pool."
         )
 
 
@@ -234,9 +270,12 @@ def run(settings: Settings) -> Table:
             f"against the local PostgreSQL, through at most {SIZE} connections, "
             "warmed before timing: sqlgate.AsyncPool over asyncpg connections, "
             "asyncpg's own pool (default reset on release), psycopg_pool's "
-            "AsyncConnectionPool over autocommit psycopg AsyncConnections, and "
+            "AsyncConnectionPool over autocommit psycopg AsyncConnections, "
             f"the limit: {SIZE} dedicated asyncpg connections passed round through "
-            f"an asyncio.Queue. {settings.rounds} rounds, interleaved; medians. "
+            "an asyncio.Queue (whose get() lets a releasing task take its "
+            "connection straight back), and a minimal fair pool over the same "
+            "asyncpg connections (idle deque, FIFO hand-off through futures). "
+            f"{settings.rounds} rounds, interleaved; medians. "
             "Ratio = throughput / the limit's in the same round."
         ),
         columns=[
