@@ -78,12 +78,15 @@ class FakeConn:
 class FakeDriver:
     """Numbers connections 1, 2, ... and records every open and close.
 
-    Thread-safe. ``connect_gate`` / ``close_gate`` hold a connect or a close
-    until the test opens them; ``fail_with`` makes ``connect`` raise (or, if it
-    is a list, raise its items in turn, ``None`` meaning succeed once).
+    Thread-safe. ``connect_gate`` / ``close_gate`` hold a connect (from attempt
+    ``gate_from`` on) or a close until the test opens them; ``fail_with``
+    makes ``connect`` raise (or, if it is a list, raise its items in turn,
+    ``None`` meaning succeed once).
     """
 
     connect_gate: Gate | None = None
+    #: The first attempt (1-based) that ``connect_gate`` holds.
+    gate_from: int = 1
     close_gate: Gate | None = None
     fail_with: BaseException | list[BaseException | None] | None = None
     return_none: bool = False
@@ -104,7 +107,7 @@ class FakeDriver:
     def connect(self) -> FakeConn:
         with self._lock:
             self.attempts += 1
-            gate = self.connect_gate
+            gate = self.connect_gate if self.attempts >= self.gate_from else None
         if gate is not None:
             gate.hold()
         with self._lock:

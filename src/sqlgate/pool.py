@@ -227,7 +227,11 @@ class Pool(Generic[C]):
             TooManyWaiters: ``max_waiting`` callers are already queued.
             ConnectError: the dial made for this caller failed (the driver's
                 exception is chained).
+            TypeError, ValueError: ``timeout`` is not a number of seconds >= 0
+                (checked before queueing, so a bad one leaves no waiter behind).
         """
+        if timeout is not None:
+            check_duration("timeout", timeout, zero_ok=True)
         core = self._core
         try:
             with self._lock:
