@@ -151,8 +151,8 @@ def markdown(tables: list[Table], info: dict[str, Any], command: str) -> str:
 def _calls_section(table: Table) -> str:
     """Which Python functions one sqlgate cycle runs (the fast path's cost)."""
     lines = [
-        "Python functions run by one acquire + release cycle (sys.setprofile), "
-        "sqlgate first; time follows the number of calls:",
+        "Python functions run by one acquire + release cycle (sys.setprofile; the "
+        "number of calls in brackets). Time follows the number of calls:",
         "",
     ]
     for row in table.rows:
