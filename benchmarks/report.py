@@ -125,6 +125,15 @@ def markdown(tables: list[Table], info: dict[str, Any], command: str) -> str:
         "in the same round. Timings on a busy machine are noisy: read the ratios, "
         "not the absolute numbers.",
         "",
+        "Run it from the repository root: `python -m benchmarks` prints every "
+        "table; `--only NAME` (repeat or comma-separate: "
+        "cycle, contended, spike, pg, async, memory, connecting) runs a subset, "
+        "`--json FILE` saves the figures, `--markdown` rewrites this page and "
+        "the chart (about a minute and a half), `--quick` is the seconds-long "
+        "form CI runs (its figures mean nothing). The PostgreSQL scenarios use "
+        "`SQLGATE_BENCH_DSN` (default `host=127.0.0.1 port=5432 user=postgres "
+        "dbname=test`) and are skipped, saying why, when it does not answer.",
+        "",
         "![Ratios per scenario](benchmarks.png)",
         "",
     ]

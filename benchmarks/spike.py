@@ -8,6 +8,7 @@ from benchmarks import contenders as c
 from benchmarks._common import Column, Settings, Table, interleaved, median, percentile
 from benchmarks._threads import burst
 from benchmarks.fakes import fake_dial
+from sqlgate.pool import DEFAULT_MAX_CONNECTING
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,6 +23,9 @@ def _factories() -> dict[str, Callable[[], c.Contender]]:
     dial = fake_dial(DIAL)
     return {
         "sqlgate": lambda: c.sqlgate_pool(dial, SIZE),
+        "sqlgate (max_connecting=4)": lambda: c.sqlgate_pool(
+            dial, SIZE, max_connecting=4, name="sqlgate (max_connecting=4)"
+        ),
         "sqlgate (max_connecting=0)": lambda: c.sqlgate_pool(
             dial, SIZE, max_connecting=0, name="sqlgate (max_connecting=0)"
         ),
@@ -57,7 +61,8 @@ def run(settings: Settings) -> Table:
             f"{REQUESTS} threads ask at the same instant for a connection from an "
             f"empty pool of at most {SIZE}; a dial takes {DIAL * 1e3:.0f} ms "
             f"(`time.sleep`), each request holds its connection "
-            f"{HOLD * 1e3:.0f} ms. Latency = time to acquire. psycopg_pool runs "
+            f"{HOLD * 1e3:.0f} ms. Latency = time to acquire. `sqlgate` runs with "
+            f"its default max_connecting={DEFAULT_MAX_CONNECTING}; psycopg_pool "
             "with min_size=0. Each round builds every pool afresh; "
             f"{rounds} rounds, interleaved; medians over rounds. "
             "Ratio = p99 / sqlgate's p99 in the same round (lower is better)."
