@@ -1,0 +1,221 @@
+"""Fault-test fixtures: the fault proxy, real-server connectors, ledgers.
+
+Servers skip when absent, but fail under CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from tests.faults.proxy import FaultProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+PG_PORT = 5432
+MY_PORT = 3306
+
+
+def _absent(what: str, exc: BaseException) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required under CI=true but unreachable: {exc!r}")
+    pytest.skip(f"{what} not reachable: {exc!r}")
+
+
+@pytest.fixture(scope="session")
+def pg_up() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(
+            f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=test connect_timeout=3"
+        ).close()
+    except Exception as exc:
+        _absent(f"PostgreSQL at 127.0.0.1:{PG_PORT}", exc)
+
+
+@pytest.fixture(scope="session")
+def my_up() -> None:
+    pymysql = pytest.importorskip("pymysql")
+    try:
+        pymysql.connect(
+            host="127.0.0.1", port=MY_PORT, user="root", password="", database="test"
+        ).close()
+    except Exception as exc:
+        _absent(f"MariaDB at 127.0.0.1:{MY_PORT}", exc)
+
+
+@pytest.fixture
+def app_name() -> str:
+    """An application_name unique to this test."""
+    return f"sqlgate-faults-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def pg_proxy(pg_up: None) -> Iterator[FaultProxy]:
+    with FaultProxy(PG_PORT, max_life=120) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def my_proxy(my_up: None) -> Iterator[FaultProxy]:
+    with FaultProxy(MY_PORT, max_life=120) as proxy:
+        yield proxy
+
+
+@dataclass
+class Ledger:
+    """What a connect callable did: dials tried, succeeded, server ids seen."""
+
+    attempts: int = 0
+    opened: int = 0
+    ids: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def pg_connector(
+    port: int, app_name: str, ledger: Ledger | None = None, timeout: int = 2
+) -> Callable[[], Any]:
+    """A psycopg connect callable (autocommit) through ``port``."""
+    import psycopg
+
+    def connect() -> Any:
+        if ledger is not None:
+            with ledger.lock:
+                ledger.attempts += 1
+        conn = psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            dbname="test",
+            application_name=app_name,
+            connect_timeout=timeout,
+            autocommit=True,
+        )
+        if ledger is not None:
+            with ledger.lock:
+                ledger.opened += 1
+                ledger.ids.add(conn.info.backend_pid)
+        return conn
+
+    return connect
+
+
+def my_connector(
+    port: int, ledger: Ledger | None = None, timeout: float = 1.0
+) -> Callable[[], Any]:
+    """A PyMySQL connect callable (autocommit) through ``port``."""
+    import pymysql
+
+    def connect() -> Any:
+        if ledger is not None:
+            with ledger.lock:
+                ledger.attempts += 1
+        conn = pymysql.connect(
+            host="127.0.0.1",
+            port=port,
+            user="root",
+            password="",
+            database="test",
+            connect_timeout=timeout,
+            # Also bounds the handshake: a silent server fails the dial here.
+            read_timeout=timeout,
+            write_timeout=timeout,
+            autocommit=True,
+        )
+        if ledger is not None:
+            with ledger.lock:
+                ledger.opened += 1
+                ledger.ids.add(conn.thread_id())
+        return conn
+
+    return connect
+
+
+def pg_admin() -> Any:
+    """A direct (not proxied) autocommit connection to PostgreSQL."""
+    import psycopg
+
+    return psycopg.connect(
+        host="127.0.0.1", port=PG_PORT, user="postgres", dbname="test", autocommit=True
+    )
+
+
+def my_admin() -> Any:
+    """A direct (not proxied) autocommit connection to MariaDB."""
+    import pymysql
+
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=MY_PORT,
+        user="root",
+        password="",
+        database="test",
+        autocommit=True,
+    )
+
+
+def pg_server_count(app_name: str) -> int:
+    """Backends the server holds for ``app_name``."""
+    with pg_admin() as admin:
+        row = admin.execute(
+            "select count(*) from pg_stat_activity where application_name = %s",
+            (app_name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def pg_kill_all(app_name: str) -> int:
+    """pg_terminate_backend every backend of ``app_name``; how many."""
+    with pg_admin() as admin:
+        rows = admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = %s",
+            (app_name,),
+        ).fetchall()
+    return len(rows)
+
+
+def my_server_count(ids: set[int]) -> int:
+    """Of the thread ids ``ids``, how many the server still has."""
+    if not ids:
+        return 0
+    admin = my_admin()
+    try:
+        cur = admin.cursor()
+        marks = ",".join(["%s"] * len(ids))
+        cur.execute(
+            "select count(*) from information_schema.processlist "
+            f"where id in ({marks})",
+            tuple(ids),
+        )
+        row = cur.fetchone()
+    finally:
+        admin.close()
+    assert row is not None
+    return int(row[0])
+
+
+def my_kill_all(ids: set[int]) -> int:
+    """KILL every server thread in ``ids`` that still exists; how many."""
+    import pymysql
+
+    admin = my_admin()
+    killed = 0
+    try:
+        cur = admin.cursor()
+        for thread_id in sorted(ids):
+            try:
+                cur.execute(f"KILL {int(thread_id)}")
+                killed += 1
+            except pymysql.err.OperationalError:
+                pass  # already gone
+    finally:
+        admin.close()
+    return killed
