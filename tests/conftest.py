@@ -1,7 +1,12 @@
-"""Shared fixtures: the leak check every pool test ends with (Go's ``closeDB``)."""
+"""Shared fixtures: the leak check every pool test ends with (Go's ``closeDB``).
+
+Tests marked ``slow`` (soaks) run only when asked for: ``-m slow`` (or any
+marker expression naming it without ``not``), or ``SQLGATE_SLOW=1``.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -12,6 +17,20 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sqlgate.pool import Pool
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Skip ``slow`` tests unless they were asked for."""
+    markexpr = str(config.getoption("markexpr") or "")
+    wanted = "slow" in markexpr and "not slow" not in markexpr
+    if wanted or os.environ.get("SQLGATE_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow soak: run with -m slow or SQLGATE_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def assert_closed_clean(pool: Pool[Any], driver: FakeDriver) -> None:

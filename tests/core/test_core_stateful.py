@@ -349,9 +349,11 @@ class SlowCoreMachine(CoreMachine):
 
 
 SlowCoreMachine.TestCase.settings = settings(
-    max_examples=5000,
-    stateful_step_count=80,
+    max_examples=3000,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-TestSlowCoreMachine = pytest.mark.slow(SlowCoreMachine.TestCase)
+TestSlowCoreMachine = pytest.mark.timeout(1800)(
+    pytest.mark.slow(SlowCoreMachine.TestCase)
+)
