@@ -119,11 +119,12 @@ def test_close_from_inside_a_hook() -> None:
     ],
 )
 def test_knob_values(knob: str, value: object, error: type[Exception] | None) -> None:
+    kwargs: dict[str, Any] = {knob: value}
     if error is None:
-        Pool(FakeDriver().connect, **{knob: value}).close()
+        Pool(FakeDriver().connect, **kwargs).close()
         return
     with pytest.raises(error, match=knob):
-        Pool(FakeDriver().connect, **{knob: value})
+        Pool(FakeDriver().connect, **kwargs)
 
 
 @pytest.mark.parametrize("bad", [-1, math.nan, "1"])
