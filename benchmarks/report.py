@@ -153,11 +153,11 @@ def markdown(tables: list[Table], info: dict[str, Any], command: str) -> str:
             parts += [reading.format(default=DEFAULT_MAX_CONNECTING), ""]
         extra = EXTRAS.get(table.scenario)
         if extra is not None:
-            parts += [extra(table), ""]
+            parts += [extra(table, tables), ""]
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _calls_section(table: Table) -> str:
+def _calls_section(table: Table, tables: list[Table]) -> str:
     """Which Python functions one sqlgate cycle runs (the fast path's cost)."""
     lines = [
         "Python functions run by one acquire + release cycle (sys.setprofile; the "
@@ -173,7 +173,7 @@ def _calls_section(table: Table) -> str:
     return "\n".join(lines)
 
 
-def _connecting_section(table: Table) -> str:
+def _connecting_section(table: Table, tables: list[Table]) -> str:
     """Apply the stated rule for choosing the default of max_connecting."""
     rows = [r for r in table.rows if not math.isnan(r["p99_ms"])]
     if not rows:
@@ -188,13 +188,28 @@ def _connecting_section(table: Table) -> str:
     pick = good[0]
     from sqlgate.pool import DEFAULT_MAX_CONNECTING
 
-    return (
+    text = (
         "Rule for the default: the smallest max_connecting whose p99 is within 10 % "
         "of the best variant's (fewer simultaneous dials are gentler on a "
         "server that is itself starting up or recovering). On this run that is "
         f"**{pick['contender']}** (p99 {pick['p99_ms']:.1f} ms against the best "
         f"{best:.1f} ms); the default is now {DEFAULT_MAX_CONNECTING}."
     )
+    spike = [t for t in tables if t.scenario == "spike" and not t.skipped]
+    if spike:
+        ours = [r for r in spike[0].rows if r["contender"].startswith("sqlgate")]
+        default = f"sqlgate (max_connecting={DEFAULT_MAX_CONNECTING}, the default)"
+        figures = ", ".join(
+            f"{default if r['contender'] == 'sqlgate' else r['contender']} "
+            f"{r['p99_ms']:.1f} ms"
+            for r in ours
+        )
+        text += (
+            " Local dials are cheap (a few ms); where a dial is slow (TLS, a "
+            "remote server: scenario 3's 20 ms), the limit matters more. There, "
+            f"p99: {figures}."
+        )
+    return text
 
 
 #: What each scenario shows, by mechanism (true whatever the exact figures).
