@@ -15,7 +15,14 @@ from sqlgate.drivers._dsn import DSN, parse
 if TYPE_CHECKING:
     from sqlgate.drivers._base import AsyncAdapter, SyncAdapter
 
-__all__ = ["DSN", "async_adapter", "detect_sync", "parse", "sync_adapter"]
+__all__ = [
+    "DSN",
+    "async_adapter",
+    "detect_async",
+    "detect_sync",
+    "parse",
+    "sync_adapter",
+]
 
 # family -> (module, driver package, extra) for open() and open_async().
 _SYNC = {
@@ -95,3 +102,22 @@ def detect_sync(conn: object) -> SyncAdapter:
             "(use sqlgate.Pool for another driver)"
         )
     return sync_adapter(family)
+
+
+def detect_async(conn: object) -> AsyncAdapter:
+    """The asyncio adapter for a connection made by a user's connect callable.
+
+    Raises:
+        TypeError: the connection's driver is not one sqlgate knows.
+    """
+    root = type(conn).__module__.split(".")[0]
+    family = {"aiosqlite": "sqlite", "psycopg": "postgresql", "asyncpg": "asyncpg"}.get(
+        root
+    )
+    if family is None:
+        raise TypeError(
+            f"connect returned a {type(conn).__module__}.{type(conn).__qualname__}; "
+            "sqlgate.open_async knows aiosqlite, psycopg and asyncpg connections "
+            "(use sqlgate.AsyncPool for another driver)"
+        )
+    return async_adapter(family)

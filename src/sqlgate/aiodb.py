@@ -1,0 +1,686 @@
+"""AsyncDB: the ``DB`` handle for asyncio, over ``AsyncPool``.
+
+The same surface as ``sqlgate.db`` with every I/O method awaited, and the
+same rules, from the same pure pieces: the DSN parser and adapters
+(``sqlgate.drivers``: aiosqlite, psycopg ``AsyncConnection``, asyncpg), the
+retry rule (``sqlgate._retry``), the idle-age bookkeeping and the orphan
+deque described in ``sqlgate.db``. ``AsyncRows`` are async-iterable.
+
+A forgotten ``AsyncRows``/``AsyncTx``/``AsyncConn`` is handed back at the
+next call on the DB (its finalizer only appends to a deque; releasing is
+awaited by that next call), in ``stats()`` only as a count, and in ``close()``.
+
+Cancellation: every method is a cancellation point where it awaits the pool
+or the driver. A cancel while a statement runs discards the connection (its
+protocol state is unknown), so no half-read result is handed to the next
+user; a cancel while waiting for a connection leaves nothing behind (the
+pool's own guarantee).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+import weakref
+from collections import deque
+from time import monotonic
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlgate import _retry
+from sqlgate.aiopool import AsyncPool
+from sqlgate.db import _MAX_TRACKED, Result, check_ping_idle
+from sqlgate.drivers import async_adapter, detect_async, parse
+from sqlgate.drivers._base import check_isolation, scrub
+from sqlgate.errors import Error
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+
+    from sqlgate.drivers._base import AsyncAdapter, AsyncCursor
+    from sqlgate.drivers._dsn import DSN
+    from sqlgate.stats import Stats
+
+__all__ = ["AsyncConn", "AsyncDB", "AsyncRows", "AsyncTx", "open_async"]
+
+log = logging.getLogger("sqlgate")
+
+_BATCH = 100
+
+
+def open_async(
+    target: str | Callable[[], Awaitable[Any]],
+    *,
+    ping_idle: float | None = 1.0,
+    **pool_knobs: Any,
+) -> AsyncDB:
+    """Open an asyncio database handle; nothing is dialed until first use.
+
+    Args:
+        target: a DSN (``sqlite:///app.db`` via aiosqlite,
+            ``postgresql://...`` via psycopg, ``postgresql+asyncpg://...`` via
+            asyncpg), or an async callable returning an aiosqlite, psycopg
+            ``AsyncConnection`` or asyncpg connection.
+        ping_idle: as for ``sqlgate.open``.
+        **pool_knobs: ``AsyncPool``'s keyword arguments.
+
+    Returns:
+        The ``AsyncDB`` (bound to the event loop it is first used in).
+
+    Raises:
+        The errors of ``sqlgate.open``; ValueError for ``mysql://`` (no
+        asyncio driver).
+    """
+    ping = check_ping_idle(ping_idle)
+    if callable(target):
+        return AsyncDB(target, None, None, None, ping, pool_knobs)
+    dsn = parse(target)
+    adapter = async_adapter(dsn.family).for_dsn(dsn)
+    connect, on_close = adapter.connector(dsn)
+    try:
+        return AsyncDB(connect, adapter, dsn, on_close, ping, pool_knobs)
+    except BaseException:
+        if on_close is not None:
+            on_close()
+        raise
+
+
+class AsyncDB:
+    """``DB`` for asyncio: a pool of connections with Go's API, awaited."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        adapter: AsyncAdapter | None,
+        dsn: DSN | None,
+        on_close: Callable[[], None] | None,
+        ping_idle: float | None,
+        pool_knobs: dict[str, Any],
+    ) -> None:
+        self._adapter = adapter
+        self._ping_idle = ping_idle
+        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
+        self._orphans: deque[tuple[Any, str]] = deque()
+        self._released_at: dict[int, float] = {}
+        user_reset = pool_knobs.pop("reset", None)
+        if user_reset is not None and not callable(user_reset):
+            raise TypeError(f"reset must be callable or None, got {user_reset!r}")
+        rollback = pool_knobs.pop("rollback_on_return", True)
+        if not isinstance(rollback, bool):
+            raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
+        if dsn is not None:
+            pool_knobs.setdefault("name", dsn.redacted())
+        self._pool: AsyncPool[Any] = AsyncPool(
+            self._dialer(connect),
+            rollback_on_return=False,
+            reset=self._make_reset(rollback, user_reset),
+            **pool_knobs,
+        )
+        self._closer = weakref.finalize(self, on_close) if on_close else None
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _dialer(self, connect: Callable[[], Awaitable[Any]]) -> Callable[[], Any]:
+        secrets = self._secrets
+
+        async def dial() -> Any:
+            try:
+                conn = await connect()
+            except BaseException as exc:
+                raise scrub(exc, secrets) from None
+            try:
+                adapter = self._adapter
+                if adapter is None:
+                    adapter = self._adapter = detect_async(conn)
+                await adapter.prepare(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
+
+        return dial
+
+    def _make_reset(
+        self, rollback: bool, user_reset: Callable[[Any], object] | None
+    ) -> Callable[[Any], Awaitable[None]] | None:
+        if not rollback and user_reset is None:
+            return None
+
+        async def reset(conn: Any) -> None:
+            if rollback:
+                await self._drv.reset(conn)
+            if user_reset is not None:
+                result = user_reset(conn)
+                if hasattr(result, "__await__"):
+                    await result
+
+        return reset
+
+    @property
+    def _drv(self) -> AsyncAdapter:
+        adapter = self._adapter
+        assert adapter is not None  # set by the first dial
+        return adapter
+
+    async def _acquire(self, retry: bool) -> Any:
+        """Check out a connection judged alive, per the retry plan (see DB)."""
+        if self._orphans:
+            await self._drain()
+        pool = self._pool
+        error: BaseException | None = None
+        for source in _retry.plan(retry):
+            fresh = source is _retry.Source.FRESH
+            for _ in range(pool.stats().idle + 1 if fresh else 1):
+                conn = await pool.acquire()
+                error = await self._check(conn, always=fresh)
+                if error is None:
+                    return conn
+                decision = _retry.decide(
+                    dead=True, phase=_retry.Phase.CHECKOUT, in_tx=False, retry=retry
+                )
+                await pool.release(conn, broken=decision.discard)
+                log.info("%s: discarded a dead connection: %r", pool.name, error)
+                if not decision.retry:
+                    raise error
+        assert error is not None
+        raise error
+
+    async def _check(self, conn: Any, *, always: bool) -> BaseException | None:
+        released_at = self._released_at.pop(id(conn), None)
+        adapter = self._drv
+        closed = adapter.is_closed(conn)
+        ping = self._ping_idle
+        if not (
+            closed
+            or always
+            or (
+                ping is not None
+                and released_at is not None
+                and monotonic() - released_at >= ping
+            )
+        ):
+            return None
+        try:
+            await adapter.ping(conn)
+        except Exception as exc:
+            return exc
+        if closed:
+            return Error(f"{self._pool.name}: connection found closed at checkout")
+        return None
+
+    async def _release(self, conn: Any, broken: bool) -> None:
+        if not broken:
+            tracked = self._released_at
+            if len(tracked) >= _MAX_TRACKED:
+                tracked.clear()
+            tracked[id(conn)] = monotonic()
+        await self._pool.release(conn, broken=broken)
+
+    def _failed(self, conn: Any, exc: BaseException) -> bool:
+        # A cancel (or any BaseException) mid-statement: state unknown, discard.
+        dead = not isinstance(exc, Exception) or self._drv.is_dead(conn, exc)
+        return _retry.decide(
+            dead=dead, phase=_retry.Phase.SENT, in_tx=False, retry=False
+        ).discard
+
+    async def _drain(self) -> None:
+        orphans = self._orphans
+        while orphans:
+            conn, what = orphans.popleft()
+            await self._release(conn, False)
+            warnings.warn(
+                f"{self._pool.name}: an {what} was garbage-collected without being "
+                "closed; its connection was returned to the pool",
+                ResourceWarning,
+                stacklevel=3,
+            )
+
+    # -- the API ---------------------------------------------------------------
+
+    async def exec(self, sql: str, params: Any = None, *, retry: bool = True) -> Result:
+        """Run a statement that returns no rows (see ``DB.exec``).
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind. While the
+            statement runs: the connection is discarded.
+        """
+        conn = await self._acquire(retry)
+        broken = False
+        try:
+            count, last = await self._drv.exec(conn, sql, params)
+            return Result(count, last)
+        except BaseException as exc:
+            broken = self._failed(conn, exc)
+            raise
+        finally:
+            await self._release(conn, broken)
+
+    async def query(
+        self, sql: str, params: Any = None, *, retry: bool = True
+    ) -> AsyncRows:
+        """Run a query; the rows hold the connection until exhausted or closed.
+
+        Cancellation:
+            As ``exec``.
+        """
+        conn = await self._acquire(retry)
+        try:
+            cur = await self._drv.query(conn, sql, params)
+        except BaseException as exc:
+            await self._release(conn, self._failed(conn, exc))
+            raise
+        return AsyncRows(cur, self._drv, conn, self)
+
+    async def query_row(
+        self, sql: str, params: Any = None, *, retry: bool = True
+    ) -> tuple[Any, ...] | None:
+        """The first row of a query, or None (see ``DB.query_row``)."""
+        rows = await self.query(sql, params, retry=retry)
+        return await rows.first()
+
+    async def begin(
+        self,
+        isolation: str | None = None,
+        read_only: bool = False,
+        *,
+        retry: bool = True,
+    ) -> AsyncTx:
+        """Start a transaction on a connection of its own (see ``DB.begin``).
+
+        Returns:
+            The ``AsyncTx``; ``async with`` commits on success and rolls back
+            on an exception.
+        """
+        level = check_isolation(isolation)
+        if not isinstance(read_only, bool):
+            raise TypeError(f"read_only must be a bool, got {read_only!r}")
+        tries = len(_retry.plan(retry))
+        while True:
+            tries -= 1
+            conn = await self._acquire(retry)
+            try:
+                await self._drv.begin(conn, level, read_only)
+            except BaseException as exc:
+                broken = self._failed(conn, exc)
+                await self._release(conn, broken)
+                if broken and retry and tries > 0 and isinstance(exc, Exception):
+                    continue
+                raise
+            return AsyncTx(conn, self._drv, read_only, self, None)
+
+    async def conn(self, *, retry: bool = True) -> AsyncConn:
+        """Reserve one connection (see ``DB.conn``)."""
+        return AsyncConn(await self._acquire(retry), self._drv, self)
+
+    async def ping(self) -> None:
+        """Check that the database answers (always a round trip)."""
+        conn = await self._acquire(True)
+        broken = False
+        try:
+            await self._drv.ping(conn)
+        except BaseException as exc:
+            broken = self._failed(conn, exc)
+            raise
+        finally:
+            await self._release(conn, broken)
+
+    @property
+    def paramstyle(self) -> str:
+        """The driver's paramstyle; "numeric_dollar" ($1) for asyncpg.
+
+        Raises:
+            sqlgate.Error: a connect callable's driver is not known until
+                the first connection (``await db.ping()`` first).
+        """
+        if self._adapter is None:
+            raise Error("paramstyle is known after the first connection: ping first")
+        return self._adapter.paramstyle
+
+    @property
+    def pool(self) -> AsyncPool[Any]:
+        """The ``AsyncPool`` underneath."""
+        return self._pool
+
+    def stats(self) -> Stats:
+        """The pool's figures (forgotten objects are returned at the next call)."""
+        return self._pool.stats()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._pool.closed
+
+    async def close(self) -> None:
+        """Close the pool and wait for its work (see ``AsyncPool.close``)."""
+        if self._orphans:
+            await self._drain()
+        await self._pool.close()
+        if self._closer is not None:
+            self._closer()
+
+    async def set_max_open_conns(self, n: int) -> None:
+        """See ``AsyncPool.set_max_open_conns``."""
+        await self._pool.set_max_open_conns(n)
+
+    async def set_max_idle_conns(self, n: int) -> None:
+        """See ``AsyncPool.set_max_idle_conns``."""
+        await self._pool.set_max_idle_conns(n)
+
+    async def set_min_idle_conns(self, n: int) -> None:
+        """See ``AsyncPool.set_min_idle_conns``."""
+        await self._pool.set_min_idle_conns(n)
+
+    async def set_max_connecting(self, n: int) -> None:
+        """See ``AsyncPool.set_max_connecting``."""
+        await self._pool.set_max_connecting(n)
+
+    async def set_conn_max_lifetime(self, seconds: float | None) -> None:
+        """See ``AsyncPool.set_conn_max_lifetime``."""
+        await self._pool.set_conn_max_lifetime(seconds)
+
+    async def set_conn_max_idle_time(self, seconds: float | None) -> None:
+        """See ``AsyncPool.set_conn_max_idle_time``."""
+        await self._pool.set_conn_max_idle_time(seconds)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._pool.closed else "open"
+        return f"<sqlgate.AsyncDB {self._pool.name!r} {state}>"
+
+
+class AsyncRows:
+    """The result of ``AsyncDB.query``: ``async for row in rows``.
+
+    Attributes:
+        columns: the column names.
+    """
+
+    def __init__(
+        self, cursor: AsyncCursor, adapter: AsyncAdapter, conn: Any, db: AsyncDB | None
+    ) -> None:
+        self._cursor: AsyncCursor | None = cursor
+        self._adapter = adapter
+        self._conn = conn
+        self._db = db
+        self._batch: list[tuple[Any, ...]] = []
+        self._at = 0
+        self.columns = cursor.columns
+        self._finalizer = (
+            weakref.finalize(self, db._orphans.append, (conn, "AsyncRows"))
+            if db is not None
+            else None
+        )
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[Any, ...]:
+        if self._at < len(self._batch):
+            row = self._batch[self._at]
+            self._at += 1
+            return row
+        cursor = self._cursor
+        if cursor is None:
+            raise StopAsyncIteration
+        try:
+            batch = await cursor.fetchmany(_BATCH) if self.columns else []
+        except BaseException as exc:
+            dead = not isinstance(exc, Exception) or self._adapter.is_dead(
+                self._conn, exc
+            )
+            await self._close(broken=dead)
+            raise
+        if not batch:
+            await self.close()
+            raise StopAsyncIteration
+        self._batch, self._at = batch, 1
+        return batch[0]
+
+    async def first(self) -> tuple[Any, ...] | None:
+        """The next row, or None; then close."""
+        try:
+            return await anext(self, None)
+        finally:
+            await self.close()
+
+    async def all(self) -> list[tuple[Any, ...]]:
+        """Every remaining row; then close."""
+        try:
+            return [row async for row in self]
+        finally:
+            await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the rows were exhausted or closed."""
+        return self._cursor is None
+
+    async def close(self) -> None:
+        """Free the result and give back the connection; idempotent."""
+        await self._close(broken=False)
+
+    async def _close(self, broken: bool) -> None:
+        cursor = self._cursor
+        if cursor is None:
+            return
+        self._cursor = None
+        self._batch = []
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        try:
+            await cursor.aclose()
+        except Exception as exc:
+            log.debug("closing a cursor failed: %r", exc)
+        if self._db is not None:
+            await self._db._release(self._conn, broken)
+        self._conn = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _AsyncSession:
+    _conn: Any
+    _adapter: AsyncAdapter
+    _db: AsyncDB
+
+    def _live(self) -> Any:
+        raise NotImplementedError
+
+    async def _lost(self) -> None:
+        raise NotImplementedError
+
+    async def _guard(self, exc: BaseException, conn: Any) -> None:
+        if not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc):
+            await self._lost()
+
+    async def exec(self, sql: str, params: Any = None) -> Result:
+        """Run a statement on this connection (never retried)."""
+        conn = self._live()
+        try:
+            count, last = await self._adapter.exec(conn, sql, params)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return Result(count, last)
+
+    async def query(self, sql: str, params: Any = None) -> AsyncRows:
+        """Run a query on this connection; the rows hold only the result."""
+        conn = self._live()
+        try:
+            cur = await self._adapter.query(conn, sql, params)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return AsyncRows(cur, self._adapter, conn, None)
+
+    async def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        """The first row of a query on this connection, or None."""
+        return await (await self.query(sql, params)).first()
+
+
+class AsyncTx(_AsyncSession):
+    """``Tx`` for asyncio: ``async with await db.begin() as tx``."""
+
+    def __init__(
+        self,
+        conn: Any,
+        adapter: AsyncAdapter,
+        read_only: bool,
+        db: AsyncDB,
+        owner: AsyncConn | None,
+    ) -> None:
+        self._conn = conn
+        self._adapter = adapter
+        self._read_only = read_only
+        self._db = db
+        self._owner = owner
+        self._ended: str | None = None
+        self._finalizer = (
+            weakref.finalize(self, db._orphans.append, (conn, "AsyncTx"))
+            if owner is None
+            else None
+        )
+
+    def _live(self) -> Any:
+        if self._ended is not None:
+            raise Error(f"transaction already {self._ended}")
+        return self._conn
+
+    async def _lost(self) -> None:
+        await self._end("ended: its connection was lost", broken=True)
+
+    async def _end(self, how: str, broken: bool) -> None:
+        self._ended = how
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._owner is not None:
+            if broken:
+                self._owner._broken = True
+        else:
+            await self._db._release(self._conn, broken)
+
+    async def _finish(self, how: str, commit: bool) -> None:
+        conn = self._live()
+        try:
+            if commit:
+                await self._adapter.commit(conn, self._read_only)
+            else:
+                await self._adapter.rollback(conn, self._read_only)
+        except BaseException as exc:
+            dead = not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc)
+            await self._end("ended by a failed " + how, broken=dead)
+            raise
+        await self._end(how, broken=False)
+
+    async def commit(self) -> None:
+        """Commit; the transaction is finished whatever happens."""
+        await self._finish("committed", commit=True)
+
+    async def rollback(self) -> None:
+        """Roll back; the transaction is finished whatever happens."""
+        await self._finish("rolled back", commit=False)
+
+    @property
+    def done(self) -> bool:
+        """Whether the transaction was committed or rolled back."""
+        return self._ended is not None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._ended is not None:
+            return
+        if exc_type is None:
+            await self.commit()
+            return
+        try:
+            await self.rollback()
+        except Exception as rollback_error:
+            log.info("rollback after an error failed: %r", rollback_error)
+
+
+class AsyncConn(_AsyncSession):
+    """``Conn`` for asyncio: one reserved connection; ``raw`` is the driver's."""
+
+    def __init__(self, conn: Any, adapter: AsyncAdapter, db: AsyncDB) -> None:
+        self._conn = conn
+        self._adapter = adapter
+        self._db = db
+        self._broken = False
+        self._closed = False
+        self._finalizer = weakref.finalize(
+            self, db._orphans.append, (conn, "AsyncConn")
+        )
+
+    @property
+    def raw(self) -> Any:
+        """The driver's connection object."""
+        if self._closed:
+            raise Error("connection already closed")
+        return self._conn
+
+    def _live(self) -> Any:
+        if self._closed:
+            raise Error("connection already closed")
+        if self._broken:
+            raise Error("connection was lost; close this Conn and take another")
+        return self._conn
+
+    async def _lost(self) -> None:
+        self._broken = True
+
+    async def begin(
+        self, isolation: str | None = None, read_only: bool = False
+    ) -> AsyncTx:
+        """Start a transaction on this connection."""
+        level = check_isolation(isolation)
+        conn = self._live()
+        try:
+            await self._adapter.begin(conn, level, read_only)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return AsyncTx(conn, self._adapter, read_only, self._db, self)
+
+    async def ping(self) -> None:
+        """A round trip on this connection."""
+        conn = self._live()
+        try:
+            await self._adapter.ping(conn)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+    async def close(self) -> None:
+        """Give the connection back (discarded if it was lost); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        await self._db._release(self._conn, self._broken)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

@@ -1,0 +1,171 @@
+"""PostgreSQL for asyncio through asyncpg (``postgresql+asyncpg://``).
+
+asyncpg is not a DB-API driver; this adapter maps it. Parameters are
+positional, ``$1, $2...`` (``db.paramstyle`` is "numeric_dollar"), passed as a
+sequence: ``await db.exec("insert into t values ($1, $2)", (1, "a"))``. A
+statement without parameters goes through the simple query protocol (several
+statements allowed); one with parameters is prepared (and cached by asyncpg).
+Rows come back as tuples. ``rows_affected`` is read from the command tag
+("INSERT 0 3" -> 3); ``last_insert_id`` is None (use RETURNING).
+
+DSN parameters: ``application_name`` (sent as a server setting),
+``connect_timeout`` (seconds), ``statement_cache_size``.
+
+Connections are always in autocommit (asyncpg has no other mode); ``begin``
+sends ``BEGIN [ISOLATION LEVEL x] [READ ONLY]``. Reset on return:
+``is_in_transaction()`` is a local read; only a connection left in a
+transaction gets a ROLLBACK. (asyncpg's own pool sends a reset query on every
+release.)
+
+Ping: an empty query, as for psycopg. asyncpg (up to 0.30 at least) fails to
+decode the EmptyQueryResponse's missing command tag and raises
+``AttributeError`` after the server's ReadyForQuery was read, with the
+connection intact; that error is taken as the answer.
+
+Dead link: ``is_closed()``, ``ConnectionDoesNotExistError``, an ``OSError``,
+or SQLSTATE 57P01/57P02/57P03 or class 08.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params, sql_isolation
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from sqlgate.drivers._dsn import DSN
+
+__all__ = ["ASYNC", "AsyncpgAdapter"]
+
+_DEAD_STATES = frozenset({"57P01", "57P02", "57P03"})
+_PARAMS: dict[str, Callable[[str], object]] = {
+    "application_name": str,
+    "connect_timeout": float,
+    "statement_cache_size": int,
+}
+
+
+def _args(params: Any) -> Sequence[Any]:
+    if params is None:
+        return ()
+    if isinstance(params, dict) or not isinstance(params, list | tuple):
+        raise TypeError(
+            "asyncpg takes positional parameters ($1, $2...) as a tuple or list, "
+            f"got {type(params).__name__}"
+        )
+    return params
+
+
+class _Records(AsyncCursor):
+    def __init__(self, columns: tuple[str, ...], rows: list[Any]) -> None:
+        self.columns = columns
+        self._rows = rows
+        self._at = 0
+
+    async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        chunk = self._rows[self._at : self._at + n]
+        self._at += len(chunk)
+        return [tuple(r) for r in chunk]
+
+    async def aclose(self) -> None:
+        self._rows = []
+
+
+class AsyncpgAdapter(AsyncAdapter):
+    """asyncpg ``Connection``."""
+
+    name = "asyncpg"
+    paramstyle = "numeric_dollar"
+
+    def connector(
+        self, dsn: DSN
+    ) -> tuple[Callable[[], Awaitable[asyncpg.Connection]], Callable[[], None] | None]:
+        """``asyncpg.connect`` with the DSN's parts."""
+        opts = parse_params(dsn, _PARAMS)
+        kwargs: dict[str, Any] = {
+            "host": dsn.host,
+            "port": dsn.port,
+            "user": dsn.user,
+            "password": dsn.password,
+            "database": dsn.database or None,
+        }
+        if "application_name" in opts:
+            kwargs["server_settings"] = {"application_name": opts["application_name"]}
+        if "connect_timeout" in opts:
+            kwargs["timeout"] = opts["connect_timeout"]
+        if "statement_cache_size" in opts:
+            kwargs["statement_cache_size"] = opts["statement_cache_size"]
+
+        async def connect() -> asyncpg.Connection:
+            return await asyncpg.connect(**kwargs)
+
+        return connect, None
+
+    def is_closed(self, conn: asyncpg.Connection) -> bool:
+        """The connection's own closed flag."""
+        return bool(conn.is_closed())
+
+    async def ping(self, conn: asyncpg.Connection) -> None:
+        """An empty query (see the module docstring)."""
+        try:
+            await conn.execute("")
+        except AttributeError as exc:
+            if "decode" not in str(exc):
+                raise
+
+    def is_dead(self, conn: asyncpg.Connection, exc: BaseException) -> bool:
+        """Closed connection, lost socket, or a shutdown/connection SQLSTATE."""
+        if conn.is_closed() or isinstance(
+            exc, asyncpg.exceptions.ConnectionDoesNotExistError | OSError
+        ):
+            return True
+        state = getattr(exc, "sqlstate", None)
+        return isinstance(state, str) and (
+            state in _DEAD_STATES or state.startswith("08")
+        )
+
+    async def reset(self, conn: asyncpg.Connection) -> None:
+        """ROLLBACK only when a transaction is open (a local read)."""
+        if conn.is_closed():
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection is closed")
+        if conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+
+    async def begin(
+        self, conn: asyncpg.Connection, isolation: str | None, read_only: bool
+    ) -> None:
+        """``BEGIN [ISOLATION LEVEL x] [READ ONLY]``."""
+        await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
+
+    async def commit(self, conn: asyncpg.Connection, read_only: bool) -> None:
+        """COMMIT."""
+        await conn.execute("COMMIT")
+
+    async def rollback(self, conn: asyncpg.Connection, read_only: bool) -> None:
+        """ROLLBACK."""
+        await conn.execute("ROLLBACK")
+
+    async def exec(
+        self, conn: asyncpg.Connection, sql: str, params: Any
+    ) -> tuple[int, int | None]:
+        """Run a statement; (count from the command tag, None)."""
+        tag = await conn.execute(sql, *_args(params))
+        last = tag.rsplit(" ", 1)[-1] if isinstance(tag, str) else ""
+        return (int(last) if last.isdigit() else -1), None
+
+    async def query(
+        self, conn: asyncpg.Connection, sql: str, params: Any
+    ) -> AsyncCursor:
+        """Prepare, fetch every row, and name the columns."""
+        args = _args(params)
+        stmt = await conn.prepare(sql)
+        rows = await stmt.fetch(*args)
+        columns = tuple(a.name for a in stmt.get_attributes())
+        return _Records(columns, rows)
+
+
+ASYNC = AsyncpgAdapter()
