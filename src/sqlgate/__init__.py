@@ -1,6 +1,8 @@
 """sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
 
+from sqlgate.aiodb import AsyncDB, open_async
 from sqlgate.aiopool import AsyncPool
+from sqlgate.db import DB, Conn, Result, Rows, Tx, open
 from sqlgate.errors import (
     CircuitOpen,
     ConnectError,
@@ -13,13 +15,21 @@ from sqlgate.pool import Pool
 from sqlgate.stats import Stats
 
 __all__ = [
+    "DB",
+    "AsyncDB",
     "AsyncPool",
     "CircuitOpen",
+    "Conn",
     "ConnectError",
     "Error",
     "Pool",
     "PoolClosed",
     "PoolTimeout",
+    "Result",
+    "Rows",
     "Stats",
     "TooManyWaiters",
+    "Tx",
+    "open",
+    "open_async",
 ]
