@@ -224,3 +224,46 @@ def test_sqlite_adapter_is_stdlib_and_relative_path_is_resolved_at_open(
     db.exec("create table t(a)")
     db.close()
     assert os.path.exists(os.path.join(str(tmp_path), "rel.db"))
+
+
+def test_absent_server_skips_but_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.db.conftest import _absent
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI=true"):
+        _absent("PostgreSQL", OSError("refused"))
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="PostgreSQL not reachable"):
+        _absent("PostgreSQL", OSError("refused"))
+
+
+def test_mysql_parameters_reach_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymysql
+
+    seen: dict[str, object] = {}
+
+    def fake_connect(**kwargs: object) -> object:
+        seen.update(kwargs)
+        raise pymysql.err.OperationalError(2003, "nope")
+
+    monkeypatch.setattr(pymysql, "connect", fake_connect)
+    db = sqlgate.db.open(
+        "mariadb://u:pw@h:3307/d?connect_timeout=2.5&program_name=app",
+        acquire_timeout=5,
+    )
+    with pytest.raises(sqlgate.ConnectError):
+        db.ping()
+    db.close()
+    assert seen == {
+        "host": "h",
+        "port": 3307,
+        "user": "u",
+        "password": "pw",
+        "database": "d",
+        "charset": "utf8mb4",
+        "autocommit": True,
+        "connect_timeout": 2.5,
+        "program_name": "app",
+    }

@@ -81,9 +81,6 @@ class PyMySQLAdapter(SyncAdapter):
             "charset": "utf8mb4",
             "autocommit": True,
         }
-        program = opts.pop("program_name", None)
-        if program is not None:
-            kwargs["program_name"] = program
         kwargs.update(opts)
 
         def connect() -> pymysql.Connection[Any]:
