@@ -287,3 +287,36 @@ def test_driver_error_echoing_the_password_is_scrubbed(
     assert secret not in text
     assert secret not in caplog.text
     db.close()
+
+
+def test_threads_share_the_db(
+    pg_dsn: str, table: str, cleanup: Callable[..., None]
+) -> None:
+    db = sqlgate.db.open(pg_dsn, max_open=3, ping_idle=0)
+    cleanup(db.close)
+    db.exec(f"create table {table} (a int)")
+    cleanup(lambda: db.exec(f"drop table {table}"))
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for i in range(25):
+                if i % 5 == 0:
+                    with db.begin() as tx:
+                        tx.exec(f"insert into {table} values (%s)", (k,))
+                else:
+                    db.exec(f"insert into {table} values (%s)", (k,))
+                assert db.query_row(f"select count(*) from {table}") is not None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert db.query_row(f"select count(*) from {table}") == (200,)
+    s = db.stats()
+    assert (s.in_use, s.broken_closed) == (0, 0)
+    assert s.open_connections <= 3
