@@ -35,8 +35,9 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
+from sqlgate._shell import waiter_error as _waiter_error
 from sqlgate.errors import ConnectError, Error, PoolTimeout
-from sqlgate.pool import DEFAULT_MAX_CONNECTING, _waiter_error
+from sqlgate.pool import DEFAULT_MAX_CONNECTING
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine

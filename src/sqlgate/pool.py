@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import traceback
 import weakref
 from collections import deque
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from sqlgate._core import (
     BROKEN,
@@ -27,7 +25,18 @@ from sqlgate._core import (
     check_duration,
 )
 from sqlgate._reset import make_reset
-from sqlgate.errors import ConnectError, PoolTimeout
+from sqlgate._shell import (
+    Held,
+    check_hooks,
+    check_leaks,
+    forget_after_fork,
+    orphan,
+    report_reclaimed,
+    timeout_error,
+    track,
+    waiter_error,
+)
+from sqlgate.errors import PoolTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -160,7 +169,7 @@ class Pool(Generic[C]):
         self._lost: deque[Entry[C]] = deque()
         #: Connections in use (leak tracking only): entry -> acquirer's stack,
         #: and whether the threshold warning was logged.
-        self._held: dict[Entry[C], tuple[list[traceback.FrameSummary], bool]] = {}
+        self._held: Held[C] = {}
         #: ids of connections ``close(timeout=...)`` took from their callers;
         #: their late release is a no-op.
         self._taken: set[int] = set()
@@ -170,15 +179,12 @@ class Pool(Generic[C]):
         if reset is not None and not callable(reset):
             raise TypeError(f"reset must be callable or None, got {reset!r}")
         self._reset = make_reset(rollback_on_return, reset)
-        hooks = {
-            "on_connect": on_connect,
-            "on_acquire": on_acquire,
-            "on_release": on_release,
-            "on_close": on_close,
-        }
-        for hook_name, hook in hooks.items():
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{hook_name} must be callable or None, got {hook!r}")
+        check_hooks(
+            on_connect=on_connect,
+            on_acquire=on_acquire,
+            on_release=on_release,
+            on_close=on_close,
+        )
         self._on_connect = on_connect
         self._on_acquire = on_acquire
         self._on_release = on_release
@@ -192,7 +198,7 @@ class Pool(Generic[C]):
         self._maintenance_wakeup = threading.Event()
         self._maintenance: threading.Thread | None = None
         self._maybe_start_maintenance()
-        _pools.add(self)
+        forget_after_fork(self)
 
     def __repr__(self) -> str:
         s = self._core.stats()
@@ -351,7 +357,7 @@ class Pool(Generic[C]):
             self._drain_lost()
         conn = Pool.acquire(self, timeout)
         if self._leak_threshold is not None:
-            self._track(conn)
+            track(self._core, conn, self._held, self._lost)
         hook = self._on_acquire
         if hook is not None:
             try:
@@ -388,19 +394,6 @@ class Pool(Generic[C]):
 
     # -- leak tracking (only while leak_threshold is set) ----------------------
 
-    def _track(self, conn: C) -> None:
-        """Remember who acquired ``conn``; keep only a weak reference to it."""
-        entry = self._core.lookup(conn)
-        self._held[entry] = (traceback.extract_stack()[:-2], False)
-        lost = self._lost
-
-        def collected(_ref: object) -> None:
-            # Runs in whatever thread drops the connection, maybe inside
-            # another pool call: it only appends (no lock; STYLE.md).
-            lost.append(entry)
-
-        self._core.loosen(entry, collected)
-
     def _drain_lost(self) -> None:
         """Reclaim the slots of connections collected while handed out."""
         while self._lost:
@@ -410,15 +403,7 @@ class Pool(Generic[C]):
                 out = self._core.take_effects()
             held = self._held.pop(entry, None)
             if reclaimed:
-                stack = (
-                    "".join(traceback.format_list(held[0])) if held else "(unknown)\n"
-                )
-                log.warning(
-                    "%s: a connection was garbage-collected while in use, never "
-                    "released; its slot is reclaimed. It was acquired at:\n%s",
-                    self.name,
-                    stack,
-                )
+                report_reclaimed(self.name, held)
             self._run(out)
 
     def _check_leaks(self, now: float) -> float | None:
@@ -427,27 +412,7 @@ class Pool(Generic[C]):
         Returns:
             When the next one would cross it (monotonic s), or None.
         """
-        threshold = self._leak_threshold
-        if threshold is None:
-            return None
-        due = None
-        for entry, (stack, warned) in list(self._held.items()):
-            if warned or entry.state != IN_USE:
-                continue
-            at = entry.acquired_at + threshold
-            if now < at:
-                due = at if due is None else min(due, at)
-                continue
-            self._held[entry] = (stack, True)
-            log.warning(
-                "%s: a connection has been in use for %.1f s (leak_threshold="
-                "%.1f s); possible leak. It was acquired at:\n%s",
-                self.name,
-                now - entry.acquired_at,
-                threshold,
-                "".join(traceback.format_list(stack)),
-            )
-        return due
+        return check_leaks(self.name, self._held, self._leak_threshold, now)
 
     def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:
         """Block until ``waiter`` is settled; report the wait to the observer."""
@@ -485,20 +450,13 @@ class Pool(Generic[C]):
             with self._lock:
                 if waiter.state == WAITING:
                     core.abandon(waiter, monotonic(), timed_out=True)
-                    s = core.stats()
-                    cause = core.last_dial_error if core.failing else None
-                    waited = "forever" if limit is None else f"{limit:.2f} s"
-                    raise PoolTimeout(
-                        f"{self.name}: no connection after {waited} "
-                        f"(max_open={s.max_open_connections}, in_use={s.in_use}, "
-                        f"waiting={s.waiting})"
-                    ) from cause
+                    raise timeout_error(self.name, core, limit)
         if waiter.state == SERVED:
             # Woken, or the hand-off beat the timeout to the lock: keep it.
             assert waiter.entry is not None
             return waiter.entry.conn
         assert waiter.state == FAILED
-        raise _waiter_error(self.name, waiter)
+        raise waiter_error(self.name, waiter)
 
     # -- carrying out effects -------------------------------------------------
 
@@ -736,7 +694,7 @@ class Pool(Generic[C]):
         for entry in list(old._registry.values()):
             conn = entry.get()
             if conn is not None:
-                _orphan(conn)
+                orphan(conn)
         self._lost = deque()
         self._held = {}
         self._taken = set()
@@ -767,19 +725,6 @@ def _nothing(now: float) -> None:
     """A core input that changes nothing: ``_call(_nothing)`` drains the outbox."""
 
 
-def _waiter_error(name: str, waiter: Waiter[C]) -> BaseException:
-    """The exception a FAILED waiter raises: sqlgate's own, or the dial's chained."""
-    error = waiter.error
-    assert error is not None
-    if type(error).__module__ == "sqlgate":
-        return error
-    # Anything else, even a KeyboardInterrupt or SystemExit raised by the
-    # connect callable in the dial thread, reaches the caller as ConnectError.
-    wrapped = ConnectError(f"{name}: connect failed: {error!r}")
-    wrapped.__cause__ = error
-    return wrapped
-
-
 def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> None:
     """Maintenance thread: expire idle connections and refill ``min_idle``.
 
@@ -804,42 +749,3 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
         del pool
         delay = 1.0 if due is None else min(1.0, max(0.005, due - monotonic()))
         wakeup.wait(delay)
-
-
-#: Every live pool, for the fork handler.
-_pools: weakref.WeakSet[Pool[Any]] = weakref.WeakSet()
-#: Connections a forked child inherited: kept referenced so that no finalizer
-#: runs on them in the child.
-_orphans: list[object] = []
-
-
-def _orphan(conn: object) -> None:
-    """Disarm an inherited connection without touching the parent's session."""
-    _orphans.append(conn)
-    fileno = getattr(conn, "fileno", None)
-    if fileno is None:  # PyMySQL keeps its socket as _sock
-        fileno = getattr(getattr(conn, "_sock", None), "fileno", None)
-    try:
-        fd = fileno() if callable(fileno) else -1
-    except Exception:
-        return
-    if not isinstance(fd, int) or fd < 0:
-        return
-    # Point the descriptor at /dev/null: the socket stays open in the parent,
-    # and whatever the driver later writes or closes here goes nowhere.
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
-def _after_fork_in_child() -> None:
-    for pool in list(_pools):
-        try:
-            pool._forked()
-        except Exception as exc:  # never break the child over a pool
-            log.warning("%s: resetting after fork failed: %r", pool.name, exc)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

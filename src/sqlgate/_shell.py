@@ -1,0 +1,226 @@
+"""What the two shells (``Pool``, ``AsyncPool``) share besides the core.
+
+Pure helpers with no opinion on threads or asyncio: checking the hook
+arguments, building the errors a waiter raises, tracking who holds a
+connection and reporting leaks, and the registry the fork handler walks. Each
+shell keeps only what differs: how it locks, waits and runs effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from sqlgate._core import IN_USE, Entry
+from sqlgate.errors import ConnectError, PoolTimeout
+
+if TYPE_CHECKING:
+    from collections import deque
+    from collections.abc import Callable
+
+    from sqlgate._core import PoolCore, Waiter
+
+__all__ = [
+    "Held",
+    "check_hooks",
+    "check_leaks",
+    "forget_after_fork",
+    "keep",
+    "orphan",
+    "report_reclaimed",
+    "timeout_error",
+    "track",
+    "waiter_error",
+]
+
+C = TypeVar("C")
+
+log = logging.getLogger("sqlgate")
+
+#: Connections in use, while leak tracking is on: entry -> (the acquirer's
+#: stack, whether the ``leak_threshold`` warning was logged for it).
+Held = dict[Entry[C], tuple[list[traceback.FrameSummary], bool]]
+
+
+def check_hooks(**hooks: object) -> None:
+    """Refuse a hook argument that is neither None nor callable.
+
+    Raises:
+        TypeError: naming the argument and the value.
+    """
+    for name, hook in hooks.items():
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable or None, got {hook!r}")
+
+
+# -- what a waiter raises --------------------------------------------------------
+
+
+def timeout_error(name: str, core: PoolCore[Any], limit: float | None) -> PoolTimeout:
+    """The ``PoolTimeout`` of a waiter that gave up after ``limit`` seconds.
+
+    The message gives the pool's numbers; the latest dial error is chained
+    while dials are failing.
+    """
+    s = core.stats()
+    waited = "forever" if limit is None else f"{limit:.2f} s"
+    error = PoolTimeout(
+        f"{name}: no connection after {waited} "
+        f"(max_open={s.max_open_connections}, in_use={s.in_use}, "
+        f"waiting={s.waiting})"
+    )
+    error.__cause__ = core.last_dial_error if core.failing else None
+    return error
+
+
+def waiter_error(name: str, waiter: Waiter[Any]) -> BaseException:
+    """The exception a FAILED waiter raises: sqlgate's own, or the dial's chained."""
+    error = waiter.error
+    assert error is not None
+    if type(error).__module__ == "sqlgate":
+        return error
+    # Anything else, even a KeyboardInterrupt or SystemExit raised by the
+    # connect callable in a dial, reaches the caller as ConnectError.
+    wrapped = ConnectError(f"{name}: connect failed: {error!r}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+# -- leak tracking (only while leak_threshold is set) ----------------------------
+
+
+def track(core: PoolCore[C], conn: C, held: Held[C], lost: deque[Entry[C]]) -> None:
+    """Remember who acquired ``conn`` and keep only a weak reference to it.
+
+    Call it straight from the shell's acquire: the stack recorded leaves out
+    this frame and the caller's, so it ends at the application's frame.
+    ``lost`` receives the entry if the connection is garbage-collected while
+    in use (drivers whose connections support weak references).
+    """
+    entry = core.lookup(conn)
+    held[entry] = (traceback.extract_stack()[:-2], False)
+
+    def collected(_ref: object) -> None:
+        # Runs in whatever thread drops the connection, maybe inside another
+        # pool call: it only appends (no lock; STYLE.md).
+        lost.append(entry)
+
+    core.loosen(entry, collected)
+
+
+def report_reclaimed(
+    name: str, held: tuple[list[traceback.FrameSummary], bool] | None
+) -> None:
+    """Log that a connection was collected while in use, with its acquirer's stack."""
+    stack = "".join(traceback.format_list(held[0])) if held else "(unknown)\n"
+    log.warning(
+        "%s: a connection was garbage-collected while in use, never "
+        "released; its slot is reclaimed. It was acquired at:\n%s",
+        name,
+        stack,
+    )
+
+
+def check_leaks(
+    name: str, held: Held[Any], threshold: float | None, now: float
+) -> float | None:
+    """Warn once about each connection held past ``threshold`` seconds.
+
+    Returns:
+        When the next one would cross it (monotonic s), or None.
+    """
+    if threshold is None:
+        return None
+    due = None
+    for entry, (stack, warned) in list(held.items()):
+        if warned or entry.state != IN_USE:
+            continue
+        at = entry.acquired_at + threshold
+        if now < at:
+            due = at if due is None else min(due, at)
+            continue
+        held[entry] = (stack, True)
+        log.warning(
+            "%s: a connection has been in use for %.1f s (leak_threshold="
+            "%.1f s); possible leak. It was acquired at:\n%s",
+            name,
+            now - entry.acquired_at,
+            threshold,
+            "".join(traceback.format_list(stack)),
+        )
+    return due
+
+
+# -- fork safety -----------------------------------------------------------------
+
+
+class _Forkable(Protocol):
+    name: str
+
+    def _forked(self) -> None: ...
+
+
+#: Every live pool of either kind, for the fork handler.
+_pools: weakref.WeakSet[_Forkable] = weakref.WeakSet()
+#: What a forked child inherited (connections, tasks): kept referenced so that
+#: no finalizer runs on it in the child.
+_orphans: list[object] = []
+
+
+def forget_after_fork(pool: _Forkable) -> None:
+    """Have ``pool._forked()`` called in a child process after ``os.fork``."""
+    _pools.add(pool)
+
+
+def _fileno(conn: object) -> Callable[[], object] | None:
+    """The connection's socket ``fileno``, wherever the driver keeps it."""
+    fileno = getattr(conn, "fileno", None)  # psycopg (sync and async)
+    if fileno is None:  # PyMySQL keeps its socket as _sock
+        fileno = getattr(getattr(conn, "_sock", None), "fileno", None)
+    if fileno is None:  # asyncpg: the socket behind its asyncio transport
+        transport = getattr(conn, "_transport", None)
+        extra = getattr(transport, "get_extra_info", None)
+        if callable(extra):
+            try:
+                fileno = getattr(extra("socket"), "fileno", None)
+            except Exception:
+                return None
+    return fileno if callable(fileno) else None
+
+
+def orphan(conn: object) -> None:
+    """Disarm an inherited connection without touching the parent's session."""
+    _orphans.append(conn)
+    fileno = _fileno(conn)
+    try:
+        fd = fileno() if fileno is not None else -1
+    except Exception:
+        return
+    if not isinstance(fd, int) or fd < 0:
+        return
+    # Point the descriptor at /dev/null: the socket stays open in the parent,
+    # and whatever the driver later writes or closes here goes nowhere.
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def keep(obj: object) -> None:
+    """Keep ``obj`` referenced for the rest of a forked child's life."""
+    _orphans.append(obj)
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_pools):
+        try:
+            pool._forked()
+        except Exception as exc:  # never break the child over a pool
+            log.warning("%s: resetting after fork failed: %r", pool.name, exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
