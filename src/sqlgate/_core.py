@@ -573,6 +573,16 @@ class PoolCore(Generic[C]):
             and self._expiry_reason(entry, now) == MAX_LIFETIME
         ):
             self._close(entry, MAX_LIFETIME)
+        elif (
+            not self._put_checks
+            and not self._waiters
+            and len(self._idle) < self._idle_limit
+        ):
+            # _put's common branch, inlined: this is the hot path of every
+            # release, and the call is a measurable share of it.
+            entry.state = IDLE
+            entry.returned_at = now
+            self._idle.append(entry)
         else:
             self._put(entry, now)
 
