@@ -9,6 +9,11 @@ out can never orphan a dial or skip the ``closed`` report of a close.
 A pool belongs to the event loop it is first used in. Futures and tasks are
 made on first use, never in ``__init__``, so a pool may be created before the
 loop runs (at import time, in a sync factory).
+
+Hooks, the observer and leak tracking work as in ``Pool`` and share its code
+(``_shell``). When none is set, ``acquire`` and ``release`` are the plain
+methods below; setting one installs the hooked pair on the instance, so the
+common path pays nothing for them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import inspect
 import logging
 import math
 from asyncio import get_running_loop
+from collections import deque
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlgate._core import (
     ABANDONED,
+    BROKEN,
     CIRCUIT_AFTER,
     IN_USE,
     SERVED,
@@ -35,7 +42,18 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
-from sqlgate._shell import waiter_error as _waiter_error
+from sqlgate._shell import (
+    Held,
+    check_hooks,
+    check_leaks,
+    forget_after_fork,
+    keep,
+    orphan,
+    report_reclaimed,
+    timeout_error,
+    track,
+    waiter_error,
+)
 from sqlgate.errors import ConnectError, Error, PoolTimeout
 from sqlgate.pool import DEFAULT_MAX_CONNECTING
 
@@ -44,6 +62,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from sqlgate._core import Effect
+    from sqlgate.observe import Observer
     from sqlgate.stats import Stats
 
 __all__ = ["AsyncPool"]
@@ -107,6 +126,13 @@ def _return_state(conn: object) -> int:
     return probe(conn)
 
 
+async def _call_hook(hook: Callable[[Any], object], conn: object) -> None:
+    """Call a hook that may be a plain function or a coroutine function."""
+    result = hook(conn)
+    if inspect.isawaitable(result):
+        await result
+
+
 async def _rollback(conn: object) -> None:
     """Roll back the open transaction.
 
@@ -149,7 +175,13 @@ class AsyncPool(Generic[C]):
         rollback_on_return: bool = True,
         reset: Callable[[C], object] | None = None,
         name: str | None = None,
+        on_connect: Callable[[C], object] | None = None,
+        on_acquire: Callable[[C], object] | None = None,
+        on_release: Callable[[C], object] | None = None,
+        on_close: Callable[[C], object] | None = None,
+        observer: Observer | None = None,
         circuit_after: int = CIRCUIT_AFTER,
+        leak_threshold: float | None = None,
     ) -> None:
         """Create a pool; it needs no running loop and dials nothing yet.
 
@@ -179,14 +211,41 @@ class AsyncPool(Generic[C]):
                 (a plain function or a coroutine function); if it raises, the
                 connection is discarded.
             name: the pool's name in messages and metrics.
+            on_connect: called with each new connection in the dialing task,
+                before anyone gets it; if it raises, the connection is closed
+                and the dial fails with that error.
+            on_acquire: called with each connection before ``acquire`` returns
+                it; if it raises, the connection is discarded and ``acquire``
+                raises the error.
+            on_release: called with each connection given back (not when
+                released broken), before the rollback and ``reset``; if it
+                raises, the connection is discarded and ``release`` raises
+                the error after giving it back.
+            on_close: called with each connection just before it is closed;
+                an error is logged and the close goes ahead.
+            observer: receives per-event durations (see ``sqlgate.observe``);
+                settable later through the ``observer`` attribute.
             circuit_after: consecutive failed dials that open the circuit
                 breaker (default 3; 0 disables it): while it is open, an
                 acquire that finds nothing idle fails at once with
                 ``CircuitOpen`` and one probe redials with backoff.
+            leak_threshold: seconds a connection may stay handed out before
+                a warning with the acquirer's stack is logged (logger
+                ``sqlgate``); None (the default) turns leak tracking off.
+                While on, the pool keeps only a weak reference to connections
+                in use, so one dropped without release is reclaimed when
+                garbage-collected (asyncpg, psycopg and aiosqlite connections
+                all support weak references).
+
+        Each hook may be a plain function or a coroutine function: a result
+        that is awaitable is awaited (a plain function runs on the event loop
+        and must not block). A hook awaited by ``acquire`` or ``release`` that
+        is cancelled counts as a hook that raised: the connection is
+        discarded, and the cancellation propagates.
 
         Raises:
-            TypeError: ``aconnect`` or ``reset`` is not callable, or a knob
-                has the wrong type.
+            TypeError: ``aconnect``, ``reset`` or a hook is not callable, or a
+                knob has the wrong type.
             ValueError: a knob is out of range; the message names it.
         """
         if not callable(aconnect):
@@ -207,12 +266,39 @@ class AsyncPool(Generic[C]):
             name=self.name,
         )
         self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
+        #: Leak tracking (see ``leak_threshold``); None means off.
+        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
+        #: Entries whose connection was collected while in use, appended by a
+        #: weakref callback (any thread); drained by ``_drain_lost``.
+        self._lost: deque[Entry[C]] = deque()
+        #: Connections in use (leak tracking only): entry -> acquirer's stack,
+        #: and whether the threshold warning was logged.
+        self._held: Held[C] = {}
+        #: ids of connections ``close(timeout=...)`` took from their callers;
+        #: their late release is a no-op.
+        self._taken: set[int] = set()
+        #: Set when the pool is closed and nothing is in use any more; made
+        #: by ``close(timeout=...)``.
+        self._all_back: asyncio.Event | None = None
         if not isinstance(rollback_on_return, bool):
             raise TypeError(
                 f"rollback_on_return must be a bool, got {rollback_on_return!r}"
             )
         self._rollback_on_return = rollback_on_return
         self._reset = reset
+        check_hooks(
+            on_connect=on_connect,
+            on_acquire=on_acquire,
+            on_release=on_release,
+            on_close=on_close,
+        )
+        self._on_connect = on_connect
+        self._on_acquire = on_acquire
+        self._on_release = on_release
+        self._on_close = on_close
+        self._observer: Observer | None = None
+        self._hooked = False
+        self.observer = observer  # picks the acquire/release path
         #: The loop this pool is bound to; None until first use.
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Pool-owned tasks (dials, closes, maintenance): strong references,
@@ -221,6 +307,7 @@ class AsyncPool(Generic[C]):
         self._maintenance: asyncio.Task[None] | None = None
         #: Wakes the maintenance task when a knob changes or the pool closes.
         self._maintenance_wakeup: asyncio.Event | None = None
+        forget_after_fork(self)
 
     def __repr__(self) -> str:
         s = self._core.stats()
@@ -311,7 +398,21 @@ class AsyncPool(Generic[C]):
         # The token must exist before any effect runs: a Wake may follow.
         got.token = loop.create_future()
         self._drain()
-        return await self._wait(got, limit)
+        if self._observer is None:
+            return await self._wait(got, limit)
+        return await self._wait_observed(got, limit)
+
+    async def _wait_observed(self, waiter: Waiter[C], limit: float | None) -> C:
+        """``_wait``, reporting the wait (and a timeout) to the observer."""
+        observer = self._observer
+        assert observer is not None
+        try:
+            return await self._wait(waiter, limit)
+        except PoolTimeout:
+            observer.timed_out()
+            raise
+        finally:
+            observer.waited(monotonic() - waiter.enqueued_at)
 
     async def _wait(self, waiter: Waiter[C], limit: float | None) -> C:
         """Wait until ``waiter`` is settled or ``limit`` seconds pass (a timer)."""
@@ -341,16 +442,8 @@ class AsyncPool(Generic[C]):
             assert entry is not None
             return entry.conn
         if state == ABANDONED:  # our own timer gave up on it
-            core = self._core
-            s = core.stats()
-            cause = core.last_dial_error if core.failing else None
-            waited = "forever" if limit is None else f"{limit:.2f} s"
-            raise PoolTimeout(
-                f"{self.name}: no connection after {waited} "
-                f"(max_open={s.max_open_connections}, in_use={s.in_use}, "
-                f"waiting={s.waiting})"
-            ) from cause
-        raise _waiter_error(self.name, waiter)
+            raise timeout_error(self.name, self._core, limit)
+        raise waiter_error(self.name, waiter)
 
     def _time_out(self, waiter: Waiter[C]) -> None:
         """Timer callback: give up on a waiter nobody has served yet."""
@@ -374,18 +467,27 @@ class AsyncPool(Generic[C]):
 
         Raises:
             ValueError: ``conn`` is not in use from this pool (released twice,
-                or foreign); no count changes.
+                or foreign); no count changes. A connection that
+                ``close(timeout=...)`` took back is not an error: its late
+                release does nothing.
             Error: the pool is bound to another event loop.
 
         Cancellation:
-            A cancellation point only while the rollback or the ``reset`` hook
-            runs. A cancel there discards the connection (its state is
-            unknown): it is closed by the pool, never left in use.
+            A cancellation point only while the ``on_release`` hook, the
+            rollback or the ``reset`` hook runs. A cancel there discards the
+            connection (its state is unknown): it is closed by the pool, never
+            left in use.
         """
         if get_running_loop() is not self._loop:
             self._check_loop()
         core = self._core
-        entry = core.lookup(conn)
+        # core.lookup() inlined for the common case; it raises the precise error.
+        entry = core._registry.get(id(conn))
+        if entry is None or entry.conn is not conn or entry.state != IN_USE:
+            found = self._lookup(conn)
+            if found is None:
+                return
+            entry = found
         if not broken and not core.is_closed:
             hook = self._reset
             try:
@@ -406,12 +508,30 @@ class AsyncPool(Generic[C]):
                 # Cancelled mid-rollback: the link is in an unknown state, so
                 # settle it as broken (the pool closes it) before the cancel
                 # propagates; never leave it IN_USE.
-                if entry.state == IN_USE:
-                    self._call(core.release, entry, broken=True)
+                self._settle(entry, broken=True)
                 raise
+            if entry.state != IN_USE:
+                return  # close(timeout=...) took it meanwhile
         core.release(entry, monotonic(), broken=broken)
         if core.outbox:
+            if core._closed:
+                self._check_all_back()
             self._drain()
+
+    def _settle(self, entry: Entry[C], *, broken: bool) -> None:
+        """Give ``entry`` back now, unless ``close(timeout)`` took it already."""
+        if entry.state == IN_USE:
+            self._call(self._core.release, entry, broken=broken)
+            self._check_all_back()
+
+    def _lookup(self, conn: C) -> Entry[C] | None:
+        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
+        try:
+            return self._core.lookup(conn)
+        except ValueError:
+            if self._core.is_closed and id(conn) in self._taken:
+                return None  # force-closed by close(timeout=...): nothing to do
+            raise
 
     def connection(self, timeout: float | None = None) -> _AsyncCheckout[C]:
         """Acquire a connection for an ``async with`` block; released after it.
@@ -424,6 +544,106 @@ class AsyncPool(Generic[C]):
             the driver's connection and whose ``__aexit__`` releases it.
         """
         return _AsyncCheckout(self, timeout)
+
+    # -- hooks and observer (off the plain path) ------------------------------
+
+    @property
+    def observer(self) -> Observer | None:
+        """The per-event observer (see ``sqlgate.observe``), or None."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._observer = observer
+        # Pick the acquire/release path here, once, as Pool does: without
+        # hooks, observer or leak tracking the plain methods run. The instance
+        # dict is touched only on a change (touching it at all slows every
+        # attribute access on the object).
+        hooked = not (
+            observer is None
+            and self._on_acquire is None
+            and self._on_release is None
+            and self._leak_threshold is None
+        )
+        if hooked == self._hooked:
+            return
+        self._hooked = hooked
+        if hooked:
+            self.__dict__["acquire"] = self._acquire_hooked
+            self.__dict__["release"] = self._release_hooked
+        else:
+            del self.__dict__["acquire"], self.__dict__["release"]
+
+    async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
+        """``acquire``, then leak tracking and the ``on_acquire`` hook."""
+        if self._lost:
+            self._drain_lost()
+        conn = await AsyncPool.acquire(self, timeout)
+        if self._leak_threshold is not None:
+            track(self._core, conn, self._held, self._lost)
+        hook = self._on_acquire
+        if hook is not None:
+            try:
+                await _call_hook(hook, conn)
+            except BaseException:
+                # The hook raised, or the caller was cancelled while it ran:
+                # either way the connection's state is unknown; discard it.
+                entry = self._lookup(conn)
+                if entry is not None:
+                    self._held.pop(entry, None)
+                    self._settle(entry, broken=True)
+                raise
+        return conn
+
+    async def _release_hooked(self, conn: C, *, broken: bool = False) -> None:
+        """The ``on_release`` hook and the ``used`` event, then ``release``."""
+        entry = self._lookup(conn)  # a foreign conn raises before any hook
+        if entry is None:
+            return
+        if self._leak_threshold is not None:
+            self._held.pop(entry, None)
+        error: BaseException | None = None
+        hook = self._on_release
+        if hook is not None and not broken:
+            try:
+                await _call_hook(hook, conn)
+            except Exception as exc:
+                log.info(
+                    "%s: discarding a connection: on_release raised %r", self.name, exc
+                )
+                error = exc
+                broken = True
+            except BaseException:
+                # Cancelled while the hook ran: as if it had raised.
+                if entry.state == IN_USE:
+                    self._observe_used(entry)
+                    self._settle(entry, broken=True)
+                raise
+            if entry.state != IN_USE:
+                return  # close(timeout=...) took it meanwhile
+        self._observe_used(entry)
+        await AsyncPool.release(self, conn, broken=broken)
+        if error is not None:
+            raise error
+
+    def _observe_used(self, entry: Entry[C]) -> None:
+        observer = self._observer
+        if observer is not None:
+            observer.used(monotonic() - entry.acquired_at)
+
+    # -- leak tracking (only while leak_threshold is set) ----------------------
+
+    def _drain_lost(self) -> None:
+        """Reclaim the slots of connections collected while handed out."""
+        core = self._core
+        while self._lost:
+            entry = self._lost.popleft()
+            reclaimed = core.reclaim(entry, monotonic())
+            held = self._held.pop(entry, None)
+            if reclaimed:
+                report_reclaimed(self.name, held)
+            self._drain()
+        self._check_all_back()
 
     # -- carrying out effects -------------------------------------------------
 
@@ -452,7 +672,7 @@ class AsyncPool(Generic[C]):
                 self._spawn(self._dial(effect.ticket))
             else:
                 assert isinstance(effect, Close)
-                self._spawn(self._close_conn(effect.entry))
+                self._spawn(self._close_conn(effect.entry, effect.reason))
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         loop = self._loop
@@ -465,10 +685,13 @@ class AsyncPool(Generic[C]):
     async def _dial(self, ticket: int) -> None:
         """Pool task: dial once and settle ``ticket`` exactly once."""
         core = self._core
+        started = monotonic()
         try:
             conn = await self._aconnect()
             if conn is None:
                 raise TypeError(f"{self.name}: aconnect() returned None")
+            if self._on_connect is not None:
+                await self._configure(conn)
         except BaseException as exc:  # settle the ticket whatever happened
             error: BaseException = exc
             if not isinstance(exc, Exception):
@@ -478,21 +701,48 @@ class AsyncPool(Generic[C]):
                 error.__cause__ = exc
             log.warning("%s: connect failed: %r", self.name, exc)
             self._call(core.connect_failed, ticket, error)
+            if core.circuit_open and not core.is_closed:
+                self._maybe_start_maintenance()  # it wakes for the probe
             if error is not exc:
                 raise
             return
-        if core.holds(conn):
-            dup = ValueError(f"{self.name}: aconnect() returned a live connection")
-            self._call(core.connect_failed, ticket, dup)
-        else:
-            self._call(core.connected, ticket, conn)
-
-    async def _close_conn(self, entry: Entry[C]) -> None:
-        """Pool task: close a driver connection, then settle it, whatever happens."""
         try:
-            result = entry.conn.close()  # type: ignore[attr-defined]
-            if inspect.isawaitable(result):
-                await result
+            if core.holds(conn):
+                dup = ValueError(f"{self.name}: aconnect() returned a live connection")
+                core.connect_failed(ticket, dup, monotonic())
+            else:
+                core.connected(ticket, conn, monotonic())
+            if self._observer is not None:
+                self._observer.created(monotonic() - started)
+        finally:
+            self._drain()
+
+    async def _configure(self, conn: C) -> None:
+        """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
+        assert self._on_connect is not None
+        try:
+            await _call_hook(self._on_connect, conn)
+        except BaseException:
+            try:
+                await _call_hook(_close, conn)
+            except Exception as exc:
+                log.info("%s: error closing a connection: %r", self.name, exc)
+            raise
+
+    async def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
+        """Pool task: close a driver connection, then settle it, whatever happens."""
+        conn = entry.conn
+        if conn is None:  # collected while loosened: nothing to close
+            self._call(self._core.closed, entry)
+            return
+        if reason == BROKEN:
+            log.info("%s: discarding a broken connection %r", self.name, conn)
+        try:
+            try:
+                if self._on_close is not None:
+                    await _call_hook(self._on_close, conn)
+            finally:
+                await _call_hook(_close, conn)
         except Exception as exc:
             log.info("%s: error closing a connection: %r", self.name, exc)
         finally:
@@ -507,6 +757,8 @@ class AsyncPool(Generic[C]):
             core.conn_max_lifetime is not None
             or core.conn_max_idle_time is not None
             or core.min_idle > 0
+            or core.circuit_open
+            or self._leak_threshold is not None
         )
 
     def _wake_maintenance(self) -> None:
@@ -523,23 +775,33 @@ class AsyncPool(Generic[C]):
             self._maintenance = self._spawn(self._maintain(self._maintenance_wakeup))
 
     async def _maintain(self, wakeup: asyncio.Event) -> None:
-        """Pool task: expire idle connections and refill ``min_idle``.
+        """Pool task: expire idle connections, refill ``min_idle``, probe, leaks.
 
-        Runs only while a lifetime, idle-time or ``min_idle`` knob is set and
-        the pool is open; sleeps until the core's next deadline, or less, so
-        that connections returned meanwhile are looked at in time too.
+        Runs only while the pool is open and a lifetime, idle-time or
+        ``min_idle`` knob is set, the circuit is open (for the probe dial) or
+        leaks are tracked; sleeps until the next deadline, or less, so that
+        connections returned or handed out meanwhile are looked at in time.
         """
         core = self._core
         while self._needs_maintenance():
             wakeup.clear()  # a knob changed after this point wakes the wait
+            if self._lost:
+                self._drain_lost()
             due = core.expire(monotonic())
             self._drain()
-            # A connection returned meanwhile expires no sooner than one knob
-            # from now: never sleep longer than that (nor than 1 s).
+            leak_due = check_leaks(
+                self.name, self._held, self._leak_threshold, monotonic()
+            )
+            if leak_due is not None:
+                due = leak_due if due is None else min(due, leak_due)
+            # A connection returned (or handed out) meanwhile expires (or
+            # leaks) no sooner than one knob from now: never sleep longer than
+            # that (nor than 1 s).
             cap = min(
                 1.0,
                 core.conn_max_idle_time or math.inf,
                 core.conn_max_lifetime or math.inf,
+                self._leak_threshold or math.inf,
             )
             delay = cap if due is None else min(cap, max(0.005, due - monotonic()))
             try:
@@ -583,6 +845,11 @@ class AsyncPool(Generic[C]):
         self._call(self._core.set_conn_max_idle_time, seconds)
         self._maybe_start_maintenance()
 
+    async def set_circuit_after(self, n: int) -> None:
+        """Set how many failed dials in a row open the circuit (0 = never)."""
+        self._check_loop()
+        self._call(self._core.set_circuit_after, n)
+
     def stats(self) -> Stats:
         """A consistent snapshot of the pool's figures (see ``Stats``)."""
         return self._core.stats()
@@ -592,28 +859,114 @@ class AsyncPool(Generic[C]):
         """Whether ``close()`` was called."""
         return self._core.is_closed
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = 0) -> int:  # noqa: ASYNC109
         """Close the pool and wait for its own work to finish; idempotent.
 
         Idle connections are closed; queued callers fail with PoolClosed;
-        connections in use are closed when released; later acquires raise
-        PoolClosed. Returns once every dial in flight has landed (and been
-        closed) and every close has finished.
+        later acquires raise PoolClosed. Connections in use are closed when
+        released, or, if ``timeout`` passes first, taken from their callers
+        and closed (their late ``release`` is then a no-op). Returns once
+        every dial in flight has landed (and been closed) and every close has
+        finished.
+
+        Args:
+            timeout: seconds to wait for connections in use to come back; 0
+                (the default) does not wait and leaves them to be closed on
+                release; None waits for them however long it takes.
+
+        Returns:
+            How many connections in use were force-closed (0 if all came back
+            in time, or when not waiting).
 
         Raises:
+            TypeError: ``timeout`` is not a number or None.
+            ValueError: ``timeout`` is negative or NaN (the pool stays open).
             Error: the pool is bound to another event loop.
 
         Cancellation:
-            A cancellation point while waiting for the pool's tasks. A cancel
-            stops only the waiting: the pool is closed already and its tasks
-            run on and settle every count; call ``close()`` again to wait.
+            A cancellation point while waiting for connections in use and for
+            the pool's tasks. A cancel stops only the waiting: the pool is
+            closed already, connections still in use are closed when released,
+            and its tasks run on and settle every count; call ``close()``
+            again to wait.
         """
+        limit = check_duration("timeout", timeout, zero_ok=True)
         self._check_loop()
         self._call(self._core.close)
         self._wake_maintenance()
+        taken = 0 if limit == 0 else await self._take_back(limit)
         # Closing may spawn more tasks (a dial landing is closed): loop.
         while self._tasks:
             await asyncio.wait(list(self._tasks))
+        return taken
+
+    async def _take_back(self, limit: float | None) -> int:
+        """Wait up to ``limit`` s for connections in use, then force-close the rest."""
+        core = self._core
+        if self._all_back is None:
+            self._all_back = asyncio.Event()
+        all_back = self._all_back
+        self._check_all_back()
+        deadline = None if limit is None else monotonic() + limit
+        while not all_back.is_set():
+            left = 1.0 if deadline is None else deadline - monotonic()
+            if left <= 0:
+                break
+            # Releases set the event; the recheck also catches reclaimed leaks.
+            try:
+                async with asyncio.timeout(min(left, 0.05)):
+                    await all_back.wait()
+            except TimeoutError:
+                pass
+            if self._lost:
+                self._drain_lost()
+        for entry in core._registry.values():
+            if entry.state == IN_USE:
+                self._taken.add(entry.key)
+        taken = core.close_in_use(monotonic())
+        if taken:
+            log.warning(
+                "%s: closed %d connection(s) still in use after %.2f s",
+                self.name,
+                taken,
+                limit,
+            )
+        self._drain()
+        return taken
+
+    def _check_all_back(self) -> None:
+        """Set ``_all_back`` once the pool is closed and nothing is in use."""
+        core = self._core
+        if self._all_back is not None and core._closed and core.stats().in_use == 0:
+            self._all_back.set()
+
+    def _forked(self) -> None:
+        """In a forked child: forget the parent's connections, never touch them.
+
+        The inherited connections, tasks and loop belong to the parent: the
+        child's pool starts over with a fresh core, the same knobs, no
+        connections, and no loop (it binds to the child's loop on first use).
+        Each inherited socket is pointed at /dev/null in this process and
+        every inherited object is kept referenced until exit, so no finalizer
+        runs on it here.
+        """
+        old = self._core
+        self._core = old.renew()
+        if old.is_closed:
+            self._core.close(monotonic())
+        for entry in list(old._registry.values()):
+            conn = entry.get()
+            if conn is not None:
+                orphan(conn)
+        keep((old, self._tasks, self._maintenance, self._all_back, self._loop))
+        self._loop = None
+        self._tasks = set()
+        self._maintenance = None
+        self._maintenance_wakeup = None
+        self._lost = deque()
+        self._held = {}
+        self._taken = set()
+        self._all_back = None
 
 
 class _AsyncCheckout(Generic[C]):
@@ -636,3 +989,8 @@ class _AsyncCheckout(Generic[C]):
         tb: TracebackType | None,
     ) -> None:
         await self._pool.release(self._conn)
+
+
+def _close(conn: Any) -> object:
+    """Close a driver connection (the result may be awaitable)."""
+    return conn.close()
