@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -70,12 +71,41 @@ def my_proxy(my_up: None) -> Iterator[FaultProxy]:
 
 @dataclass
 class Ledger:
-    """What a connect callable did: dials tried, succeeded, server ids seen."""
+    """What a connect callable did: dials tried, succeeded, server ids seen.
+
+    ``dials`` keeps every dial as (started, ended, outcome), monotonic
+    seconds, outcome "ok" or the error's repr: the timeline a failing test
+    prints.
+    """
 
     attempts: int = 0
     opened: int = 0
     ids: set[int] = field(default_factory=set)
+    dials: list[tuple[float, float, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def dial(self, connect: Callable[[], Any], server_id: Callable[[Any], int]) -> Any:
+        """Run ``connect`` once, recording it."""
+        started = time.monotonic()
+        with self.lock:
+            self.attempts += 1
+        try:
+            conn = connect()
+        except BaseException as exc:
+            with self.lock:
+                self.dials.append((started, time.monotonic(), repr(exc)[:120]))
+            raise
+        with self.lock:
+            self.opened += 1
+            self.ids.add(server_id(conn))
+            self.dials.append((started, time.monotonic(), "ok"))
+        return conn
+
+    def timeline(self, since: float = 0.0, limit: int = 60) -> str:
+        """The last ``limit`` dials started after ``since``, one a line."""
+        with self.lock:
+            rows = [d for d in self.dials if d[0] >= since][-limit:]
+        return "\n".join(f"{a:.3f}..{b:.3f} {what}" for a, b, what in rows)
 
 
 def pg_connector(
@@ -84,11 +114,8 @@ def pg_connector(
     """A psycopg connect callable (autocommit) through ``port``."""
     import psycopg
 
-    def connect() -> Any:
-        if ledger is not None:
-            with ledger.lock:
-                ledger.attempts += 1
-        conn = psycopg.connect(
+    def dial() -> Any:
+        return psycopg.connect(
             host="127.0.0.1",
             port=port,
             user="postgres",
@@ -97,11 +124,11 @@ def pg_connector(
             connect_timeout=timeout,
             autocommit=True,
         )
-        if ledger is not None:
-            with ledger.lock:
-                ledger.opened += 1
-                ledger.ids.add(conn.info.backend_pid)
-        return conn
+
+    def connect() -> Any:
+        if ledger is None:
+            return dial()
+        return ledger.dial(dial, lambda conn: int(conn.info.backend_pid))
 
     return connect
 
@@ -112,11 +139,8 @@ def my_connector(
     """A PyMySQL connect callable (autocommit) through ``port``."""
     import pymysql
 
-    def connect() -> Any:
-        if ledger is not None:
-            with ledger.lock:
-                ledger.attempts += 1
-        conn = pymysql.connect(
+    def dial() -> Any:
+        return pymysql.connect(
             host="127.0.0.1",
             port=port,
             user="root",
@@ -128,11 +152,11 @@ def my_connector(
             write_timeout=timeout,
             autocommit=True,
         )
-        if ledger is not None:
-            with ledger.lock:
-                ledger.opened += 1
-                ledger.ids.add(conn.thread_id())
-        return conn
+
+    def connect() -> Any:
+        if ledger is None:
+            return dial()
+        return ledger.dial(dial, lambda conn: int(conn.thread_id()))
 
     return connect
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate.errors import Error
 
@@ -36,20 +36,17 @@ class Call:
 
 
 @dataclass
-class Load:
-    """``threads`` workers looping acquire / query / release until stopped."""
+class _Runner:
+    """``threads`` workers looping one call each until stopped; every call kept."""
 
-    pool: Pool[Any]
-    backend: Backend
     threads: int = 32
-    acquire_timeout: float = 5.0
     calls: list[Call] = field(default_factory=list)
     unexpected: list[BaseException] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> Load:
+    def start(self) -> Self:
         for i in range(self.threads):
             t = threading.Thread(target=self._work, name=f"load-{i}", daemon=True)
             t.start()
@@ -66,28 +63,21 @@ class Load:
         assert not stuck, f"workers stuck: {stuck}"
         assert not self.unexpected, f"unexpected errors: {self.unexpected[:3]!r}"
 
+    def _once(self, n: int) -> BaseException | None:
+        """One call; the error a caller may see, or None. Others raise."""
+        raise NotImplementedError
+
     def _work(self) -> None:
-        pool, backend = self.pool, self.backend
+        n = 0
         while not self.stop.is_set():
+            n += 1
             started = time.monotonic()
-            error: BaseException | None = None
             try:
-                conn = pool.acquire(self.acquire_timeout)
-            except Error as exc:
-                error = exc
-            else:
-                try:
-                    backend.query(conn)
-                except backend.dead as exc:
-                    error = exc
-                    pool.release(conn, broken=True)
-                except BaseException as exc:
-                    pool.release(conn, broken=True)
-                    with self._lock:
-                        self.unexpected.append(exc)
-                    return
-                else:
-                    pool.release(conn)
+                error = self._once(n)
+            except BaseException as exc:
+                with self._lock:
+                    self.unexpected.append(exc)
+                return
             outcome = "ok" if error is None else type(error).__name__
             with self._lock:
                 self.calls.append(Call(started, time.monotonic(), outcome, error))
@@ -109,6 +99,53 @@ class Load:
                 c.ended - c.started for c in self.calls if since <= c.started < until
             ]
         return max(spans, default=0.0)
+
+
+@dataclass(kw_only=True)
+class Load(_Runner):
+    """Workers looping acquire / query / release on a ``Pool``."""
+
+    pool: Pool[Any]
+    backend: Backend
+    acquire_timeout: float = 5.0
+
+    def _once(self, n: int) -> BaseException | None:
+        pool, backend = self.pool, self.backend
+        try:
+            conn = pool.acquire(self.acquire_timeout)
+        except Error as exc:
+            return exc
+        try:
+            backend.query(conn)
+        except backend.dead as exc:
+            pool.release(conn, broken=True)
+            return exc
+        except BaseException:
+            pool.release(conn, broken=True)
+            raise
+        pool.release(conn)
+        return None
+
+
+@dataclass(kw_only=True)
+class CallLoad(_Runner):
+    """Workers looping ``call(n)``; errors of the ``expected`` kinds are results.
+
+    ``call`` must return ``n`` back (a query echoing its parameter), so a
+    wrong answer is caught, not only a missing one.
+    """
+
+    call: Callable[[int], object]
+    expected: tuple[type[BaseException], ...]
+
+    def _once(self, n: int) -> BaseException | None:
+        try:
+            got = self.call(n)
+        except self.expected as exc:
+            return exc
+        if got != n:
+            raise AssertionError(f"call({n}) answered {got!r}")
+        return None
 
 
 def wait_for(predicate: Callable[[], bool], bound: float, what: str) -> float:
