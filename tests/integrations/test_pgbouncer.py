@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -201,3 +202,87 @@ def test_session_settings_do_not_survive_between_transactions(bouncer: str) -> N
     finally:
         a.close()
         b.close()
+
+
+def _url(bouncer: str, scheme: str, query: str) -> str:
+    """The fixture's key=value DSN as a sqlgate URL."""
+    parts = dict(item.split("=", 1) for item in bouncer.split())
+    return (
+        f"{scheme}://{parts['user']}@{parts['host']}:{parts['port']}/"
+        f"{parts['dbname']}{query}"
+    )
+
+
+def _interleaved(db: Any, tag: str) -> list[Any]:
+    """One parameterized query 8 times on a pinned connection (docs/pgbouncer.md).
+
+    At the 7th, a transaction on another pooled connection takes the server
+    connection the first one used so far, so the pinned one moves to another.
+    """
+    out = []
+    with db.conn() as c, contextlib.ExitStack() as stack:
+        for i in range(8):
+            if i == 6:  # BEGIN takes the server connection c used last
+                stack.enter_context(db.begin()).exec("select 1")
+            out.append(c.query_row(f"select %s::int + 1 as {tag}", (i,)))
+    return out
+
+
+@pytest.mark.parametrize(
+    "query", ["?prepare_threshold=none", "?prepare_threshold=&application_name=dbt"]
+)
+def test_open_with_prepare_threshold_none_in_the_dsn(bouncer: str, query: str) -> None:
+    """docs/pgbouncer.md: the DSN alone turns psycopg's auto-prepare off."""
+    import sqlgate
+
+    with sqlgate.open(_url(bouncer, "postgresql", query), max_open=2) as db:
+        assert _interleaved(db, "dbt_pgb_dsn") == [(i + 1,) for i in range(8)]
+        assert db.stats().dials == 2
+
+
+def test_open_with_the_plain_dsn_breaks(bouncer: str) -> None:
+    """The control: without the parameter the same calls fail as documented."""
+    import sqlgate
+
+    with (
+        sqlgate.open(_url(bouncer, "postgresql", ""), max_open=2) as db,
+        pytest.raises(psycopg.errors.InvalidSqlStatementName),
+    ):
+        _interleaved(db, "dbt_pgb_plain")
+
+
+async def _ainterleaved(db: Any) -> list[Any]:
+    out = []
+    async with await db.conn() as c, contextlib.AsyncExitStack() as stack:
+        for i in range(8):
+            if i == 6:
+                tx = await stack.enter_async_context(await db.begin())
+                await tx.exec("select 1")
+            # exec with parameters goes through asyncpg's statement cache.
+            out.append(await c.exec("select $1::int + 1", (i,)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("query", "works"), [("?statement_cache_size=0", True), ("", False)]
+)
+def test_open_async_asyncpg_statement_cache_size(
+    bouncer: str, query: str, works: bool
+) -> None:
+    """asyncpg behind transaction pooling: ``?statement_cache_size=0``."""
+    import asyncio
+
+    pytest.importorskip("asyncpg")
+    import sqlgate
+
+    url = _url(bouncer, "postgresql+asyncpg", query)
+
+    async def main() -> list[Any]:
+        async with sqlgate.open_async(url, max_open=2) as db:
+            return await _ainterleaved(db)
+
+    if works:
+        assert asyncio.run(main()) == [sqlgate.Result(1, None)] * 8
+    else:
+        with pytest.raises(Exception, match="prepared statement"):
+            asyncio.run(main())

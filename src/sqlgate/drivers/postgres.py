@@ -1,10 +1,21 @@
 """PostgreSQL through psycopg 3 (``Connection`` and ``AsyncConnection``).
 
 Target: ``postgresql://user:pw@host:port/db?param=value`` (also
-``postgres://``, ``postgresql+psycopg://``). Every query parameter is passed to
-libpq as a connection parameter (``application_name``, ``connect_timeout``,
-``sslmode``, ``options``...): libpq validates them and rejects unknown ones at
-the first dial. Paramstyle: ``%s`` / ``%(name)s`` (psycopg's "pyformat").
+``postgres://``, ``postgresql+psycopg://``). Two query parameters are
+psycopg's own and never reach libpq:
+
+``prepare_threshold``
+    executions of a query on one connection before psycopg prepares it on
+    the server (psycopg's default 5); ``none`` (or empty) never prepares,
+    ``0`` prepares at once. Behind PgBouncer in transaction pooling mode use
+    ``?prepare_threshold=none`` (see docs/pgbouncer.md).
+``prepared_max``
+    most statements kept prepared per connection (``none``: no limit).
+
+Every other query parameter is passed to libpq as a connection parameter
+(``application_name``, ``connect_timeout``, ``sslmode``, ``options``...):
+libpq validates them and rejects unknown ones at the first dial. Paramstyle:
+``%s`` / ``%(name)s`` (psycopg's "pyformat").
 
 Connections run in autocommit; ``DB.begin`` sends
 ``BEGIN [ISOLATION LEVEL x] [READ ONLY]`` and ``commit``/``rollback`` end it.
@@ -29,27 +40,62 @@ SQL error and the connection is kept.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import pq
 
-from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, SyncAdapter, sql_isolation
+from sqlgate.drivers._base import (
+    AsyncAdapter,
+    AsyncCursor,
+    SyncAdapter,
+    parse_params,
+    sql_isolation,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from sqlgate.drivers._dsn import DSN
 
-__all__ = ["ASYNC", "SYNC", "PsycopgAdapter", "PsycopgAsyncAdapter", "conninfo_kwargs"]
+__all__ = [
+    "ASYNC",
+    "PSYCOPG_PARAMS",
+    "SYNC",
+    "PsycopgAdapter",
+    "PsycopgAsyncAdapter",
+    "connect_options",
+    "conninfo_kwargs",
+]
 
 _DEAD_STATES = frozenset({"57P01", "57P02", "57P03"})
 _IDLE = pq.TransactionStatus.IDLE
 _DIRTY = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 
+def _optional_count(value: str) -> int | None:
+    """A whole number >= 0, or None for ``none`` or an empty value."""
+    if value.strip().lower() in ("", "none"):
+        return None
+    count = int(value)
+    if count < 0:
+        raise ValueError(value)
+    return count
+
+
+#: DSN parameters that psycopg takes itself (never sent to libpq).
+PSYCOPG_PARAMS: dict[str, Callable[[str], object]] = {
+    "prepare_threshold": _optional_count,
+    "prepared_max": _optional_count,
+}
+
+
 def conninfo_kwargs(dsn: DSN) -> dict[str, Any]:
-    """Libpq connection parameters for a DSN (the password among them)."""
+    """Libpq connection parameters for a DSN (the password among them).
+
+    psycopg's own parameters (``PSYCOPG_PARAMS``) are left out.
+    """
     given = (
         ("host", dsn.host),
         ("port", dsn.port),
@@ -57,9 +103,33 @@ def conninfo_kwargs(dsn: DSN) -> dict[str, Any]:
         ("password", dsn.password),
         ("dbname", dsn.database or None),
     )
-    kwargs: dict[str, Any] = dict(dsn.params)
+    kwargs: dict[str, Any] = {
+        k: v for k, v in dsn.params.items() if k not in PSYCOPG_PARAMS
+    }
     kwargs.update((key, value) for key, value in given if value is not None)
     return kwargs
+
+
+def connect_options(dsn: DSN) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Everything ``connect`` needs for a DSN, psycopg's options converted.
+
+    Returns:
+        (keyword arguments for ``Connection.connect``: libpq's parameters,
+        autocommit on, ``prepare_threshold`` when given; attributes to set on
+        each new connection: ``prepared_max`` when given).
+
+    Raises:
+        ValueError: a psycopg option does not convert; the message names
+            the parameter and the value (the password masked).
+    """
+    given = {k: v for k, v in dsn.params.items() if k in PSYCOPG_PARAMS}
+    opts = parse_params(replace(dsn, params=given), PSYCOPG_PARAMS)
+    kwargs = conninfo_kwargs(dsn)
+    kwargs["autocommit"] = True
+    attrs: dict[str, Any] = {}
+    for key, value in opts.items():
+        (kwargs if key == "prepare_threshold" else attrs)[key] = value
+    return kwargs, attrs
 
 
 def _is_dead(conn: Any, exc: BaseException) -> bool:
@@ -79,10 +149,13 @@ class PsycopgAdapter(SyncAdapter):
         self, dsn: DSN
     ) -> tuple[Callable[[], psycopg.Connection[Any]], Callable[[], None] | None]:
         """``psycopg.connect`` with the DSN's parameters, autocommit on."""
-        kwargs = conninfo_kwargs(dsn)
+        kwargs, attrs = connect_options(dsn)
 
         def connect() -> psycopg.Connection[Any]:
-            return psycopg.Connection.connect(autocommit=True, **kwargs)
+            conn = psycopg.Connection.connect(**kwargs)
+            for key, value in attrs.items():
+                setattr(conn, key, value)
+            return conn
 
         return connect, None
 
@@ -153,10 +226,13 @@ class PsycopgAsyncAdapter(AsyncAdapter):
         Callable[[], Awaitable[psycopg.AsyncConnection[Any]]], Callable[[], None] | None
     ]:
         """``AsyncConnection.connect`` with the DSN's parameters, autocommit on."""
-        kwargs = conninfo_kwargs(dsn)
+        kwargs, attrs = connect_options(dsn)
 
         async def connect() -> psycopg.AsyncConnection[Any]:
-            return await psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
+            conn = await psycopg.AsyncConnection.connect(**kwargs)
+            for key, value in attrs.items():
+                setattr(conn, key, value)
+            return conn
 
         return connect, None
 
