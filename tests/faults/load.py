@@ -40,6 +40,9 @@ class _Runner:
     """``threads`` workers looping one call each until stopped; every call kept."""
 
     threads: int = 32
+    #: Keep each error object (with its traceback) in ``calls``; a soak that
+    #: measures memory keeps only the kind.
+    keep_errors: bool = True
     calls: list[Call] = field(default_factory=list)
     unexpected: list[BaseException] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -79,6 +82,8 @@ class _Runner:
                     self.unexpected.append(exc)
                 return
             outcome = "ok" if error is None else type(error).__name__
+            if not self.keep_errors:
+                error = None
             with self._lock:
                 self.calls.append(Call(started, time.monotonic(), outcome, error))
             if error is not None:
