@@ -70,6 +70,43 @@ def test_refuse_closes_the_listener_and_pass_reopens_it(
     pg_connector(pg_proxy.port, app_name)().close()
 
 
+def _cut(sock: socket.socket) -> bool:
+    """Whether the server side of ``sock`` is gone (reset or closed)."""
+    try:
+        sock.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False  # still there, just silent
+    except OSError:
+        return True
+
+
+def test_refuse_keeps_the_port_and_forwards_nothing_new(
+    pg_proxy: FaultProxy, app_name: str
+) -> None:
+    # Connected just before the switch, whether the proxy accepted it yet or
+    # not (then the kernel resets it): nothing reaches the server through it.
+    held = socket.create_connection(("127.0.0.1", pg_proxy.port), timeout=2)
+    pg_proxy.set_mode("refuse", reset_existing=True)
+    held.settimeout(2)
+    assert _cut(held)
+    held.close()
+    # The port stays bound while refusing: nobody else can be given it.
+    other = socket.socket()
+    with pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", pg_proxy.port))
+    other.close()
+    for _ in range(3):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", pg_proxy.port), timeout=2)
+    port = pg_proxy.port
+    t_up = pg_proxy.set_mode("pass")
+    assert pg_proxy.switches[-1] == (t_up, "pass", 0.0)
+    assert pg_proxy.port == port
+    conn = pg_connector(pg_proxy.port, app_name)()
+    conn.close()
+
+
 def test_bad_mode_is_refused(pg_proxy: FaultProxy) -> None:
     with pytest.raises(ValueError, match="mode must be one of"):
         pg_proxy.set_mode("flaky")  # type: ignore[arg-type]
