@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import traceback
 import weakref
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -101,7 +102,13 @@ def track(core: PoolCore[C], conn: C, held: Held[C], lost: deque[Entry[C]]) -> N
     in use (drivers whose connections support weak references).
     """
     entry = core.lookup(conn)
-    held[entry] = (traceback.extract_stack()[:-2], False)
+    # As traceback.extract_stack()[:-2], but source lines are read only if a
+    # warning is ever formatted (half the cost of every tracked acquire).
+    stack = traceback.StackSummary.extract(
+        traceback.walk_stack(sys._getframe(2)), lookup_lines=False
+    )
+    stack.reverse()
+    held[entry] = (stack, False)
 
     def collected(_ref: object) -> None:
         # Runs in whatever thread drops the connection, maybe inside another
