@@ -6,9 +6,12 @@ same rules, from the same pure pieces: the DSN parser and adapters
 retry rule (``sqlgate._retry``), the idle-age bookkeeping and the orphan
 deque described in ``sqlgate.db``. ``AsyncRows`` are async-iterable.
 
-A forgotten ``AsyncRows``/``AsyncTx``/``AsyncConn`` is handed back at the
-next call on the DB (its finalizer only appends to a deque; releasing is
-awaited by that next call), in ``stats()`` only as a count, and in ``close()``.
+A forgotten ``AsyncRows``/``AsyncTx``/``AsyncConn`` gives its connection back
+at once: its finalizer only appends to the DB's deque and asks the event loop
+the object was made on, with ``call_soon_threadsafe`` (no lock taken), to
+start a drain task; the release is awaited there, so a task waiting in
+``acquire`` is served. The DB's next call and ``close()`` drain too; the
+``ResourceWarning`` is raised by the next call (or ``stats()``).
 
 Cancellation: every method is a cancellation point where it awaits the pool
 or the driver. A cancel while a statement runs discards the connection (its
@@ -19,17 +22,17 @@ pool's own guarantee).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import warnings
 import weakref
 from collections import deque
-from time import monotonic
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
 from sqlgate.aiopool import AsyncPool
-from sqlgate.db import _MAX_TRACKED, Result, check_ping_idle
-from sqlgate.drivers import async_adapter, detect_async, parse
+from sqlgate.db import Result, _build, _dead, _Handle
+from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import check_isolation, scrub
 from sqlgate.errors import Error
 
@@ -52,6 +55,7 @@ def open_async(
     target: str | Callable[[], Awaitable[Any]],
     *,
     ping_idle: float | None = 1.0,
+    name: str | None = None,
     **pool_knobs: Any,
 ) -> AsyncDB:
     """Open an asyncio database handle; nothing is dialed until first use.
@@ -62,6 +66,7 @@ def open_async(
             asyncpg), or an async callable returning an aiosqlite, psycopg
             ``AsyncConnection`` or asyncpg connection.
         ping_idle: as for ``sqlgate.open``.
+        name: as for ``sqlgate.open`` (default ``host:port/database``).
         **pool_knobs: ``AsyncPool``'s keyword arguments.
 
     Returns:
@@ -71,22 +76,26 @@ def open_async(
         The errors of ``sqlgate.open``; ValueError for ``mysql://`` (no
         asyncio driver).
     """
-    ping = check_ping_idle(ping_idle)
-    if callable(target):
-        return AsyncDB(target, None, None, None, ping, pool_knobs)
-    dsn = parse(target)
-    adapter = async_adapter(dsn.family).for_dsn(dsn)
-    connect, on_close = adapter.connector(dsn)
-    try:
-        return AsyncDB(connect, adapter, dsn, on_close, ping, pool_knobs)
-    except BaseException:
-        if on_close is not None:
-            on_close()
-        raise
+    return _build(AsyncDB, target, ping_idle, name, pool_knobs, async_adapter)
 
 
-class AsyncDB:
+def _orphaned(
+    db: AsyncDB, item: tuple[Any, str], loop: asyncio.AbstractEventLoop
+) -> None:
+    """A forgotten object's finalizer: queue its connection, wake the loop.
+
+    Runs inside the garbage collector on any thread: an atomic append and
+    ``call_soon_threadsafe`` (an append and a byte to the loop), no lock.
+    """
+    db._orphans.append(item)
+    with contextlib.suppress(RuntimeError):  # loop closed: the next call drains
+        loop.call_soon_threadsafe(db._wake)
+
+
+class AsyncDB(_Handle):
     """``DB`` for asyncio: a pool of connections with Go's API, awaited."""
+
+    _adapter: AsyncAdapter | None
 
     def __init__(
         self,
@@ -95,21 +104,14 @@ class AsyncDB:
         dsn: DSN | None,
         on_close: Callable[[], None] | None,
         ping_idle: float | None,
+        name: str | None,
         pool_knobs: dict[str, Any],
     ) -> None:
         self._adapter = adapter
-        self._ping_idle = ping_idle
-        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
+        rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
         self._orphans: deque[tuple[Any, str]] = deque()
-        self._released_at: dict[int, float] = {}
-        user_reset = pool_knobs.pop("reset", None)
-        if user_reset is not None and not callable(user_reset):
-            raise TypeError(f"reset must be callable or None, got {user_reset!r}")
-        rollback = pool_knobs.pop("rollback_on_return", True)
-        if not isinstance(rollback, bool):
-            raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
-        if dsn is not None:
-            pool_knobs.setdefault("name", dsn.redacted())
+        # The drain task started by a finalizer's wake-up, while it runs.
+        self._reaping: asyncio.Task[None] | None = None
         self._pool: AsyncPool[Any] = AsyncPool(
             self._dialer(connect),
             rollback_on_return=False,
@@ -162,10 +164,28 @@ class AsyncDB:
         assert adapter is not None  # set by the first dial
         return adapter
 
+    def _orphan(self, obj: object, conn: Any, what: str) -> weakref.finalize[Any, Any]:
+        """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
+        loop = asyncio.get_running_loop()
+        return weakref.finalize(obj, _orphaned, self, (conn, what), loop)
+
+    def _wake(self) -> None:
+        """On the loop, after a finalizer: start a drain task unless one runs."""
+        if self._orphans and (self._reaping is None or self._reaping.done()):
+            self._reaping = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        try:
+            await self._drain(warn=False)
+        except Exception as exc:  # a task's error would reach no one
+            log.warning("reaping a forgotten connection failed: %r", exc)
+
     async def _acquire(self, retry: bool) -> Any:
         """Check out a connection judged alive, per the retry plan (see DB)."""
         if self._orphans:
-            await self._drain()
+            await self._drain(warn=True)
+        if self._owed:
+            self._pay_owed()
         pool = self._pool
         error: BaseException | None = None
         for source in _retry.plan(retry):
@@ -186,54 +206,27 @@ class AsyncDB:
         raise error
 
     async def _check(self, conn: Any, *, always: bool) -> BaseException | None:
-        released_at = self._released_at.pop(id(conn), None)
         adapter = self._drv
         closed = adapter.is_closed(conn)
-        ping = self._ping_idle
-        if not (
-            closed
-            or always
-            or (
-                ping is not None
-                and released_at is not None
-                and monotonic() - released_at >= ping
-            )
-        ):
+        if not self._needs_ping(conn, closed, always):
             return None
         try:
             await adapter.ping(conn)
         except Exception as exc:
             return exc
-        if closed:
-            return Error(f"{self._pool.name}: connection found closed at checkout")
-        return None
+        return self._closed_error() if closed else None
 
     async def _release(self, conn: Any, broken: bool) -> None:
-        if not broken:
-            tracked = self._released_at
-            if len(tracked) >= _MAX_TRACKED:
-                tracked.clear()
-            tracked[id(conn)] = monotonic()
+        self._note_release(conn, broken)
         await self._pool.release(conn, broken=broken)
 
-    def _failed(self, conn: Any, exc: BaseException) -> bool:
-        # A cancel (or any BaseException) mid-statement: state unknown, discard.
-        dead = not isinstance(exc, Exception) or self._drv.is_dead(conn, exc)
-        return _retry.decide(
-            dead=dead, phase=_retry.Phase.SENT, in_tx=False, retry=False
-        ).discard
-
-    async def _drain(self) -> None:
+    async def _drain(self, warn: bool) -> None:
+        """Give back forgotten objects' connections (see ``DB._drain``)."""
         orphans = self._orphans
         while orphans:
             conn, what = orphans.popleft()
             await self._release(conn, False)
-            warnings.warn(
-                f"{self._pool.name}: an {what} was garbage-collected without being "
-                "closed; its connection was returned to the pool",
-                ResourceWarning,
-                stacklevel=3,
-            )
+            self._forgotten(what, warn)
 
     # -- the API ---------------------------------------------------------------
 
@@ -342,7 +335,9 @@ class AsyncDB:
         return self._pool
 
     def stats(self) -> Stats:
-        """The pool's figures (forgotten objects are returned at the next call)."""
+        """The pool's figures; raises the warnings owed for forgotten objects."""
+        if self._owed:
+            self._pay_owed()
         return self._pool.stats()
 
     @property
@@ -353,7 +348,9 @@ class AsyncDB:
     async def close(self) -> None:
         """Close the pool and wait for its work (see ``AsyncPool.close``)."""
         if self._orphans:
-            await self._drain()
+            await self._drain(warn=True)
+        if self._owed:
+            self._pay_owed()
         await self._pool.close()
         if self._closer is not None:
             self._closer()
@@ -388,10 +385,6 @@ class AsyncDB:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._pool.closed else "open"
-        return f"<sqlgate.AsyncDB {self._pool.name!r} {state}>"
-
 
 class AsyncRows:
     """The result of ``AsyncDB.query``: ``async for row in rows``.
@@ -411,9 +404,7 @@ class AsyncRows:
         self._at = 0
         self.columns = cursor.columns
         self._finalizer = (
-            weakref.finalize(self, db._orphans.append, (conn, "AsyncRows"))
-            if db is not None
-            else None
+            db._orphan(self, conn, "AsyncRows") if db is not None else None
         )
 
     def __aiter__(self) -> Self:
@@ -430,10 +421,7 @@ class AsyncRows:
         try:
             batch = await cursor.fetchmany(_BATCH) if self.columns else []
         except BaseException as exc:
-            dead = not isinstance(exc, Exception) or self._adapter.is_dead(
-                self._conn, exc
-            )
-            await self._close(broken=dead)
+            await self._close(broken=_dead(self._adapter, self._conn, exc))
             raise
         if not batch:
             await self.close()
@@ -499,7 +487,7 @@ class _AsyncSession:
         raise NotImplementedError
 
     async def _guard(self, exc: BaseException, conn: Any) -> None:
-        if not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc):
+        if _dead(self._adapter, conn, exc):
             await self._lost()
 
     async def exec(self, sql: str, params: Any = None) -> Result:
@@ -544,11 +532,7 @@ class AsyncTx(_AsyncSession):
         self._db = db
         self._owner = owner
         self._ended: str | None = None
-        self._finalizer = (
-            weakref.finalize(self, db._orphans.append, (conn, "AsyncTx"))
-            if owner is None
-            else None
-        )
+        self._finalizer = db._orphan(self, conn, "AsyncTx") if owner is None else None
 
     def _live(self) -> Any:
         if self._ended is not None:
@@ -576,7 +560,7 @@ class AsyncTx(_AsyncSession):
             else:
                 await self._adapter.rollback(conn, self._read_only)
         except BaseException as exc:
-            dead = not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc)
+            dead = _dead(self._adapter, conn, exc)
             await self._end("ended by a failed " + how, broken=dead)
             raise
         await self._end(how, broken=False)
@@ -623,9 +607,7 @@ class AsyncConn(_AsyncSession):
         self._db = db
         self._broken = False
         self._closed = False
-        self._finalizer = weakref.finalize(
-            self, db._orphans.append, (conn, "AsyncConn")
-        )
+        self._finalizer = db._orphan(self, conn, "AsyncConn")
 
     @property
     def raw(self) -> Any:

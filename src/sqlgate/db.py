@@ -26,18 +26,32 @@ The dict is cleared if it ever outgrows ``_MAX_TRACKED`` (ids of connections
 the pool closed while idle); the cost is at most one extra ping each.
 
 Forgotten objects: a ``Rows``, ``Tx`` or ``Conn`` dropped without being closed
-still gives its connection back. Its ``weakref.finalize`` callback only
-appends the connection to the DB's ``_orphans`` deque (an atomic append: no
-lock, so it cannot deadlock even when the garbage collector runs it inside the
-pool's critical section, on any thread). The DB drains that deque, outside
-any lock, at the start of its next call from any thread, in ``stats()`` and
-in ``close()``: the driver's reset rolls back what was left open, and a
-``ResourceWarning`` says what was forgotten.
+still gives its connection back, at once. Its ``weakref.finalize`` callback
+only appends the connection to the DB's ``_orphans`` deque and puts a weak
+reference to the DB on a ``queue.SimpleQueue`` (both safe inside the garbage
+collector on any thread, even inside the pool's critical section: no lock is
+taken). One daemon thread per process, the reaper, waits on that queue and
+drains the DB's deque outside GC context: the driver's reset rolls back what
+was left open and the pool hands the connection to the first waiter, so a
+thread blocked in ``acquire`` is served without waiting for the DB's next
+call. The DB's next call from any thread, ``stats()`` and ``close()`` drain
+too (and wait for a drain in progress), so the counts they see are settled.
+The ``ResourceWarning`` that says what was forgotten is raised in the thread
+of the DB's next call (a warning raised on the reaper thread would reach no
+one).
+
+The pool is named after where it connects (``DSN.pool_name()``:
+``host:port/database``, ``sqlite:<path>``, ``sqlite::memory:``), the
+OpenTelemetry default for ``db.client.connection.pool.name``; ``name=``
+overrides it. The name never holds a user name or a password.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import warnings
 import weakref
 from collections import deque
@@ -54,10 +68,13 @@ from sqlgate.pool import Pool
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from types import TracebackType
+    from typing import TypeVar
 
-    from sqlgate.drivers._base import SyncAdapter
+    from sqlgate.drivers._base import AsyncAdapter, SyncAdapter
     from sqlgate.drivers._dsn import DSN
     from sqlgate.stats import Stats
+
+    _H = TypeVar("_H")
 
 __all__ = ["DB", "Conn", "Result", "Rows", "Tx", "check_ping_idle", "open"]
 
@@ -94,10 +111,51 @@ def check_ping_idle(ping_idle: float | None) -> float | None:
     return float(ping_idle)
 
 
+def check_name(name: object) -> str | None:
+    """Validate the ``name`` knob (a non-empty string, or None for the default)."""
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"name must be a non-empty str or None, got {name!r}")
+    return name
+
+
+def _dead(adapter: SyncAdapter | AsyncAdapter, conn: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` from a call on ``conn`` leaves it unusable.
+
+    A BaseException (a cancel, KeyboardInterrupt) mid-call leaves the
+    protocol state unknown: it counts as dead.
+    """
+    return not isinstance(exc, Exception) or adapter.is_dead(conn, exc)
+
+
+def _build(
+    cls: Callable[..., _H],
+    target: Any,
+    ping_idle: float | None,
+    name: str | None,
+    pool_knobs: dict[str, Any],
+    adapter_for: Callable[[str], Any],
+) -> _H:
+    """``open``/``open_async``: parse, pick the adapter, build the handle."""
+    ping = check_ping_idle(ping_idle)
+    check_name(name)
+    if callable(target):
+        return cls(target, None, None, None, ping, name, pool_knobs)
+    dsn = parse(target)
+    adapter = adapter_for(dsn.family).for_dsn(dsn)
+    connect, on_close = adapter.connector(dsn)
+    try:
+        return cls(connect, adapter, dsn, on_close, ping, name, pool_knobs)
+    except BaseException:
+        if on_close is not None:
+            on_close()
+        raise
+
+
 def open(
     target: str | Callable[[], Any],
     *,
     ping_idle: float | None = 1.0,
+    name: str | None = None,
     **pool_knobs: Any,
 ) -> DB:
     """Open a database handle; no connection is made until one is needed.
@@ -109,9 +167,13 @@ def open(
             PyMySQL connection (it is switched to autocommit).
         ping_idle: a connection idle longer than this many seconds is pinged
             at checkout (default 1.0, as pgx); 0 pings every time; None never.
+        name: the pool's name in messages and metrics
+            (``db.client.connection.pool.name``); None names it after the
+            DSN's ``host:port/database`` (``sqlite:<path>``,
+            ``sqlite::memory:``), never with a user name or password.
         **pool_knobs: ``Pool``'s keyword arguments (``max_open``,
-            ``max_idle``, ``acquire_timeout``, ``reset``, ``name``...). A
-            ``reset`` hook runs after the driver's own reset;
+            ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
+            hook runs after the driver's own reset;
             ``rollback_on_return=False`` turns the driver's reset off.
 
     Returns:
@@ -125,27 +187,177 @@ def open(
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
-    ping = check_ping_idle(ping_idle)
-    if callable(target):
-        return DB(target, None, None, None, ping, pool_knobs)
-    dsn = parse(target)
-    adapter = sync_adapter(dsn.family).for_dsn(dsn)
-    connect, on_close = adapter.connector(dsn)
-    try:
-        return DB(connect, adapter, dsn, on_close, ping, pool_knobs)
-    except BaseException:
-        if on_close is not None:
-            on_close()
-        raise
+    return _build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
 
 
-class DB:
+# -- the reaper: gives back forgotten objects' connections promptly -------------
+
+#: Weak references to DBs with orphans to drain; ``put`` is reentrant-safe
+#: (documented for ``__del__`` and weakref callbacks), so a finalizer may call it.
+_wakeups: queue.SimpleQueue[weakref.ref[DB]] = queue.SimpleQueue()
+_reaper: threading.Thread | None = None
+_reaper_lock = threading.Lock()
+
+
+def _reap(wakeups: queue.SimpleQueue[weakref.ref[DB]]) -> None:
+    """The reaper thread: drain each DB a finalizer names (never in GC context)."""
+    while True:
+        db = wakeups.get()()
+        if db is not None:
+            try:
+                db._drain(warn=False)
+            except Exception as exc:  # keep reaping for the other DBs
+                log.warning("reaping a forgotten connection failed: %r", exc)
+        del db
+
+
+def _start_reaper() -> None:
+    """Start the reaper thread unless it runs (called when a DB is made)."""
+    global _reaper
+    if _reaper is not None and _reaper.is_alive():
+        return
+    with _reaper_lock:
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(
+                target=_reap, args=(_wakeups,), name="sqlgate-reaper", daemon=True
+            )
+            _reaper.start()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's reaper did not survive the fork; its queue may be mid-get.
+    global _wakeups, _reaper, _reaper_lock
+    running = _reaper is not None
+    _wakeups, _reaper, _reaper_lock = queue.SimpleQueue(), None, threading.Lock()
+    if running:
+        _start_reaper()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _orphaned(db: DB, item: tuple[Any, Any, str]) -> None:
+    """A forgotten Rows/Tx/Conn's finalizer: hand its connection to the reaper.
+
+    Runs inside the garbage collector on any thread, maybe inside the pool's
+    critical section: an atomic append and a reentrant-safe put, no lock.
+    """
+    db._orphans.append(item)
+    _wakeups.put(db._ref)
+
+
+class _Handle:
+    """What ``DB`` and ``AsyncDB`` share: knobs, checkout rule, bookkeeping.
+
+    Only pure work lives here (no I/O, no awaiting); each face carries out
+    the I/O itself.
+    """
+
+    _pool: Any
+    _adapter: SyncAdapter | AsyncAdapter | None
+
+    def _setup(
+        self,
+        dsn: DSN | None,
+        ping_idle: float | None,
+        name: str | None,
+        pool_knobs: dict[str, Any],
+    ) -> tuple[bool, Callable[[Any], object] | None]:
+        """Check the DB's own knobs and name the pool.
+
+        Returns:
+            (whether the driver's reset runs on return, the user's ``reset``).
+        """
+        self._ping_idle = ping_idle
+        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
+        # id(conn) -> when the DB last released it healthy (monotonic s).
+        self._released_at: dict[int, float] = {}
+        # Warnings for orphans the reaper gave back, raised at the next call.
+        self._owed: deque[str] = deque()
+        user_reset = pool_knobs.pop("reset", None)
+        if user_reset is not None and not callable(user_reset):
+            raise TypeError(f"reset must be callable or None, got {user_reset!r}")
+        rollback = pool_knobs.pop("rollback_on_return", True)
+        if not isinstance(rollback, bool):
+            raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
+        if name is not None:
+            pool_knobs["name"] = name
+        elif dsn is not None:
+            pool_knobs["name"] = dsn.pool_name()
+        return rollback, user_reset
+
+    def _needs_ping(self, conn: Any, closed: bool, always: bool) -> bool:
+        """The checkout rule: ping when closed, asked to, or idle too long."""
+        released_at = self._released_at.pop(id(conn), None)
+        ping = self._ping_idle
+        return (
+            closed
+            or always
+            or (
+                ping is not None
+                and released_at is not None
+                and monotonic() - released_at >= ping
+            )
+        )
+
+    def _closed_error(self) -> Error:
+        return Error(f"{self._pool.name}: connection found closed at checkout")
+
+    def _note_release(self, conn: Any, broken: bool) -> None:
+        """Remember when a healthy connection came back (its idle age)."""
+        if not broken:
+            tracked = self._released_at
+            if len(tracked) >= _MAX_TRACKED:
+                tracked.clear()
+            tracked[id(conn)] = monotonic()
+
+    def _failed(self, conn: Any, exc: BaseException) -> bool:
+        """After a statement failed: whether to discard (its error goes up)."""
+        adapter = self._adapter
+        assert adapter is not None  # set by the dial that made conn
+        return _retry.decide(
+            dead=_dead(adapter, conn, exc),
+            phase=_retry.Phase.SENT,
+            in_tx=False,
+            retry=False,
+        ).discard
+
+    def _forgotten(self, what: str, warn: bool) -> None:
+        """Say that a ``what`` was forgotten: now, or at the next call."""
+        article = "an" if what[0] in "AEIOU" else "a"
+        message = (
+            f"{self._pool.name}: {article} {what} was garbage-collected without "
+            "being closed; its connection was returned to the pool"
+        )
+        if warn:
+            warnings.warn(message, ResourceWarning, stacklevel=4)
+        else:
+            self._owed.append(message)
+
+    def _pay_owed(self) -> None:
+        """Raise the warnings the reaper owes, in the caller's thread."""
+        owed = self._owed
+        while owed:
+            try:
+                message = owed.popleft()
+            except IndexError:  # another thread took it
+                return
+            warnings.warn(message, ResourceWarning, stacklevel=4)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._pool.closed else "open"
+        return f"<sqlgate.{type(self).__name__} {self._pool.name!r} {state}>"
+
+
+class DB(_Handle):
     """A pool of connections to one database, with Go's ``database/sql`` API.
 
     Safe for concurrent use by many threads. Create it with ``sqlgate.open``.
     SQL and parameters pass to the driver unchanged, in its paramstyle
     (``db.paramstyle``).
     """
+
+    _adapter: SyncAdapter | None
 
     def __init__(
         self,
@@ -154,24 +366,19 @@ class DB:
         dsn: DSN | None,
         on_close: Callable[[], None] | None,
         ping_idle: float | None,
+        name: str | None,
         pool_knobs: dict[str, Any],
     ) -> None:
         self._adapter = adapter
         self._dsn = dsn
-        self._ping_idle = ping_idle
-        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
+        rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
         # Connections dropped by forgotten Rows/Tx/Conn: (conn, cursor, what).
         self._orphans: deque[tuple[Any, Any, str]] = deque()
-        # id(conn) -> when DB last released it healthy (monotonic s).
-        self._released_at: dict[int, float] = {}
-        user_reset = pool_knobs.pop("reset", None)
-        if user_reset is not None and not callable(user_reset):
-            raise TypeError(f"reset must be callable or None, got {user_reset!r}")
-        rollback = pool_knobs.pop("rollback_on_return", True)
-        if not isinstance(rollback, bool):
-            raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
-        if dsn is not None:
-            pool_knobs.setdefault("name", dsn.redacted())
+        # Held by whoever drains; _draining is set before an item is taken,
+        # so a caller that finds the deque empty still waits for that item.
+        self._drain_lock = threading.RLock()
+        self._draining = False
+        self._ref = weakref.ref(self)
         reset = self._make_reset(rollback, user_reset)
         self._pool: Pool[Any] = Pool(
             self._dialer(connect),
@@ -182,6 +389,7 @@ class DB:
         self._closer = (
             weakref.finalize(self, on_close) if on_close is not None else None
         )
+        _start_reaper()
 
     # -- plumbing ------------------------------------------------------------
 
@@ -227,6 +435,13 @@ class DB:
         assert adapter is not None  # set by the first dial
         return adapter
 
+    def _tidy(self) -> None:
+        """Settle forgotten objects before a call: drained, warned about."""
+        if self._orphans or self._draining:
+            self._drain(warn=True)
+        if self._owed:
+            self._pay_owed()
+
     def _acquire(self, retry: bool) -> Any:
         """Check out a connection judged alive, per the retry plan.
 
@@ -234,8 +449,8 @@ class DB:
             The pool's errors; the dead link's error when every try met one
             (or the first, with ``retry=False``); nothing was sent.
         """
-        if self._orphans:
-            self._drain()
+        if self._orphans or self._draining or self._owed:
+            self._tidy()
         pool = self._pool
         error: BaseException | None = None
         for source in _retry.plan(retry):
@@ -258,60 +473,39 @@ class DB:
 
     def _check(self, conn: Any, *, always: bool) -> BaseException | None:
         """The checkout test; the dead link's error, or None when alive."""
-        released_at = self._released_at.pop(id(conn), None)
         adapter = self._drv
         closed = adapter.is_closed(conn)
-        ping = self._ping_idle
-        if not (
-            closed
-            or always
-            or (
-                ping is not None
-                and released_at is not None
-                and monotonic() - released_at >= ping
-            )
-        ):
+        if not self._needs_ping(conn, closed, always):
             return None
         try:
             adapter.ping(conn)
         except Exception as exc:
             return exc
-        if closed:
-            return Error(f"{self._pool.name}: connection found closed at checkout")
-        return None
+        return self._closed_error() if closed else None
 
     def _release(self, conn: Any, broken: bool) -> None:
-        if not broken:
-            tracked = self._released_at
-            if len(tracked) >= _MAX_TRACKED:
-                tracked.clear()
-            tracked[id(conn)] = monotonic()
+        self._note_release(conn, broken)
         self._pool.release(conn, broken=broken)
 
-    def _failed(self, conn: Any, exc: BaseException) -> bool:
-        """After a statement failed: whether to discard (its error goes up)."""
-        dead = not isinstance(exc, Exception) or self._drv.is_dead(conn, exc)
-        return _retry.decide(
-            dead=dead, phase=_retry.Phase.SENT, in_tx=False, retry=False
-        ).discard
+    def _drain(self, warn: bool) -> None:
+        """Give back the connections of forgotten Rows/Tx/Conn (no pool lock held).
 
-    def _drain(self) -> None:
-        """Give back the connections of forgotten Rows/Tx/Conn (no lock held)."""
+        Args:
+            warn: raise the ResourceWarning now (a caller's thread); False
+                (the reaper) leaves it owed to the next call.
+        """
         orphans = self._orphans
-        while orphans:
+        with self._drain_lock:
+            self._draining = True
             try:
-                conn, cursor, what = orphans.popleft()
-            except IndexError:  # another thread drained it
-                return
-            if cursor is not None:
-                _close_quietly(cursor)
-            self._release(conn, False)
-            warnings.warn(
-                f"{self._pool.name}: a {what} was garbage-collected without being "
-                "closed; its connection was returned to the pool",
-                ResourceWarning,
-                stacklevel=3,
-            )
+                while orphans:
+                    conn, cursor, what = orphans.popleft()
+                    if cursor is not None:
+                        _close_quietly(cursor)
+                    self._release(conn, False)
+                    self._forgotten(what, warn)
+            finally:
+                self._draining = False
 
     # -- the API ---------------------------------------------------------------
 
@@ -467,8 +661,8 @@ class DB:
 
     def stats(self) -> Stats:
         """The pool's figures (see ``Stats``), after returning forgotten ones."""
-        if self._orphans:
-            self._drain()
+        if self._orphans or self._draining or self._owed:
+            self._tidy()
         return self._pool.stats()
 
     @property
@@ -482,8 +676,8 @@ class DB:
         Connections held by open ``Rows``, ``Tx`` or ``Conn`` are closed when
         they are given back. A ``:memory:`` SQLite database ends here.
         """
-        if self._orphans:
-            self._drain()
+        if self._orphans or self._draining or self._owed:
+            self._tidy()
         self._pool.close()
         if self._closer is not None:
             self._closer()
@@ -518,10 +712,6 @@ class DB:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        state = "closed" if self._pool.closed else "open"
-        return f"<sqlgate.DB {self._pool.name!r} {state}>"
-
 
 class Rows:
     """The result of ``query``: an iterator of row tuples.
@@ -546,7 +736,7 @@ class Rows:
         self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
-            weakref.finalize(self, db._orphans.append, (conn, cursor, "Rows"))
+            weakref.finalize(self, _orphaned, db, (conn, cursor, "Rows"))
             if db is not None
             else None
         )
@@ -563,10 +753,7 @@ class Rows:
         try:
             batch = cursor.fetchmany(_BATCH) if self.columns else []
         except BaseException as exc:
-            dead = not isinstance(exc, Exception) or self._adapter.is_dead(
-                self._conn, exc
-            )
-            self._close(broken=dead)
+            self._close(broken=_dead(self._adapter, self._conn, exc))
             raise
         if not batch:
             self.close()
@@ -637,7 +824,7 @@ class _Session:
         try:
             return self._adapter.execute(conn, sql, params)
         except BaseException as exc:
-            if not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc):
+            if _dead(self._adapter, conn, exc):
                 self._lost()
             raise
 
@@ -690,7 +877,7 @@ class Tx(_Session):
         #: None while open, else how it ended ("committed", "rolled back"...).
         self._ended: str | None = None
         self._finalizer = (
-            weakref.finalize(self, db._orphans.append, (conn, None, "Tx"))
+            weakref.finalize(self, _orphaned, db, (conn, None, "Tx"))
             if owner is None
             else None
         )
@@ -721,9 +908,10 @@ class Tx(_Session):
             else:
                 self._adapter.rollback(conn, self._read_only)
         except BaseException as exc:
-            dead = not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc)
             # Not dead: the return-path reset rolls back whatever is left.
-            self._end("ended by a failed " + how, broken=dead)
+            self._end(
+                "ended by a failed " + how, broken=_dead(self._adapter, conn, exc)
+            )
             raise
         self._end(how, broken=False)
 
@@ -785,9 +973,7 @@ class Conn(_Session):
         self._db = db
         self._broken = False
         self._closed = False
-        self._finalizer = weakref.finalize(
-            self, db._orphans.append, (conn, None, "Conn")
-        )
+        self._finalizer = weakref.finalize(self, _orphaned, db, (conn, None, "Conn"))
 
     @property
     def raw(self) -> Any:
@@ -821,7 +1007,7 @@ class Conn(_Session):
         try:
             self._adapter.begin(conn, level, read_only)
         except BaseException as exc:
-            if not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc):
+            if _dead(self._adapter, conn, exc):
                 self._lost()
             raise
         return Tx(conn, self._adapter, read_only, self._db, self)
@@ -836,7 +1022,7 @@ class Conn(_Session):
         try:
             self._adapter.ping(conn)
         except BaseException as exc:
-            if not isinstance(exc, Exception) or self._adapter.is_dead(conn, exc):
+            if _dead(self._adapter, conn, exc):
                 self._lost()
             raise
 

@@ -262,7 +262,7 @@ def test_password_never_shown(pg_up: None, caplog: pytest.LogCaptureFixture) -> 
     caplog.set_level(logging.DEBUG, logger="sqlgate")
     db = sqlgate.db.open(target, acquire_timeout=5)
     assert secret not in repr(db)
-    assert "postgres:***@127.0.0.1:1" in repr(db)
+    assert repr(db) == "<sqlgate.DB '127.0.0.1:1/test' open>"
     with pytest.raises(sqlgate.ConnectError) as info:
         db.exec("select 1")
     text = "".join(traceback.format_exception(info.value))

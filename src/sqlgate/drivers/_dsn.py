@@ -17,10 +17,11 @@ password never appears in ``repr``, ``redacted()`` or any error raised here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["DSN", "SCHEMES", "parse"]
+__all__ = ["DEFAULT_PORTS", "DSN", "SCHEMES", "parse"]
 
 #: Scheme -> driver family. The family picks the adapter module.
 SCHEMES = {
@@ -34,6 +35,9 @@ SCHEMES = {
     "mysql+pymysql": "mysql",
     "mariadb+pymysql": "mysql",
 }
+
+#: Driver family -> the port its driver dials when the DSN names none.
+DEFAULT_PORTS = {"postgresql": 5432, "asyncpg": 5432, "mysql": 3306}
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,25 @@ class DSN:
             host = f"[{host}]"
         port = f":{self.port}" if self.port is not None else ""
         return f"{self.scheme}://{auth}{host}{port}/{self.database}" + self._query()
+
+    def pool_name(self) -> str:
+        """A name for the pool: where it connects, never who or with what.
+
+        Following OpenTelemetry's ``db.client.connection.pool.name``
+        (``server.address:server.port/db.namespace``): ``host:port/database``
+        for a server, with the driver's defaults filled in (``localhost``,
+        5432 or 3306); ``sqlite:<absolute path>`` or ``sqlite::memory:``.
+        No user name, password or parameter is part of it.
+        """
+        if self.family == "sqlite":
+            if self.database == ":memory:":
+                return "sqlite::memory:"
+            return "sqlite:" + os.path.abspath(self.database)
+        host = self.host or "localhost"
+        if ":" in host:
+            host = f"[{host}]"
+        port = self.port if self.port is not None else DEFAULT_PORTS[self.family]
+        return f"{host}:{port}/{self.database}"
 
     def _query(self) -> str:
         if not self.params:

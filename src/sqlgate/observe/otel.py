@@ -18,9 +18,12 @@ db.client.connection.use_time             Histogram        s
 ========================================  ===============  ================
 
 Every point carries ``db.client.connection.pool.name``: the ``name`` passed to
-``instrument``, else the pool's ``name`` knob. ``sqlgate.open(dsn)`` names its
-pool after the DSN (the password masked); name it yourself (for example
-``"db.example.com:5432/orders"``) to keep user names out of your metrics.
+``instrument``, else the pool's ``name`` knob. ``sqlgate.open(dsn)`` and
+``sqlgate.open_async(dsn)`` name their pool as the semantic conventions
+suggest, ``server.address:server.port/db.namespace`` (for example
+``"db.example.com:5432/orders"``; ``sqlite:<absolute path>`` or
+``sqlite::memory:`` for SQLite), never with a user name or password; pass
+``name=`` to make it unique when two handles reach the same database.
 
 The levels (count, idle.max, idle.min, max, pending_requests) are observable
 instruments read from ``pool.stats()`` at collection time, so they cost nothing
