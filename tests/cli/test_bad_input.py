@@ -48,7 +48,8 @@ CASES = [
     ),
     (
         ["mysql://root:pw@127.0.0.1:3306/test", "--async"],
-        "--async supports sqlite and postgresql DSNs, not mysql",
+        "--async supports sqlite and postgresql DSNs, not mysql "
+        "(sqlgate has no asyncio MySQL driver; run without --async)",
     ),
 ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +13,7 @@ from sqlgate.stats import Stats
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from sqlgate.aiodb import AsyncDB
     from tests.cli.conftest import Stress
 
 LATENCY_KEYS = {"count", "mean", "p50", "p90", "p99", "max"}
@@ -232,3 +233,29 @@ def test_quiet_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert err == ""
     assert out.startswith("30 requests (0 failed) in ")
     assert out.count("\n") == 1
+
+
+def test_async_runs_over_open_async(
+    stress: Stress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--async drives an AsyncDB's pool (the driver layer's dial and reset)."""
+    import sqlgate.cli.stress as stress_mod
+
+    made: list[AsyncDB] = []
+    real = stress_mod.open_async
+
+    def spy(*args: Any, **kwargs: Any) -> AsyncDB:
+        db = real(*args, **kwargs)
+        made.append(db)
+        return db
+
+    monkeypatch.setattr(stress_mod, "open_async", spy)
+    rc, r = stress("--async", "--requests", "20", "--workers", "2", "--max-open", "2")
+    assert rc == 0
+    assert len(made) == 1
+    db = made[0]
+    assert db.closed
+    assert db.pool.name == "sqlgate-stress"
+    assert db.paramstyle == "qmark"  # the aiosqlite adapter dialed it
+    assert r["requests"] == {"total": 20, "ok": 20, "failed": 0}
+    assert r["leak_check"]["pass"] is True

@@ -13,7 +13,8 @@ to run, and the independent witnesses the leak check asks:
   up in ``information_schema.processlist``.
 
 DSNs are parsed and dialed by the driver layer (``sqlgate.drivers``); the
-pool comes from ``sqlgate.open`` over the wrapped connect callable.
+pool comes from ``sqlgate.open`` (or ``sqlgate.open_async`` with ``--async``)
+over the wrapped connect callable.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlgate.drivers import DSN, parse, sync_adapter
+from sqlgate.drivers import DSN, async_adapter, parse, sync_adapter
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -281,20 +282,25 @@ def _sync_dial(dsn: DSN, cleanups: list[Callable[[], None]]) -> Callable[[], Any
     return connect
 
 
-def _async_dial(dsn: DSN) -> Callable[[], Any]:
-    """An async connect callable for ``--async`` (aiosqlite, psycopg)."""
-    if dsn.family == "sqlite":
-        import aiosqlite
+def _async_dial(dsn: DSN, cleanups: list[Callable[[], None]]) -> Callable[[], Any]:
+    """The driver layer's async connect callable for ``--async``.
 
-        return lambda: aiosqlite.connect(dsn.database, isolation_level=None)
-    if dsn.family == "postgresql":
-        import psycopg
-
-        from sqlgate.drivers.postgres import conninfo_kwargs
-
-        kwargs = conninfo_kwargs(dsn)
-        return lambda: psycopg.AsyncConnection.connect(autocommit=True, **kwargs)
-    raise BadInput(f"--async supports sqlite and postgresql DSNs, not {dsn.family}")
+    Raises:
+        BadInput: the family has no asyncio driver (MySQL), or its package
+            is missing.
+    """
+    if dsn.family == "mysql":
+        raise BadInput(
+            "--async supports sqlite and postgresql DSNs, not mysql "
+            "(sqlgate has no asyncio MySQL driver; run without --async)"
+        )
+    try:
+        connect, on_close = async_adapter(dsn.family).for_dsn(dsn).connector(dsn)
+    except (ImportError, ValueError) as exc:
+        raise BadInput(f"DSN {dsn.redacted()!r}: {exc}") from None
+    if on_close is not None:
+        cleanups.append(on_close)
+    return connect
 
 
 def _open_monitor(
@@ -323,8 +329,8 @@ def make_target(
         query: the query to run; None picks one for the target.
         connect: a user connect callable (``--connect``) that replaces the
             DSN's; the DSN still names the server for the leak check.
-        use_async: dial with the asyncio driver (aiosqlite, psycopg async);
-            ``connect`` is then an async callable.
+        use_async: dial with the driver layer's asyncio adapter (aiosqlite,
+            psycopg async); ``connect`` is then an async callable.
 
     Raises:
         BadInput: the DSN is malformed, or the server cannot be reached.
@@ -364,7 +370,7 @@ def make_target(
                 # (unless it names its own application_name).
                 _set_env("PGAPPNAME", marker, cleanups)
         elif use_async:
-            dial = _async_dial(tagged)
+            dial = _async_dial(tagged, cleanups)
         else:
             dial = _sync_dial(tagged, cleanups)
         if parsed.family != "sqlite":

@@ -5,7 +5,8 @@ query and fetch its rows (timed: the query latency), keep the connection for
 ``hold_time`` more seconds, release it (acquire-to-release is the hold time),
 then sleep ``think_time``. Workers are threads over the pool of a
 ``sqlgate.open`` handle (so the driver layer's reset runs on every release), or
-asyncio tasks over ``sqlgate.AsyncPool`` with ``--async``.
+with ``--async`` asyncio tasks over the pool of a ``sqlgate.open_async``
+handle (``AsyncDB`` over ``AsyncPool``, the same driver layer).
 
 A sampler reads the pool's :class:`~sqlgate.Stats` every ``SAMPLE_EVERY``
 seconds for the live view and the plot. When the workers are done, the leak
@@ -24,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sqlgate.aiodb import open_async
 from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
 from sqlgate.db import open as open_db
@@ -32,6 +34,7 @@ from sqlgate.pool import Pool
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlgate.aiodb import AsyncDB
     from sqlgate.cli._target import Target
     from sqlgate.db import DB
     from sqlgate.stats import Stats
@@ -272,6 +275,16 @@ class _Sampler:
         self.take()  # the final figures
 
 
+def _knobs(cfg: Config) -> dict[str, Any]:
+    """The pool knobs a run sets, for threads and asyncio alike."""
+    return {
+        "max_open": cfg.max_open,
+        "max_idle": cfg.max_idle,
+        "acquire_timeout": cfg.acquire_timeout,
+        "name": "sqlgate-stress",
+    }
+
+
 def _open_db(cfg: Config, target: Target) -> DB | Pool[Any]:
     """The handle to drive: ``sqlgate.open`` over the target's connect callable.
 
@@ -279,15 +292,16 @@ def _open_db(cfg: Config, target: Target) -> DB | Pool[Any]:
     the database handle's driver adapters may not know: it gets a plain
     :class:`sqlgate.Pool`.
     """
-    knobs: dict[str, Any] = {
-        "max_open": cfg.max_open,
-        "max_idle": cfg.max_idle,
-        "acquire_timeout": cfg.acquire_timeout,
-        "name": "sqlgate-stress",
-    }
     if target.user_connect:
-        return Pool(target.connect, **knobs)
-    return open_db(target.connect, **knobs)
+        return Pool(target.connect, **_knobs(cfg))
+    return open_db(target.connect, **_knobs(cfg))
+
+
+def _open_async_db(cfg: Config, target: Target) -> AsyncDB | AsyncPool[Any]:
+    """``_open_db`` for ``--async``: ``sqlgate.open_async`` (or a bare AsyncPool)."""
+    if target.user_connect:
+        return AsyncPool(target.connect, **_knobs(cfg))
+    return open_async(target.connect, **_knobs(cfg))
 
 
 def _preflight(pool: Pool[Any], target: Target, password: str | None) -> None:
@@ -424,7 +438,7 @@ def _run_async(
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
 ) -> RunResult:
-    """``run`` with asyncio tasks over ``AsyncPool`` (in a fresh event loop)."""
+    """``run`` with asyncio tasks over ``open_async``'s pool (a fresh event loop)."""
     return asyncio.run(_amain(cfg, target, password, on_sample))
 
 
@@ -514,17 +528,12 @@ async def _amain(
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
 ) -> RunResult:
-    pool: AsyncPool[Any] = AsyncPool(
-        target.connect,
-        max_open=cfg.max_open,
-        max_idle=cfg.max_idle,
-        acquire_timeout=cfg.acquire_timeout,
-        name="sqlgate-stress",
-    )
+    db = _open_async_db(cfg, target)
+    pool = db if isinstance(db, AsyncPool) else db.pool
     try:
         await _apreflight(pool, target, password)
     except BaseException:
-        await pool.close()
+        await db.close()
         raise
     tallies = [Tally() for _ in range(cfg.workers)]
     budget = _Budget(cfg.requests, cfg.duration)
@@ -552,12 +561,12 @@ async def _amain(
     elapsed = time.monotonic() - started
     sampling.cancel()
     sampler.take()
-    stats = await _aquiet_pool(pool.stats)
+    stats = await _aquiet_pool(db.stats)
     after_run = await _aleak_point(
         target, stats.open_connections, stats.open_connections
     )
-    await pool.close()
-    closed = await _aquiet_pool(pool.stats)
+    await db.close()
+    closed = await _aquiet_pool(db.stats)
     after_close = await _aleak_point(target, closed.open_connections, 0)
     return RunResult(
         elapsed=elapsed,
