@@ -239,10 +239,11 @@ def test_async_runs_over_open_async(
     stress: Stress, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--async drives an AsyncDB's pool (the driver layer's dial and reset)."""
+    import sqlgate.aiodb
     import sqlgate.cli.stress as stress_mod
 
     made: list[AsyncDB] = []
-    real = stress_mod.open_async
+    real = sqlgate.aiodb.open_async
 
     def spy(*args: Any, **kwargs: Any) -> AsyncDB:
         db = real(*args, **kwargs)
