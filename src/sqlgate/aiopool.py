@@ -129,7 +129,7 @@ def _return_state(conn: object) -> int:
 async def _call_hook(hook: Callable[[Any], object], conn: object) -> None:
     """Call a hook that may be a plain function or a coroutine function."""
     result = hook(conn)
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):
         await result
 
 
@@ -584,7 +584,10 @@ class AsyncPool(Generic[C]):
         hook = self._on_acquire
         if hook is not None:
             try:
-                await _call_hook(hook, conn)
+                # _call_hook inlined: a plain hook costs no coroutine.
+                result = hook(conn)
+                if result is not None and inspect.isawaitable(result):
+                    await result
             except BaseException:
                 # The hook raised, or the caller was cancelled while it ran:
                 # either way the connection's state is unknown; discard it.
@@ -606,7 +609,9 @@ class AsyncPool(Generic[C]):
         hook = self._on_release
         if hook is not None and not broken:
             try:
-                await _call_hook(hook, conn)
+                result = hook(conn)  # _call_hook inlined, as in _acquire_hooked
+                if result is not None and inspect.isawaitable(result):
+                    await result
             except Exception as exc:
                 log.info(
                     "%s: discarding a connection: on_release raised %r", self.name, exc
