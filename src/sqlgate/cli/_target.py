@@ -271,31 +271,23 @@ def _with_params(dsn: DSN, **params: str) -> DSN:
     return dataclasses.replace(dsn, params={**params, **dsn.params})
 
 
-def _sync_dial(dsn: DSN, cleanups: list[Callable[[], None]]) -> Callable[[], Any]:
-    """The driver layer's connect callable for ``dsn``."""
-    try:
-        connect, on_close = sync_adapter(dsn.family).for_dsn(dsn).connector(dsn)
-    except (ImportError, ValueError) as exc:
-        raise BadInput(f"DSN {dsn.redacted()!r}: {exc}") from None
-    if on_close is not None:
-        cleanups.append(on_close)
-    return connect
-
-
-def _async_dial(dsn: DSN, cleanups: list[Callable[[], None]]) -> Callable[[], Any]:
-    """The driver layer's async connect callable for ``--async``.
+def _dial(
+    dsn: DSN, cleanups: list[Callable[[], None]], *, use_async: bool = False
+) -> Callable[[], Any]:
+    """The driver layer's connect callable for ``dsn`` (async with ``use_async``).
 
     Raises:
-        BadInput: the family has no asyncio driver (MySQL), or its package
-            is missing.
+        BadInput: the family has no driver of that kind (asyncio MySQL), or
+            its package is missing.
     """
-    if dsn.family == "mysql":
+    if use_async and dsn.family == "mysql":
         raise BadInput(
             "--async supports sqlite and postgresql DSNs, not mysql "
             "(sqlgate has no asyncio MySQL driver; run without --async)"
         )
+    adapter_for = async_adapter if use_async else sync_adapter
     try:
-        connect, on_close = async_adapter(dsn.family).for_dsn(dsn).connector(dsn)
+        connect, on_close = adapter_for(dsn.family).for_dsn(dsn).connector(dsn)
     except (ImportError, ValueError) as exc:
         raise BadInput(f"DSN {dsn.redacted()!r}: {exc}") from None
     if on_close is not None:
@@ -308,11 +300,9 @@ def _open_monitor(
 ) -> ServerCount:
     """Connect the monitor (this also checks the server is reachable)."""
     if dsn.family == "postgresql":
-        dial = _sync_dial(
-            _with_params(dsn, application_name=f"{marker}-monitor"), cleanups
-        )
+        dial = _dial(_with_params(dsn, application_name=f"{marker}-monitor"), cleanups)
         return _PgCount(dial(), marker)
-    return _MySQLCount(_sync_dial(dsn, cleanups)())
+    return _MySQLCount(_dial(dsn, cleanups)())
 
 
 def make_target(
@@ -369,10 +359,8 @@ def make_target(
                 # Tag whatever libpq connections the user's callable opens
                 # (unless it names its own application_name).
                 _set_env("PGAPPNAME", marker, cleanups)
-        elif use_async:
-            dial = _async_dial(tagged, cleanups)
         else:
-            dial = _sync_dial(tagged, cleanups)
+            dial = _dial(tagged, cleanups, use_async=use_async)
         if parsed.family != "sqlite":
             try:
                 server = _open_monitor(parsed, marker, cleanups)

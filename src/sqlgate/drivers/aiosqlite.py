@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params
-from sqlgate.drivers.sqlite import _PARAMS, sqlite_target
+from sqlgate.drivers.sqlite import _PARAMS, check_sqlite_isolation, sqlite_target
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -77,11 +77,7 @@ class AiosqliteAdapter(AsyncAdapter):
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool
     ) -> None:
         """``BEGIN <txlock>``; read-only through ``PRAGMA query_only``."""
-        if isolation not in (None, "serializable"):
-            raise ValueError(
-                f"isolation={isolation!r} is not supported by SQLite, whose "
-                "transactions are always serializable (use None or 'serializable')"
-            )
+        check_sqlite_isolation(isolation)
         if read_only:
             await conn.execute("PRAGMA query_only=1")
         try:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from sqlgate.drivers._dsn import DSN
 
-__all__ = ["SYNC", "SqliteAdapter", "sqlite_target"]
+__all__ = ["SYNC", "SqliteAdapter", "check_sqlite_isolation", "sqlite_target"]
 
 _TXLOCKS = ("deferred", "immediate", "exclusive")
 
@@ -53,6 +53,19 @@ def _txlock(value: str) -> str:
 
 
 _PARAMS: dict[str, Callable[[str], object]] = {"timeout": float, "txlock": _txlock}
+
+
+def check_sqlite_isolation(isolation: str | None) -> None:
+    """SQLite's transactions are always serializable: refuse another level.
+
+    Raises:
+        ValueError: ``isolation`` is neither None nor "serializable".
+    """
+    if isolation not in (None, "serializable"):
+        raise ValueError(
+            f"isolation={isolation!r} is not supported by SQLite, whose "
+            "transactions are always serializable (use None or 'serializable')"
+        )
 
 
 def sqlite_target(dsn: DSN) -> tuple[str, dict[str, Any], Callable[[], None] | None]:
@@ -130,11 +143,7 @@ class SqliteAdapter(SyncAdapter):
         self, conn: sqlite3.Connection, isolation: str | None, read_only: bool
     ) -> None:
         """``BEGIN <txlock>``; read-only through ``PRAGMA query_only``."""
-        if isolation not in (None, "serializable"):
-            raise ValueError(
-                f"isolation={isolation!r} is not supported by SQLite, whose "
-                "transactions are always serializable (use None or 'serializable')"
-            )
+        check_sqlite_isolation(isolation)
         if read_only:
             conn.execute("PRAGMA query_only=1")
         try:
