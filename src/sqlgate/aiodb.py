@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
 from sqlgate.aiopool import AsyncPool
-from sqlgate.db import Result, _build, _dead, _Handle
+from sqlgate.db import Result, _build, _ConnState, _dead, _Handle, _TxState
 from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import check_isolation, scrub
 from sqlgate.errors import Error
@@ -515,7 +515,7 @@ class _AsyncSession:
         return await (await self.query(sql, params)).first()
 
 
-class AsyncTx(_AsyncSession):
+class AsyncTx(_TxState, _AsyncSession):
     """``Tx`` for asyncio: ``async with await db.begin() as tx``."""
 
     def __init__(
@@ -531,13 +531,8 @@ class AsyncTx(_AsyncSession):
         self._read_only = read_only
         self._db = db
         self._owner = owner
-        self._ended: str | None = None
+        self._ended = None
         self._finalizer = db._orphan(self, conn, "AsyncTx") if owner is None else None
-
-    def _live(self) -> Any:
-        if self._ended is not None:
-            raise Error(f"transaction already {self._ended}")
-        return self._conn
 
     async def _lost(self) -> None:
         await self._end("ended: its connection was lost", broken=True)
@@ -573,11 +568,6 @@ class AsyncTx(_AsyncSession):
         """Roll back; the transaction is finished whatever happens."""
         await self._finish("rolled back", commit=False)
 
-    @property
-    def done(self) -> bool:
-        """Whether the transaction was committed or rolled back."""
-        return self._ended is not None
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -598,7 +588,7 @@ class AsyncTx(_AsyncSession):
             log.info("rollback after an error failed: %r", rollback_error)
 
 
-class AsyncConn(_AsyncSession):
+class AsyncConn(_ConnState, _AsyncSession):
     """``Conn`` for asyncio: one reserved connection; ``raw`` is the driver's."""
 
     def __init__(self, conn: Any, adapter: AsyncAdapter, db: AsyncDB) -> None:
@@ -608,20 +598,6 @@ class AsyncConn(_AsyncSession):
         self._broken = False
         self._closed = False
         self._finalizer = db._orphan(self, conn, "AsyncConn")
-
-    @property
-    def raw(self) -> Any:
-        """The driver's connection object."""
-        if self._closed:
-            raise Error("connection already closed")
-        return self._conn
-
-    def _live(self) -> Any:
-        if self._closed:
-            raise Error("connection already closed")
-        if self._broken:
-            raise Error("connection was lost; close this Conn and take another")
-        return self._conn
 
     async def _lost(self) -> None:
         self._broken = True
@@ -647,11 +623,6 @@ class AsyncConn(_AsyncSession):
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._closed
 
     async def close(self) -> None:
         """Give the connection back (discarded if it was lost); idempotent."""

@@ -805,6 +805,55 @@ class Rows:
         self.close()
 
 
+class _TxState:
+    """A transaction's state, shared by ``Tx`` and ``AsyncTx`` (pure)."""
+
+    _conn: Any
+    #: None while open, else how it ended ("committed", "rolled back"...).
+    _ended: str | None
+
+    def _live(self) -> Any:
+        if self._ended is not None:
+            raise Error(f"transaction already {self._ended}")
+        return self._conn
+
+    @property
+    def done(self) -> bool:
+        """Whether the transaction was committed or rolled back."""
+        return self._ended is not None
+
+
+class _ConnState:
+    """A reserved connection's state, shared by ``Conn`` and ``AsyncConn`` (pure)."""
+
+    _conn: Any
+    _closed: bool
+    _broken: bool
+
+    @property
+    def raw(self) -> Any:
+        """The driver's connection object.
+
+        Raises:
+            sqlgate.Error: the Conn is closed.
+        """
+        if self._closed:
+            raise Error("connection already closed")
+        return self._conn
+
+    def _live(self) -> Any:
+        if self._closed:
+            raise Error("connection already closed")
+        if self._broken:
+            raise Error("connection was lost; close this Conn and take another")
+        return self._conn
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._closed
+
+
 class _Session:
     """What ``Tx`` and ``Conn`` share: statements on one pinned connection."""
 
@@ -853,7 +902,7 @@ class _Session:
         return self.query(sql, params).first()
 
 
-class Tx(_Session):
+class Tx(_TxState, _Session):
     """A transaction pinned to one connection: ``DB.begin`` / ``Conn.begin``.
 
     As a context manager it commits when the block succeeds and rolls back
@@ -874,18 +923,12 @@ class Tx(_Session):
         self._read_only = read_only
         self._db = db
         self._owner = owner
-        #: None while open, else how it ended ("committed", "rolled back"...).
-        self._ended: str | None = None
+        self._ended = None
         self._finalizer = (
             weakref.finalize(self, _orphaned, db, (conn, None, "Tx"))
             if owner is None
             else None
         )
-
-    def _live(self) -> Any:
-        if self._ended is not None:
-            raise Error(f"transaction already {self._ended}")
-        return self._conn
 
     def _lost(self) -> None:
         self._end("ended: its connection was lost", broken=True)
@@ -932,11 +975,6 @@ class Tx(_Session):
         """
         self._finish("rolled back", commit=False)
 
-    @property
-    def done(self) -> bool:
-        """Whether the transaction was committed or rolled back."""
-        return self._ended is not None
-
     def __enter__(self) -> Self:
         return self
 
@@ -959,7 +997,7 @@ class Tx(_Session):
             log.info("rollback after an error failed: %r", rollback_error)
 
 
-class Conn(_Session):
+class Conn(_ConnState, _Session):
     """One reserved connection (``DB.conn``): a session across calls.
 
     ``raw`` is the driver's connection, for what sqlgate does not wrap;
@@ -974,24 +1012,6 @@ class Conn(_Session):
         self._broken = False
         self._closed = False
         self._finalizer = weakref.finalize(self, _orphaned, db, (conn, None, "Conn"))
-
-    @property
-    def raw(self) -> Any:
-        """The driver's connection object.
-
-        Raises:
-            sqlgate.Error: the Conn is closed.
-        """
-        if self._closed:
-            raise Error("connection already closed")
-        return self._conn
-
-    def _live(self) -> Any:
-        if self._closed:
-            raise Error("connection already closed")
-        if self._broken:
-            raise Error("connection was lost; close this Conn and take another")
-        return self._conn
 
     def _lost(self) -> None:
         self._broken = True
@@ -1025,11 +1045,6 @@ class Conn(_Session):
             if _dead(self._adapter, conn, exc):
                 self._lost()
             raise
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._closed
 
     def close(self) -> None:
         """Give the connection back (discarded if it was lost); idempotent."""
