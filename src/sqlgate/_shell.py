@@ -28,10 +28,15 @@ __all__ = [
     "Held",
     "check_hooks",
     "check_leaks",
+    "choose_path",
     "forget_after_fork",
     "keep",
+    "lookup",
     "orphan",
+    "renew_after_fork",
     "report_reclaimed",
+    "report_taken",
+    "take_in_use",
     "timeout_error",
     "track",
     "waiter_error",
@@ -44,6 +49,90 @@ log = logging.getLogger("sqlgate")
 #: Connections in use, while leak tracking is on: entry -> (the acquirer's
 #: stack, whether the ``leak_threshold`` warning was logged for it).
 Held = dict[Entry[C], tuple[list[traceback.FrameSummary], bool]]
+
+
+class _Shell(Protocol):
+    """The fields of ``Pool`` and ``AsyncPool`` that the helpers below use."""
+
+    _hooked: bool
+    _taken: set[int]
+
+    @property
+    def _core(self) -> PoolCore[Any]: ...
+    @property
+    def _observer(self) -> object: ...
+    @property
+    def _on_acquire(self) -> object: ...
+    @property
+    def _on_release(self) -> object: ...
+    @property
+    def _leak_threshold(self) -> float | None: ...
+
+    def _acquire_hooked(self, timeout: float | None = None) -> Any: ...
+
+    def _release_hooked(self, conn: Any, *, broken: bool = False) -> Any: ...
+
+
+def choose_path(pool: _Shell) -> None:
+    """Install the hooked ``acquire``/``release`` on ``pool`` only when needed.
+
+    Without hooks, observer or leak tracking the class's plain methods run,
+    so the fast path pays nothing for them. The instance dict is touched only
+    on a change: touching it at all makes CPython drop its fast attribute
+    access for the object (~90 ns a cycle).
+    """
+    hooked = not (
+        pool._observer is None
+        and pool._on_acquire is None
+        and pool._on_release is None
+        and pool._leak_threshold is None
+    )
+    if hooked == pool._hooked:
+        return
+    pool._hooked = hooked
+    if hooked:
+        pool.__dict__["acquire"] = pool._acquire_hooked
+        pool.__dict__["release"] = pool._release_hooked
+    else:
+        del pool.__dict__["acquire"], pool.__dict__["release"]
+
+
+def lookup(pool: _Shell, conn: object) -> Entry[Any] | None:
+    """The in-use entry of ``conn``; None if ``close(timeout)`` took it.
+
+    Raises:
+        ValueError: as ``PoolCore.lookup`` (foreign, or released twice).
+    """
+    try:
+        return pool._core.lookup(conn)
+    except ValueError:
+        if pool._core.is_closed and id(conn) in pool._taken:
+            return None  # force-closed by close(timeout=...): nothing to do
+        raise
+
+
+def take_in_use(pool: _Shell, now: float) -> int:
+    """Force-close what is still handed out (after ``close``); remember which.
+
+    Returns:
+        How many connections were taken from their callers.
+    """
+    core = pool._core
+    for entry in core._registry.values():
+        if entry.state == IN_USE:
+            pool._taken.add(entry.key)
+    return core.close_in_use(now)
+
+
+def report_taken(name: str, taken: int, limit: float | None) -> None:
+    """Log how many connections ``close(timeout)`` took from their callers."""
+    if taken:
+        log.warning(
+            "%s: closed %d connection(s) still in use after %s",
+            name,
+            taken,
+            "forever" if limit is None else f"{limit:.2f} s",
+        )
 
 
 def check_hooks(**hooks: object) -> None:
@@ -215,6 +304,22 @@ def orphan(conn: object) -> None:
         os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+def renew_after_fork(core: PoolCore[C], now: float) -> PoolCore[C]:
+    """A fresh core for a forked child; every inherited connection is orphaned.
+
+    The new core has the old one's knobs and no connections (closed if the
+    old one was).
+    """
+    fresh = core.renew()
+    if core.is_closed:
+        fresh.close(now)
+    for entry in list(core._registry.values()):
+        conn = entry.get()
+        if conn is not None:
+            orphan(conn)
+    return fresh
 
 
 def keep(obj: object) -> None:

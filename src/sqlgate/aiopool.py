@@ -46,10 +46,14 @@ from sqlgate._shell import (
     Held,
     check_hooks,
     check_leaks,
+    choose_path,
     forget_after_fork,
     keep,
-    orphan,
+    lookup,
+    renew_after_fork,
     report_reclaimed,
+    report_taken,
+    take_in_use,
     timeout_error,
     track,
     waiter_error,
@@ -526,12 +530,7 @@ class AsyncPool(Generic[C]):
 
     def _lookup(self, conn: C) -> Entry[C] | None:
         """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
-        try:
-            return self._core.lookup(conn)
-        except ValueError:
-            if self._core.is_closed and id(conn) in self._taken:
-                return None  # force-closed by close(timeout=...): nothing to do
-            raise
+        return lookup(self, conn)
 
     def connection(self, timeout: float | None = None) -> _AsyncCheckout[C]:
         """Acquire a connection for an ``async with`` block; released after it.
@@ -555,24 +554,7 @@ class AsyncPool(Generic[C]):
     @observer.setter
     def observer(self, observer: Observer | None) -> None:
         self._observer = observer
-        # Pick the acquire/release path here, once, as Pool does: without
-        # hooks, observer or leak tracking the plain methods run. The instance
-        # dict is touched only on a change (touching it at all slows every
-        # attribute access on the object).
-        hooked = not (
-            observer is None
-            and self._on_acquire is None
-            and self._on_release is None
-            and self._leak_threshold is None
-        )
-        if hooked == self._hooked:
-            return
-        self._hooked = hooked
-        if hooked:
-            self.__dict__["acquire"] = self._acquire_hooked
-            self.__dict__["release"] = self._release_hooked
-        else:
-            del self.__dict__["acquire"], self.__dict__["release"]
+        choose_path(self)  # the plain or the hooked acquire/release
 
     async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
@@ -907,7 +889,6 @@ class AsyncPool(Generic[C]):
 
     async def _take_back(self, limit: float | None) -> int:
         """Wait up to ``limit`` s for connections in use, then force-close the rest."""
-        core = self._core
         if self._all_back is None:
             self._all_back = asyncio.Event()
         all_back = self._all_back
@@ -925,17 +906,8 @@ class AsyncPool(Generic[C]):
                 pass
             if self._lost:
                 self._drain_lost()
-        for entry in core._registry.values():
-            if entry.state == IN_USE:
-                self._taken.add(entry.key)
-        taken = core.close_in_use(monotonic())
-        if taken:
-            log.warning(
-                "%s: closed %d connection(s) still in use after %.2f s",
-                self.name,
-                taken,
-                limit,
-            )
+        taken = take_in_use(self, monotonic())
+        report_taken(self.name, taken, limit)
         self._drain()
         return taken
 
@@ -956,13 +928,7 @@ class AsyncPool(Generic[C]):
         runs on it here.
         """
         old = self._core
-        self._core = old.renew()
-        if old.is_closed:
-            self._core.close(monotonic())
-        for entry in list(old._registry.values()):
-            conn = entry.get()
-            if conn is not None:
-                orphan(conn)
+        self._core = renew_after_fork(old, monotonic())
         keep((old, self._tasks, self._maintenance, self._all_back, self._loop))
         self._loop = None
         self._tasks = set()

@@ -29,9 +29,13 @@ from sqlgate._shell import (
     Held,
     check_hooks,
     check_leaks,
+    choose_path,
     forget_after_fork,
-    orphan,
+    lookup,
+    renew_after_fork,
     report_reclaimed,
+    report_taken,
+    take_in_use,
     timeout_error,
     track,
     waiter_error,
@@ -303,12 +307,7 @@ class Pool(Generic[C]):
 
     def _lookup(self, conn: C) -> Entry[C] | None:
         """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
-        try:
-            return self._core.lookup(conn)
-        except ValueError:
-            if self._core.is_closed and id(conn) in self._taken:
-                return None  # force-closed by close(timeout=...): nothing to do
-            raise
+        return lookup(self, conn)
 
     def connection(self, timeout: float | None = None) -> _Checkout[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
@@ -332,24 +331,7 @@ class Pool(Generic[C]):
     @observer.setter
     def observer(self, observer: Observer | None) -> None:
         self._observer = observer
-        # Pick the acquire/release path here, once: without hooks or observer
-        # the plain methods run, so the fast path pays nothing for them. The
-        # instance dict is touched only on a change: touching it at all makes
-        # CPython drop its fast attribute access for the object (~90 ns/cycle).
-        hooked = not (
-            observer is None
-            and self._on_acquire is None
-            and self._on_release is None
-            and self._leak_threshold is None
-        )
-        if hooked == self._hooked:
-            return
-        self._hooked = hooked
-        if hooked:
-            self.__dict__["acquire"] = self._acquire_hooked
-            self.__dict__["release"] = self._release_hooked
-        else:
-            del self.__dict__["acquire"], self.__dict__["release"]
+        choose_path(self)  # the plain or the hooked acquire/release
 
     def _acquire_hooked(self, timeout: float | None = None) -> C:
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
@@ -656,18 +638,9 @@ class Pool(Generic[C]):
                 self._drain_lost()
             self._check_all_back()
         with self._lock:
-            for entry in self._core._registry.values():
-                if entry.state == IN_USE:
-                    self._taken.add(entry.key)
-            taken = self._core.close_in_use(monotonic())
+            taken = take_in_use(self, monotonic())
             out = self._core.take_effects()
-        if taken:
-            log.warning(
-                "%s: closed %d connection(s) still in use after %.2f s",
-                self.name,
-                taken,
-                limit,
-            )
+        report_taken(self.name, taken, limit)
         self._run(out)
         return taken
 
@@ -686,15 +659,8 @@ class Pool(Generic[C]):
         this process and the objects are kept referenced until exit; the pool
         continues with a fresh core, the same knobs and no connections.
         """
-        old = self._core
         self._lock = threading.Lock()  # another thread may have held it
-        self._core = old.renew()
-        if old.is_closed:
-            self._core.close(monotonic())
-        for entry in list(old._registry.values()):
-            conn = entry.get()
-            if conn is not None:
-                orphan(conn)
+        self._core = renew_after_fork(self._core, monotonic())
         self._lost = deque()
         self._held = {}
         self._taken = set()
