@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.aio.fakes import AsyncFakeDriver
+from tests.aio.fakes import AsyncFakeDriver, FakeClock
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -31,6 +31,17 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def driver() -> AsyncFakeDriver:
     """A fake async driver whose dials succeed at once."""
     return AsyncFakeDriver()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The AsyncPool's clock (``sqlgate.aiopool.monotonic``), moved by hand.
+
+    Timers inside asyncio (``asyncio.timeout``) still run on the loop's clock.
+    """
+    clock = FakeClock()
+    monkeypatch.setattr("sqlgate.aiopool.monotonic", clock)
+    return clock
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ __all__ = [
     "AsyncFakeConn",
     "AsyncFakeDriver",
     "AsyncGate",
+    "FakeClock",
     "assert_ledger",
     "close_clean",
     "eventually",
@@ -150,6 +151,16 @@ class AsyncFakeDriver:
         self.live.add(conn)
         self.max_live = max(self.max_live, len(self.live))
         return conn
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand (``now`` in float seconds)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 async def spin(n: int = 20) -> None:

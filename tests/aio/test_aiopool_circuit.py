@@ -18,27 +18,13 @@ from sqlgate.aiopool import AsyncPool
 from tests.aio.fakes import (
     AsyncFakeConn,
     AsyncFakeDriver,
+    FakeClock,
     assert_ledger,
     close_clean,
     eventually,
     spin,
     until,
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("sqlgate.aiopool.monotonic", clock)
-    return clock
 
 
 def refuses_at_once(pool: AsyncPool[Any]) -> CircuitOpen:
@@ -68,7 +54,7 @@ async def open_the_circuit(
 
 
 async def test_outage_fails_fast_and_the_probe_closes_the_circuit(
-    clock: Clock, gated_driver: AsyncFakeDriver
+    clock: FakeClock, gated_driver: AsyncFakeDriver
 ) -> None:
     driver = gated_driver
     pool: AsyncPool[AsyncFakeConn] = AsyncPool(
@@ -121,7 +107,7 @@ async def test_outage_fails_fast_and_the_probe_closes_the_circuit(
 
 
 async def test_failed_probe_keeps_it_open_then_a_later_probe_closes_it(
-    clock: Clock, gated_driver: AsyncFakeDriver
+    clock: FakeClock, gated_driver: AsyncFakeDriver
 ) -> None:
     driver = gated_driver
     pool: AsyncPool[AsyncFakeConn] = AsyncPool(
@@ -150,7 +136,7 @@ async def test_failed_probe_keeps_it_open_then_a_later_probe_closes_it(
 
 
 async def test_set_circuit_after_zero_closes_the_circuit(
-    clock: Clock, gated_driver: AsyncFakeDriver
+    clock: FakeClock, gated_driver: AsyncFakeDriver
 ) -> None:
     driver = gated_driver
     pool: AsyncPool[AsyncFakeConn] = AsyncPool(
@@ -169,7 +155,7 @@ async def test_set_circuit_after_zero_closes_the_circuit(
 
 
 async def test_close_during_an_outage_stops_maintenance(
-    clock: Clock, gated_driver: AsyncFakeDriver
+    clock: FakeClock, gated_driver: AsyncFakeDriver
 ) -> None:
     driver = gated_driver
     pool: AsyncPool[AsyncFakeConn] = AsyncPool(

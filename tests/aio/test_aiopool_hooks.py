@@ -23,6 +23,7 @@ from tests.aio.fakes import (
     spin,
     until,
 )
+from tests.observe.helpers import Recorder
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,26 +33,6 @@ Pool = AsyncPool[AsyncFakeConn]
 
 class HookError(Exception):
     pass
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float | None]] = []
-
-    def created(self, seconds: float) -> None:
-        self.events.append(("created", seconds))
-
-    def waited(self, seconds: float) -> None:
-        self.events.append(("waited", seconds))
-
-    def used(self, seconds: float) -> None:
-        self.events.append(("used", seconds))
-
-    def timed_out(self) -> None:
-        self.events.append(("timed_out", None))
-
-    def count(self, kind: str) -> int:
-        return sum(1 for k, _ in self.events if k == kind)
 
 
 def make(driver: AsyncFakeDriver, **knobs: Any) -> Pool:

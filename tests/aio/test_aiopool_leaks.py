@@ -16,24 +16,7 @@ import pytest
 
 from sqlgate import PoolClosed
 from sqlgate.aiopool import AsyncPool
-from tests.aio.fakes import spin, until
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr("sqlgate.aiopool.monotonic", clock)
-    return clock
+from tests.aio.fakes import FakeClock, spin, until
 
 
 class Conn:
@@ -85,7 +68,7 @@ async def test_no_tracking_by_default_costs_nothing() -> None:
 
 
 async def test_held_past_threshold_is_logged_once_with_the_acquirers_stack(
-    clock: Clock, caplog: pytest.LogCaptureFixture
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sqlgate")
     pool = make(leak_threshold=30.0)
@@ -198,7 +181,7 @@ async def test_close_waits_for_connections_to_come_back() -> None:
     assert (s.in_use, s.open_connections, s.closed) == (0, 0, 1)
 
 
-async def test_close_with_none_waits_however_long(clock: Clock) -> None:
+async def test_close_with_none_waits_however_long(clock: FakeClock) -> None:
     pool = make()
     conn = await pool.acquire()
     closing = asyncio.create_task(pool.close(timeout=None))
