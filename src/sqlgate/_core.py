@@ -542,7 +542,7 @@ class PoolCore(Generic[C]):
         self._maybe_dial(now)
         return waiter
 
-    def release(self, entry: Entry[C], now: float, *, broken: bool = False) -> None:
+    def release(self, entry: Entry[C], now: float, broken: bool = False) -> None:
         """A caller gives back a connection it was handed.
 
         Pre: ``entry`` is IN_USE. Post: it went to a waiter, the idle stack, or

@@ -2,58 +2,49 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["make_reset", "rollback_open_transaction"]
-
-C = TypeVar("C")
+__all__ = ["rollback_for", "rollback_open_transaction"]
 
 
-#: Per connection class: does it say whether a transaction is open? Asked once
-#: per class, because ``getattr`` with a default on a missing attribute raises
-#: and catches internally, which costs more than the rest of a release.
-_has_tx_flag: dict[type, bool] = {}
+#: How to roll back a connection of each class, worked out once per class:
+#: ``getattr`` on a missing attribute raises and catches internally, which would
+#: cost more than the rest of a release if it ran every time.
+_rollbacks: dict[type, Callable[[Any], object]] = {}
 
 
-def rollback_open_transaction(conn: object) -> None:
-    """Roll back a transaction the caller left open.
+def _rollback_if_in_transaction(conn: Any) -> None:
+    if conn.in_transaction:
+        conn.rollback()
+
+
+def _rollback_always(conn: Any) -> None:
+    conn.rollback()
+
+
+def rollback_for(cls: type) -> Callable[[Any], object]:
+    """The rollback step for connections of ``cls`` (cached in ``_rollbacks``).
 
     Drivers that say whether a transaction is open (sqlite3's
     ``in_transaction``) are asked first, so an idle connection costs no round
     trip; psycopg's ``rollback`` is itself free when no transaction is open.
-    Others are rolled back unconditionally.
+    Others are rolled back unconditionally, through the class's own
+    ``rollback`` function when it has one (one call fewer per release).
     """
-    cls = type(conn)
-    flag = _has_tx_flag.get(cls)
-    if flag is None:
-        flag = _has_tx_flag[cls] = hasattr(cls, "in_transaction")
-    if flag and not conn.in_transaction:  # type: ignore[attr-defined]
-        return
-    conn.rollback()  # type: ignore[attr-defined]
+    step: Callable[[Any], object]
+    if hasattr(cls, "in_transaction"):
+        step = _rollback_if_in_transaction
+    elif callable(getattr(cls, "rollback", None)):
+        step = cls.rollback  # type: ignore[attr-defined]
+    else:
+        step = _rollback_always
+    _rollbacks[cls] = step
+    return step
 
 
-def make_reset(
-    rollback: bool, reset: Callable[[C], object] | None
-) -> Callable[[C], object] | None:
-    """Build the return-path step for a pool; None when there is nothing to do.
-
-    Args:
-        rollback: roll back an open transaction first.
-        reset: the user's hook, run after the rollback.
-
-    Returns:
-        One callable doing both, or None (so the fast path skips the call).
-    """
-    if not rollback:
-        return reset
-    if reset is None:
-        return rollback_open_transaction
-
-    def rollback_then_reset(conn: C) -> None:
-        rollback_open_transaction(conn)
-        reset(conn)
-
-    return rollback_then_reset
+def rollback_open_transaction(conn: object) -> None:
+    """Roll back a transaction the caller left open (see ``rollback_for``)."""
+    (_rollbacks.get(type(conn)) or rollback_for(type(conn)))(conn)

@@ -291,6 +291,7 @@ class AsyncPool(Generic[C]):
         self._rollback_on_return = rollback_on_return
         self._reset = reset
         check_hooks(
+            reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
             on_release=on_release,

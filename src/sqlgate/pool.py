@@ -24,7 +24,7 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
-from sqlgate._reset import make_reset
+from sqlgate._reset import _rollbacks, rollback_for
 from sqlgate._shell import (
     Held,
     check_hooks,
@@ -180,10 +180,15 @@ class Pool(Generic[C]):
         #: Set when the pool is closed and nothing is in use any more.
         self._all_back = threading.Event()
         self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
-        if reset is not None and not callable(reset):
-            raise TypeError(f"reset must be callable or None, got {reset!r}")
-        self._reset = make_reset(rollback_on_return, reset)
+        if not isinstance(rollback_on_return, bool):
+            raise TypeError(
+                f"rollback_on_return must be a bool, got {rollback_on_return!r}"
+            )
+        #: The return path: roll back an open transaction, then the user's hook.
+        self._rollback_on_return = rollback_on_return
+        self._reset = reset
         check_hooks(
+            reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
             on_release=on_release,
@@ -287,16 +292,21 @@ class Pool(Generic[C]):
             entry = self._lookup(conn)
             if entry is None:
                 return
-        if not broken and self._reset is not None and not core._closed:
+        if not broken and not core._closed:
             try:
-                self._reset(conn)
+                if self._rollback_on_return:
+                    # rollback_open_transaction(conn), inlined: one call fewer.
+                    cls = type(conn)
+                    (_rollbacks.get(cls) or rollback_for(cls))(conn)
+                if self._reset is not None:
+                    self._reset(conn)
             except Exception as exc:
                 log.info(
                     "%s: discarding a connection that failed reset: %r", self.name, exc
                 )
                 broken = True
         with self._lock:
-            core.release(entry, monotonic(), broken=broken)
+            core.release(entry, monotonic(), broken)
             out = core.outbox
             if out:
                 core.outbox = []

@@ -616,3 +616,43 @@ def test_min_idle_refills(driver: FakeDriver, leak_check: LeakCheck) -> None:
     settled(pool)
     assert counts(pool) == (2, 0, 2, 0, 0, 0)
     assert driver.live == 2
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"reset": 3}, "reset must be callable or None, got 3"),
+        ({"on_acquire": "x"}, "on_acquire must be callable or None, got 'x'"),
+        ({"rollback_on_return": "yes"}, "rollback_on_return must be a bool, got 'yes'"),
+        ({"rollback_on_return": 1}, "rollback_on_return must be a bool, got 1"),
+    ],
+)
+def test_bad_return_path_arguments(
+    driver: FakeDriver, knobs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Pool(driver.connect, **knobs)
+    assert driver.opened == 0
+
+
+def test_rollback_uses_the_class_rollback_without_a_transaction_flag() -> None:
+    class Plain:
+        """A DB-API connection that cannot say whether a transaction is open."""
+
+        def __init__(self) -> None:
+            self.rollbacks = 0
+
+        def rollback(self) -> None:
+            self.rollbacks += 1
+
+        def close(self) -> None:
+            pass
+
+    pool: Pool[Plain] = Pool(Plain, max_open=1)
+    conn = pool.acquire()
+    pool.release(conn)
+    assert pool.acquire() is conn
+    pool.release(conn)
+    assert conn.rollbacks == 2
+    assert pool.stats().broken_closed == 0
+    pool.close()
