@@ -154,6 +154,8 @@ LEAKED: Final = "leaked"
 #: connections dialed together do not all expire together; never lengthened, so
 #: a lifetime set just below a server or proxy timeout stays below it.
 LIFETIME_JITTER: Final = 0.05
+#: Dials in flight at once, by default: chosen by measurement (docs/design.md).
+MAX_CONNECTING: Final = 4
 #: Backoff for refilling ``min_idle`` after failed dials: first delay, cap (s).
 REFILL_BACKOFF: Final = (0.1, 10.0)
 #: Backoff of the circuit breaker's probe dials: first delay, cap (s). Each
@@ -316,7 +318,7 @@ class PoolCore(Generic[C]):
         max_open: int = 0,
         max_idle: int = 2,
         min_idle: int = 0,
-        max_connecting: int = 2,
+        max_connecting: int = MAX_CONNECTING,
         conn_max_lifetime: float | None = None,
         conn_max_idle_time: float | None = None,
         max_waiting: int = 0,

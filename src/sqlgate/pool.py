@@ -14,6 +14,7 @@ from sqlgate._core import (
     CIRCUIT_AFTER,
     FAILED,
     IN_USE,
+    MAX_CONNECTING,
     SERVED,
     WAITING,
     Close,
@@ -56,7 +57,7 @@ C = TypeVar("C")
 log = logging.getLogger("sqlgate")
 
 #: Dials in flight at once, by default. See docs/design.md ("max_connecting").
-DEFAULT_MAX_CONNECTING = 2
+DEFAULT_MAX_CONNECTING = MAX_CONNECTING
 
 _new_gate = threading.Lock
 

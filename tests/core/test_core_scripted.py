@@ -95,7 +95,7 @@ def test_first_acquire_queues_and_dials() -> None:
 
 
 def test_idle_reused_most_recently_returned_first() -> None:
-    rig = Rig(max_open=3, max_idle=3)
+    rig = Rig(max_open=3, max_idle=3, max_connecting=2)
     waiters = [waiter_of(rig.acquire()) for _ in range(3)]
     assert rig.dials == [1, 2]  # max_connecting=2 holds the third back
     e1 = rig.connect()
