@@ -43,8 +43,8 @@ reused most recently returned first (a stack), so that when demand falls the
 surplus sits untouched at the bottom and ages out through
 ``conn_max_idle_time``. A waiter that gives up calls ``abandon``; if a
 connection was handed to it in the meantime, that connection goes back
-through ``_put`` (nothing is lost in the race between a timeout and a
-hand-off).
+through ``release`` like any returned one (nothing is lost in the race
+between a timeout and a hand-off).
 
 Dials are issued by ``_maybe_dial`` after every input that can change demand or
 capacity: enough to cover the queued waiters plus the ``min_idle`` deficit,
@@ -686,9 +686,10 @@ class PoolCore(Generic[C]):
     def abandon(self, waiter: Waiter[C], now: float, *, timed_out: bool) -> None:
         """A waiter gives up (timeout or cancellation).
 
-        Post: a WAITING waiter leaves the queue; a SERVED one's connection goes
-        back through ``_put`` (the hand-off raced the give-up, nothing is lost);
-        a FAILED or ABANDONED one is left as it is.
+        Post: a WAITING waiter leaves the queue; a SERVED one's connection
+        comes back exactly as ``release`` takes it (the hand-off raced the
+        give-up, nothing is lost; one too old is closed, not passed on); a
+        FAILED or ABANDONED one is left as it is.
         """
         if waiter.state == WAITING:
             self._waiters.remove(waiter)
@@ -699,8 +700,7 @@ class PoolCore(Generic[C]):
             entry = waiter.entry
             assert entry is not None
             waiter.entry = None
-            self._in_use -= 1
-            self._put(entry, now)
+            self.release(entry, now)
         else:
             return
         waiter.state = ABANDONED

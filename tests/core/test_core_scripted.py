@@ -375,6 +375,34 @@ def test_served_then_abandoned_goes_idle() -> None:
     rig.check()
 
 
+def test_served_then_abandoned_past_its_lifetime_is_closed() -> None:
+    # The hand-off raced the give-up, and by then the connection had outlived
+    # conn_max_lifetime: it comes back as a release would, so it is closed
+    # instead of being passed on to the next waiter.
+    rig = Rig(max_open=1, conn_max_lifetime=10.0)  # rng 0: no jitter
+    rig.acquire()
+    e1 = rig.connect()
+    w1 = waiter_of(rig.acquire())
+    w2 = waiter_of(rig.acquire())
+    rig.clock.advance(9.0)
+    rig.release(e1)
+    assert served(w1) is e1
+    rig.clock.advance(1.0)  # e1 is now 10 s old
+    rig.abandon(w1, timed_out=True)
+    assert w1.state == ABANDONED
+    assert e1.state == CLOSING
+    assert [(c.entry, c.reason) for c in rig.last] == [(e1, "max_lifetime")]
+    assert w2.state == WAITING
+    s = rig.core.stats()
+    assert (s.max_lifetime_closed, s.use_duration) == (1, 10.0)
+    rig.check()
+    rig.finish_close()
+    assert rig.dials == [2]  # the freed slot is dialed for w2
+    e2 = rig.connect()
+    assert served(w2) is e2
+    rig.check()
+
+
 def test_failed_then_abandoned_is_a_no_op() -> None:
     rig = Rig(max_open=1)
     w = waiter_of(rig.acquire())
