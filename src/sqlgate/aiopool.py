@@ -24,7 +24,10 @@ import logging
 import math
 from asyncio import get_running_loop
 from collections import deque
+from functools import partial
+from heapq import heapify, heappop, heappush
 from time import monotonic
+from time import monotonic as _stock_loop_clock
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlgate._core import (
@@ -108,13 +111,13 @@ def _unknown_state(conn: object) -> int:
 _STATE_PROBES: dict[type, Callable[[Any], int]] = {}
 
 
-def _return_state(conn: object) -> int:
-    """What ``conn`` needs before reuse, asking the driver as cheaply as it allows.
+def _state_probe(conn: object) -> Callable[[Any], int]:
+    """How to ask ``conn`` what it needs before reuse, as cheaply as it allows.
 
     asyncpg has ``is_in_transaction()``, psycopg's ``AsyncConnection`` has
     ``info.transaction_status``, aiosqlite and sqlite3 have ``in_transaction``.
-    A driver that says nothing is rolled back every time. Which question to
-    ask is worked out once per connection class.
+    A driver that says nothing is rolled back every time. Worked out once per
+    connection class (``release`` reads ``_STATE_PROBES`` first).
     """
     probe = _STATE_PROBES.get(type(conn))
     if probe is None:
@@ -127,7 +130,7 @@ def _return_state(conn: object) -> int:
         else:
             probe = _unknown_state
         _STATE_PROBES[type(conn)] = probe
-    return probe(conn)
+    return probe
 
 
 async def _call_hook(hook: Callable[[Any], object], conn: object) -> None:
@@ -312,6 +315,19 @@ class AsyncPool(Generic[C]):
         self._maintenance: asyncio.Task[None] | None = None
         #: Wakes the maintenance task when a knob changes or the pool closes.
         self._maintenance_wakeup: asyncio.Event | None = None
+        #: The loop's clock and future factory, set by ``_check_loop``: the
+        #: loop's own methods, or for asyncio's stock loops the C functions
+        #: those call (one Python frame fewer per wait).
+        self._clock: Callable[[], float] = _stock_loop_clock
+        self._new_future: Callable[[], asyncio.Future[None]] = _no_loop_yet
+        #: Waiters' deadlines (loop clock), in order: (deadline, waiter);
+        #: ``_early`` is the heap of those that came too early for the deque.
+        self._deadlines: deque[tuple[float, Waiter[C]]] = deque()
+        self._early: list[tuple[float, int, Waiter[C]]] = []
+        self._early_seq = 0
+        #: The one timer for every waiter's deadline, and when it is due.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         forget_after_fork(self)
 
     def __repr__(self) -> str:
@@ -343,13 +359,15 @@ class AsyncPool(Generic[C]):
                 "and per thread"
             )
         self._loop = loop
+        self._clock, self._new_future = _loop_primitives(loop)
         self._maybe_start_maintenance()
         return loop
 
     # -- acquire / release ---------------------------------------------------
 
-    # The pool's own timeout is a timer on the waiter, not a cancellation, so
-    # it can raise PoolTimeout with the numbers and the last dial error.
+    # The pool's own timeout is not a cancellation, so it can raise
+    # PoolTimeout with the numbers and the last dial error. One timer serves
+    # every waiter (see ``_expire_waiters``): a wait costs no timer of its own.
     async def acquire(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """Take a connection, waiting for one if none is idle.
 
@@ -380,7 +398,7 @@ class AsyncPool(Generic[C]):
             self._check_loop()
         if timeout is None:
             limit = self._timeout
-        else:
+        else:  # checked before queueing: a bad one leaves no waiter behind
             limit = check_duration("timeout", timeout, zero_ok=True)
         core = self._core
         try:
@@ -398,14 +416,39 @@ class AsyncPool(Generic[C]):
                 self._wake_maintenance()
             return got.conn
         assert isinstance(got, Waiter)
-        loop = self._loop
-        assert loop is not None
         # The token must exist before any effect runs: a Wake may follow.
-        got.token = loop.create_future()
-        self._drain()
-        if self._observer is None:
-            return await self._wait(got, limit)
-        return await self._wait_observed(got, limit)
+        got.token = fut = self._new_future()
+        if core.outbox:
+            self._drain()
+        if self._observer is not None:
+            return await self._wait_observed(got, limit)
+        # _wait() inlined: one coroutine fewer on every wait and every wake.
+        if limit:
+            deadline = self._clock() + limit
+            records = self._deadlines
+            if self._timer is not None and records and records[-1][0] <= deadline:
+                # _add_deadline() inlined for its common case: append, and
+                # drop what was settled from the front.
+                records.append((deadline, got))
+                while records[0][1].state != WAITING:
+                    records.popleft()
+                if len(records) > 2 * len(core._waiters) + 64:
+                    self._sweep_deadlines()
+            else:
+                self._add_deadline(got, deadline)
+        elif limit is not None:
+            self._time_out(got)
+        if not fut.done():
+            try:
+                await fut
+            except BaseException:
+                # Cancelled (or interrupted): leave the queue; if the hand-off
+                # won the race, the core passes that connection on (I6).
+                self._call(core.abandon, got, timed_out=False)
+                raise
+        if got.state == SERVED:
+            return got.entry.conn  # type: ignore[union-attr]
+        raise self._wait_error(got, limit)
 
     async def _wait_observed(self, waiter: Waiter[C], limit: float | None) -> C:
         """``_wait``, reporting the wait (and a timeout) to the observer."""
@@ -420,38 +463,122 @@ class AsyncPool(Generic[C]):
             observer.waited(monotonic() - waiter.enqueued_at)
 
     async def _wait(self, waiter: Waiter[C], limit: float | None) -> C:
-        """Wait until ``waiter`` is settled or ``limit`` seconds pass (a timer)."""
+        """Wait until ``waiter`` is settled or ``limit`` seconds pass.
+
+        The plain ``acquire`` runs the same steps inline.
+        """
         fut: asyncio.Future[None] = waiter.token  # type: ignore[assignment]
-        timer = None
-        if limit == 0:
-            self._time_out(waiter)
+        if limit:
+            self._add_deadline(waiter, self._clock() + limit)
         elif limit is not None:
-            loop = self._loop
-            assert loop is not None
-            timer = loop.call_later(limit, self._time_out, waiter)
+            self._time_out(waiter)
         if not fut.done():
             try:
                 await fut
             except BaseException:
-                # Cancelled (or interrupted): leave the queue; if the hand-off
-                # won the race, the core passes that connection on (I6).
-                if timer is not None:
-                    timer.cancel()
                 self._call(self._core.abandon, waiter, timed_out=False)
                 raise
-        if timer is not None:
-            timer.cancel()
-        state = waiter.state
-        if state == SERVED:
+        if waiter.state == SERVED:
             entry = waiter.entry
             assert entry is not None
             return entry.conn
-        if state == ABANDONED:  # our own timer gave up on it
-            raise timeout_error(self.name, self._core, limit)
-        raise waiter_error(self.name, waiter)
+        raise self._wait_error(waiter, limit)
+
+    def _wait_error(self, waiter: Waiter[C], limit: float | None) -> BaseException:
+        """What a waiter that was not served raises."""
+        if waiter.state == ABANDONED:  # the pool's timer gave up on it
+            return timeout_error(self.name, self._core, limit)
+        return waiter_error(self.name, waiter)
+
+    # -- the waiters' deadlines: one timer for the pool -------------------------
+    #
+    # A waiter with a deadline is recorded in ``_deadlines``, a deque kept in
+    # deadline order: with the pool's default timeout, deadlines grow with
+    # the queue, so a wait only appends. A deadline earlier than the last one
+    # (a shorter per-call timeout) goes to the heap ``_early`` instead. One
+    # timer is armed no later than any recorded deadline (so at or before the
+    # earliest live one); when it fires it times out every waiter that is
+    # due and re-arms for the next live deadline. Served, failed and
+    # cancelled waiters are not looked for: their records are dropped when
+    # they reach the front, on the next wait or when the timer fires (in
+    # first-come-first-served order the served ones are there); should the
+    # records outgrow the queue, the settled ones are swept out at once.
+
+    def _add_deadline(self, waiter: Waiter[C], deadline: float) -> None:
+        """Give ``waiter`` up at ``deadline`` (the loop's clock)."""
+        if waiter.state != WAITING:
+            return  # settled already
+        records = self._deadlines
+        if records and records[-1][0] > deadline:
+            heap = self._early
+            self._early_seq += 1
+            heappush(heap, (deadline, self._early_seq, waiter))
+            while heap[0][2].state != WAITING:
+                heappop(heap)
+        else:
+            records.append((deadline, waiter))
+            while records[0][1].state != WAITING:
+                records.popleft()
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            if timer is not None:
+                timer.cancel()
+            self._arm(deadline)
+        elif len(records) + len(self._early) > 2 * len(self._core._waiters) + 64:
+            self._sweep_deadlines()
+
+    def _sweep_deadlines(self) -> None:
+        """Forget the records of settled waiters (amortised: the records doubled)."""
+        self._deadlines = deque(r for r in self._deadlines if r[1].state == WAITING)
+        self._early = [r for r in self._early if r[2].state == WAITING]
+        heapify(self._early)
+
+    def _arm(self, when: float) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._expire_waiters)
+
+    def _expire_waiters(self) -> None:
+        """The pool's timer: time out every waiter due, then re-arm for the next."""
+        self._timer = None
+        # The loop ran this because it holds ``_timer_at`` reached (to within
+        # its clock's resolution): whatever is due by then is due now.
+        now = max(self._clock(), self._timer_at)
+        records = self._deadlines
+        while records:
+            deadline, waiter = records[0]
+            if waiter.state == WAITING:
+                if deadline > now:
+                    break
+                self._time_out(waiter)
+            records.popleft()
+        heap = self._early
+        while heap:
+            deadline, _, waiter = heap[0]
+            if waiter.state == WAITING:
+                if deadline > now:
+                    break
+                self._time_out(waiter)
+            heappop(heap)
+        if records or heap:
+            self._arm(
+                min(
+                    records[0][0] if records else math.inf,
+                    heap[0][0] if heap else math.inf,
+                )
+            )
+
+    def _forget_deadlines(self) -> None:
+        """Disarm the timer and drop every record (the pool closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadlines.clear()
+        self._early.clear()
 
     def _time_out(self, waiter: Waiter[C]) -> None:
-        """Timer callback: give up on a waiter nobody has served yet."""
+        """Give up on a waiter nobody has served yet (its deadline passed)."""
         if waiter.state != WAITING:
             return  # the hand-off (or a failure) came first; it stands
         self._call(self._core.abandon, waiter, timed_out=True)
@@ -493,10 +620,15 @@ class AsyncPool(Generic[C]):
             if found is None:
                 return
             entry = found
-        if not broken and not core.is_closed:
+        if not broken and not core._closed:
             hook = self._reset
             try:
-                state = _return_state(conn) if self._rollback_on_return else _CLEAN
+                if self._rollback_on_return:
+                    # What the connection needs; the probe lookup inlined.
+                    probe = _STATE_PROBES.get(type(conn)) or _state_probe(conn)
+                    state = probe(conn)
+                else:
+                    state = _CLEAN
                 if state == _ROLLBACK:
                     await _rollback(conn)
                 if hook is not None and state != _UNUSABLE:
@@ -517,11 +649,18 @@ class AsyncPool(Generic[C]):
                 raise
             if entry.state != IN_USE:
                 return  # close(timeout=...) took it meanwhile
-        core.release(entry, monotonic(), broken=broken)
-        if core.outbox:
+        core.release(entry, monotonic(), broken)
+        out = core.outbox
+        if out:  # _drain() inlined, and its common effect: one waiter served
+            core.outbox = []
             if core._closed:
                 self._check_all_back()
-            self._drain()
+            if len(out) == 1 and type(wake := out[0]) is Wake:
+                fut: asyncio.Future[None] = wake.waiter.token  # type: ignore[assignment]
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                self._run(out)
 
     def _settle(self, entry: Entry[C], *, broken: bool) -> None:
         """Give ``entry`` back now, unless ``close(timeout)`` took it already."""
@@ -881,6 +1020,7 @@ class AsyncPool(Generic[C]):
         limit = check_duration("timeout", timeout, zero_ok=True)
         self._check_loop()
         self._call(self._core.close)
+        self._forget_deadlines()  # every waiter failed with PoolClosed
         self._wake_maintenance()
         taken = 0 if limit == 0 else await self._take_back(limit)
         # Closing may spawn more tasks (a dial landing is closed): loop.
@@ -931,7 +1071,13 @@ class AsyncPool(Generic[C]):
         old = self._core
         self._core = renew_after_fork(old, monotonic())
         keep((old, self._tasks, self._maintenance, self._all_back, self._loop))
+        keep((self._timer, self._deadlines, self._early))
         self._loop = None
+        self._clock = _stock_loop_clock
+        self._new_future = _no_loop_yet
+        self._deadlines = deque()
+        self._early = []
+        self._timer = None
         self._tasks = set()
         self._maintenance = None
         self._maintenance_wakeup = None
@@ -954,13 +1100,38 @@ class _AsyncCheckout(Generic[C]):
         self._conn = conn = await self._pool.acquire(self._timeout)
         return conn
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
-        await self._pool.release(self._conn)
+    ) -> Awaitable[None]:
+        # release()'s own coroutine is the awaitable: no frame of our own.
+        return self._pool.release(self._conn)
+
+
+def _no_loop_yet() -> asyncio.Future[None]:
+    raise AssertionError("AsyncPool used before binding to a loop")
+
+
+def _loop_primitives(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[Callable[[], float], Callable[[], asyncio.Future[None]]]:
+    """The loop's clock and future factory, as cheap to call as they can be.
+
+    For asyncio's own loops, ``time()`` is ``time.monotonic()`` and
+    ``create_future()`` is ``asyncio.Future(loop=loop)``: those are called
+    directly. A loop that overrides either (uvloop, a test's fake clock set
+    on the instance) keeps its own.
+    """
+    base = asyncio.BaseEventLoop
+    clock: Callable[[], float] = loop.time
+    if getattr(clock, "__func__", None) is base.time:
+        clock = _stock_loop_clock
+    new_future: Callable[[], asyncio.Future[None]] = loop.create_future
+    if getattr(new_future, "__func__", None) is base.create_future:
+        new_future = partial(asyncio.Future, loop=loop)
+    return clock, new_future
 
 
 def _close(conn: Any) -> object:
