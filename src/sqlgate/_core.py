@@ -397,7 +397,9 @@ class PoolCore(Generic[C]):
         #: Consecutive failed dials, and when refilling min_idle may resume.
         self._fails_in_row = 0
         self._refill_at = 0.0
-        #: The most recent dial failure, for chaining onto PoolTimeout.
+        #: The most recent dial failure while dials are failing, for chaining
+        #: onto PoolTimeout and CircuitOpen; None once a dial succeeds (so its
+        #: traceback, and every frame that reaches, is let go).
         self.last_dial_error: BaseException | None = None
         # -- counters (monotonic) --
         self._dials = 0
@@ -448,8 +450,8 @@ class PoolCore(Generic[C]):
 
     @property
     def failing(self) -> bool:
-        """Whether the most recent dial failed (``last_dial_error`` is current)."""
-        return self._fails_in_row > 0
+        """Whether the most recent dial failed (``last_dial_error`` is set)."""
+        return self.last_dial_error is not None
 
     def _idle_cap(self) -> int:
         """The effective idle cap: ``max_idle`` capped at ``max_open`` (Go's rule)."""
@@ -611,6 +613,7 @@ class PoolCore(Generic[C]):
         self._dials += 1
         self._dial_duration += now - issued_at
         self._fails_in_row = 0
+        self.last_dial_error = None
         self._refill_at = 0.0
         self._circuit_since = None  # I9: one good dial closes the circuit
         entry = Entry(conn, now, 1.0 - LIFETIME_JITTER * self._rng())

@@ -454,6 +454,20 @@ def test_dial_failure_fails_head_waiter_and_redials_for_the_rest() -> None:
     rig.check()
 
 
+def test_dial_error_is_let_go_once_a_dial_succeeds() -> None:
+    # The error (with its traceback, and the frames that keeps alive) is kept
+    # only while it can still be chained onto a PoolTimeout or CircuitOpen.
+    rig = Rig(max_open=1)
+    w1 = waiter_of(rig.acquire())
+    rig.fail(OSError("refused"))
+    assert rig.core.last_dial_error is w1.error
+    w2 = waiter_of(rig.acquire())
+    e = rig.connect()
+    assert served(w2) is e
+    assert rig.core.last_dial_error is None
+    rig.check()
+
+
 def test_dial_failure_with_no_waiters_issues_no_dial() -> None:
     rig = Rig(max_open=2)
     w = waiter_of(rig.acquire())
