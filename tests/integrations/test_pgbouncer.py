@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,17 +27,41 @@ psycopg = pytest.importorskip("psycopg")
 pytestmark = pytest.mark.postgres
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+#: Attempts at starting PgBouncer, each on another port, when its port is taken.
+START_ATTEMPTS = 5
+#: Seconds PgBouncer may take to log that it listens, on a loaded machine.
+START_BOUND = 15.0
+#: Seconds it may take to exit after SIGINT before it is killed.
+STOP_BOUND = 5.0
 
 
-@pytest.fixture(scope="module")
-def bouncer() -> Iterator[str]:
-    """A PgBouncer on a free loopback port in front of 127.0.0.1:5432; its DSN."""
-    require_postgres()
+def _listen_port() -> int:
+    """A free loopback port below the kernel's ephemeral range.
+
+    Outgoing connections are given source ports from the ephemeral range, so
+    one of them could take a port picked there between this check and
+    PgBouncer's bind (and a probe dialing a port it happens to own connects to
+    itself). Below the range only explicit binds compete, and a lost race
+    shows up as PgBouncer's "Address already in use", which ``bouncer``
+    retries on another port.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free loopback port below {low} for pgbouncer")
+
+
+def _pgbouncer() -> str:
+    """The pgbouncer executable; skip (fail under CI=true) when it is absent."""
     exe = shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
     )
@@ -44,11 +70,13 @@ def bouncer() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (required when CI=true)")
         pytest.skip(reason)
-    port = _free_port()
-    work = Path(tempfile.mkdtemp(prefix="sqlgate-pgbouncer-"))
-    work.chmod(0o755)
-    (work / "users.txt").write_text('"postgres" ""\n')
-    (work / "pgbouncer.ini").write_text(
+    return exe
+
+
+def _start(exe: str, work: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """PgBouncer listening on ``port``; None if the port was taken meanwhile."""
+    ini = work / f"pgbouncer-{port}.ini"
+    ini.write_text(
         "[databases]\n"
         "* = host=127.0.0.1 port=5432\n"
         "[pgbouncer]\n"
@@ -62,34 +90,67 @@ def bouncer() -> Iterator[str]:
         "max_client_conn = 50\n"
         "server_round_robin = 0\n"
     )
-    cmd = [exe, str(work / "pgbouncer.ini")]
+    cmd = [exe, str(ini)]
     if os.geteuid() == 0:
         # PgBouncer refuses to run as root; -u drops to an unprivileged user
         # after reading its configuration.
         cmd[1:1] = ["-u", "postgres"]
-    log = (work / "pgbouncer.log").open("wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    text = (work / "pgbouncer.log").read_text()
-                    pytest.fail(f"pgbouncer did not start: {text}")
-                time.sleep(0.02)  # polling a port; nothing to wait on
-        yield f"host=127.0.0.1 port={port} user=postgres dbname=test"
-    finally:
-        proc.terminate()
+    log_path = work / f"pgbouncer-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    # Ready is PgBouncer's own word that it listens: a TCP probe could also
+    # be answered by whatever took the port, or by the probe itself.
+    listening = f"listening on 127.0.0.1:{port}"
+    deadline = time.monotonic() + START_BOUND
+    while True:
+        text = log_path.read_text(errors="replace")
+        if listening in text:
+            return proc
+        if proc.poll() is not None:
+            if "Address already in use" in text:
+                return None
+            pytest.fail(f"pgbouncer exited with {proc.returncode}:\n{text}")
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail(f"pgbouncer did not listen within {START_BOUND} s:\n{text}")
+        time.sleep(0.02)  # polling its log; there is nothing to wait on
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (shut down once clients are done), then SIGKILL; reaped either way."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(10)
+            proc.wait(STOP_BOUND)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
-        log.close()
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def bouncer() -> Iterator[str]:
+    """A PgBouncer on a free loopback port in front of 127.0.0.1:5432; its DSN.
+
+    Stopped and reaped at the end of the module, whatever happened.
+    """
+    require_postgres()
+    exe = _pgbouncer()
+    work = Path(tempfile.mkdtemp(prefix="sqlgate-pgbouncer-"))
+    proc = None
+    try:
+        work.chmod(0o755)
+        (work / "users.txt").write_text('"postgres" ""\n')
+        for _ in range(START_ATTEMPTS):
+            port = _listen_port()
+            proc = _start(exe, work, port)
+            if proc is not None:
+                break
+        else:
+            pytest.fail(f"pgbouncer found its port taken {START_ATTEMPTS} times")
+        yield f"host=127.0.0.1 port={port} user=postgres dbname=test"
+    finally:
+        if proc is not None:
+            _stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
