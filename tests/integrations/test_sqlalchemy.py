@@ -54,6 +54,15 @@ def settle(engine: Engine) -> None:
     )
 
 
+def kill(killer: Engine, pid: object) -> None:
+    """End backend ``pid`` and return once it has exited (not merely signalled)."""
+    with killer.connect() as k:
+        gone = k.execute(
+            text("select pg_terminate_backend(:p, :ms)"), {"p": pid, "ms": 10_000}
+        ).scalar()
+    assert gone is True, f"backend {pid} still running 10 s after SIGTERM"
+
+
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_engine(
@@ -205,8 +214,7 @@ def test_invalidation_of_a_dead_connection_is_counted_closed(pg_url: str) -> Non
         with engine.connect() as conn:
             pid = conn.execute(text("select pg_backend_pid()")).scalar()
         assert pool.stats().idle == 1
-        with killer.connect() as k:
-            k.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+        kill(killer, pid)
         with engine.connect() as conn:
             with pytest.raises(exc.OperationalError):
                 conn.execute(text("select 1"))
@@ -233,8 +241,7 @@ def test_pre_ping_discards_the_dead_one(pg_url: str) -> None:
     try:
         with engine.connect() as conn:
             pid = conn.execute(text("select pg_backend_pid()")).scalar()
-        with killer.connect() as k:
-            k.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+        kill(killer, pid)
         with engine.connect() as conn:  # the ping fails; SQLAlchemy reconnects
             assert conn.execute(text("select 1")).scalar() == 1
         gate_check(engine)
