@@ -214,6 +214,10 @@ class AsyncDB(_Handle):
             await adapter.ping(conn)
         except Exception as exc:
             return exc
+        except BaseException:
+            # A cancel mid-ping leaves the protocol state unknown.
+            await self._pool.release(conn, broken=True)
+            raise
         return self._closed_error() if closed else None
 
     async def _release(self, conn: Any, broken: bool) -> None:

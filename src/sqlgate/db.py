@@ -481,6 +481,10 @@ class DB(_Handle):
             adapter.ping(conn)
         except Exception as exc:
             return exc
+        except BaseException:
+            # An interrupt mid-ping leaves the protocol state unknown.
+            self._pool.release(conn, broken=True)
+            raise
         return self._closed_error() if closed else None
 
     def _release(self, conn: Any, broken: bool) -> None:
