@@ -303,7 +303,9 @@ class Pool(Generic[C]):
                     self._reset(conn)
             except Exception as exc:
                 log.info(
-                    "%s: discarding a connection that failed reset: %r", self.name, exc
+                    "%s: discarding a connection that failed reset: %s",
+                    self.name,
+                    repr(exc),
                 )
                 broken = True
         with self._lock:
@@ -374,7 +376,9 @@ class Pool(Generic[C]):
                 hook(conn)
             except Exception as exc:
                 log.info(
-                    "%s: discarding a connection: on_release raised %r", self.name, exc
+                    "%s: discarding a connection: on_release raised %s",
+                    self.name,
+                    repr(exc),
                 )
                 error = exc
                 broken = True
@@ -495,7 +499,9 @@ class Pool(Generic[C]):
             if self._on_connect is not None:
                 self._configure(conn)
         except BaseException as exc:  # settle the ticket whatever happened
-            log.warning("%s: connect failed: %r", self.name, exc)
+            # Records carry text, never the error: a handler that keeps them
+            # would keep its traceback and every frame that reaches.
+            log.warning("%s: connect failed: %s", self.name, repr(exc))
             self._call(self._core.connect_failed, ticket, exc)
             if self._core.circuit_open and not self._core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
@@ -521,7 +527,7 @@ class Pool(Generic[C]):
             try:
                 conn.close()  # type: ignore[attr-defined]
             except Exception as exc:
-                log.info("%s: error closing a connection: %r", self.name, exc)
+                log.info("%s: error closing a connection: %s", self.name, repr(exc))
             raise
 
     def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
@@ -530,7 +536,9 @@ class Pool(Generic[C]):
             self._call(self._core.closed, entry)
             return
         if reason == BROKEN:
-            log.info("%s: discarding a broken connection %r", self.name, entry.conn)
+            log.info(
+                "%s: discarding a broken connection %s", self.name, repr(entry.conn)
+            )
         try:
             try:
                 if self._on_close is not None:
@@ -538,7 +546,7 @@ class Pool(Generic[C]):
             finally:
                 entry.conn.close()  # type: ignore[attr-defined]
         except Exception as exc:
-            log.info("%s: error closing a connection: %r", self.name, exc)
+            log.info("%s: error closing a connection: %s", self.name, repr(exc))
         finally:
             self._call(self._core.closed, entry)
 

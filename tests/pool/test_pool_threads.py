@@ -6,9 +6,12 @@ waits are bounded polls for work that lands on pool-owned threads.
 
 from __future__ import annotations
 
+import gc
+import logging
 import math
 import re
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +28,12 @@ def counts(pool: Pool[Any]) -> tuple[int, int, int, int, int, int]:
     """(open, dialing, idle, in_use, closing, waiting)."""
     s = pool.stats()
     return (s.open_connections, s.dialing, s.idle, s.in_use, s.closing, s.waiting)
+
+
+def dial_threads(pool: Pool[Any]) -> list[threading.Thread]:
+    """The pool's dial threads still running."""
+    name = f"sqlgate-dial {pool.name}"
+    return [t for t in threading.enumerate() if t.name == name]
 
 
 def settled(pool: Pool[Any]) -> None:
@@ -342,6 +351,41 @@ def test_connect_error_chains_the_driver_exception_and_timeout_chains_it_too(
     settled(pool)
     assert counts(pool) == (1, 0, 1, 0, 0, 0)
     assert pool.stats().dial_failures == 1
+
+
+def test_failed_dial_error_is_not_kept_once_handled(
+    leak_check: LeakCheck, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Memory flat over failed dials: once handled, neither the core nor a log
+    # record that a handler keeps (as caplog does) holds the driver's error,
+    # whose traceback keeps the connect call's frames, the dial thread's
+    # frames and its Thread object alive.
+    caplog.set_level(logging.WARNING, logger="sqlgate")
+    driver = FakeDriver(fail_with=[ConnectionRefusedError("db down")])
+    locals_seen: list[weakref.ref[object]] = []
+
+    class Local:
+        """Referenced only by the frame of the connect call."""
+
+    def connect() -> FakeConn:
+        local = Local()
+        locals_seen.append(weakref.ref(local))
+        return driver.connect()
+
+    pool = Pool(connect, max_open=1, name="p")
+    leak_check(pool, driver)
+    with pytest.raises(ConnectError) as info:
+        pool.acquire(timeout=10)
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    del info
+    pool.release(pool.acquire(timeout=10))  # a dial that succeeds
+    wait_until(lambda: not dial_threads(pool), what="the dial threads to end")
+    gc.collect()
+    # The failed call's frame (reached through the error's traceback) is gone.
+    assert [ref() for ref in locals_seen] == [None, None]
+    assert [r.getMessage() for r in caplog.records] == [
+        "p: connect failed: ConnectionRefusedError('db down')"
+    ]
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3)])
