@@ -153,6 +153,13 @@ class CallLoad(_Runner):
         return None
 
 
+#: Seconds to wait for a view to catch up with the pool's (the server dropping
+#: closed sessions, dials and closes landing, threads ending). A convergence
+#: wait returns as soon as its condition holds: this is no performance bound,
+#: only how long a loaded machine may take before "never" is concluded.
+SETTLE = 15.0
+
+
 def wait_for(predicate: Callable[[], bool], bound: float, what: str) -> float:
     """Poll until ``predicate`` holds; return when it did; fail after ``bound`` s."""
     deadline = time.monotonic() + bound

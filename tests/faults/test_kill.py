@@ -30,7 +30,7 @@ from tests.faults.conftest import (
     pg_kill_all,
     pg_server_count,
 )
-from tests.faults.load import CallLoad, wait_for
+from tests.faults.load import SETTLE, CallLoad, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,7 +107,9 @@ def _killed_mid_load(
     assert every["PoolTimeout"] == 0, every
     # Ledgers, once the last dials and closes have landed.
     wait_for(
-        lambda: pool.stats().dialing == 0 and pool.stats().closing == 0, 10, "settle"
+        lambda: pool.stats().dialing == 0 and pool.stats().closing == 0,
+        SETTLE,
+        "settle",
     )
     with pool._lock:
         pool._core.check()
@@ -117,14 +119,14 @@ def _killed_mid_load(
     assert s.broken_closed >= 1, s
     wait_for(
         lambda: server_count() == pool.stats().open_connections,
-        3,
+        SETTLE,
         "server's count of our connections to match the pool's",
     )
     db.close()
     with pool._lock:
         pool._core.check()
     assert pool.stats().open_connections == 0
-    wait_for(lambda: server_count() == 0, 3, "server to drop our connections")
+    wait_for(lambda: server_count() == 0, SETTLE, "server to drop our connections")
 
 
 def _echo(db: DB, n: int) -> object:

@@ -27,7 +27,14 @@ from tests.faults.conftest import (
     pg_connector,
     pg_server_count,
 )
-from tests.faults.load import Backend, Load, my_backend, pg_backend, wait_for
+from tests.faults.load import (
+    SETTLE,
+    Backend,
+    Load,
+    my_backend,
+    pg_backend,
+    wait_for,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -142,7 +149,9 @@ def _check(
 def _ledgers(pool: Pool[Any], ledger: Ledger, server_count: Callable[[], int]) -> None:
     # Dials issued for the last callers may still be landing.
     wait_for(
-        lambda: pool.stats().dialing == 0 and pool.stats().closing == 0, 10, "settle"
+        lambda: pool.stats().dialing == 0 and pool.stats().closing == 0,
+        SETTLE,
+        "settle",
     )
     s = pool.stats()
     # The driver's opens minus the pool's closes are what is open, and the
@@ -152,13 +161,13 @@ def _ledgers(pool: Pool[Any], ledger: Ledger, server_count: Callable[[], int]) -
     pool._core.check()
     wait_for(
         lambda: server_count() == pool.stats().open_connections,
-        5,
+        SETTLE,
         "server's count of our connections to match the pool's",
     )
     pool.close()
-    wait_for(lambda: pool.stats().open_connections == 0, 10, "close")
+    wait_for(lambda: pool.stats().open_connections == 0, SETTLE, "close")
     pool._core.check()
-    wait_for(lambda: server_count() == 0, 5, "server to drop our connections")
+    wait_for(lambda: server_count() == 0, SETTLE, "server to drop our connections")
 
 
 @pytest.mark.postgres

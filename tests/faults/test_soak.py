@@ -27,7 +27,7 @@ import pytest
 from sqlgate import Error
 from sqlgate.db import DB
 from sqlgate.db import open as db_open
-from tests.faults.load import CallLoad, wait_for
+from tests.faults.load import SETTLE, CallLoad, wait_for
 
 if TYPE_CHECKING:
     from tests.faults.proxy import FaultProxy, Mode
@@ -179,7 +179,7 @@ def _soak(proxy: FaultProxy, app_name: str, duration: float) -> None:
         assert every["ok"] > 0
         assert growth <= MEMORY_BOUND + MEMORY_PER_DIAL * s.dials, top
         # Nothing left: connections, threads, descriptors.
-        wait_for(lambda: pool.stats().open_connections == 0, 10, "pool to close")
+        wait_for(lambda: pool.stats().open_connections == 0, SETTLE, "pool to close")
         with pool._lock:
             pool._core.check()
         s = pool.stats()
@@ -188,10 +188,10 @@ def _soak(proxy: FaultProxy, app_name: str, duration: float) -> None:
         # thread is per process, not per pool, and stays).
         wait_for(
             lambda: not _new_threads(threads0),
-            5,
+            SETTLE,
             f"threads back to baseline: {_new_threads(threads0)}",
         )
-        wait_for(lambda: _fds() <= fds0, 5, f"descriptors back to {fds0}")
+        wait_for(lambda: _fds() <= fds0, SETTLE, f"descriptors back to {fds0}")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nseed {SEED}, schedule:\n{faults}") from exc
 
