@@ -358,7 +358,10 @@ class Pool(Generic[C]):
             try:
                 hook(conn)
             except BaseException:
-                Pool.release(self, conn, broken=True)
+                entry = self._lookup(conn)
+                if entry is not None:
+                    self._held.pop(entry, None)  # tracked above: forget it
+                    Pool.release(self, conn, broken=True)
                 raise
         return conn
 

@@ -417,6 +417,26 @@ def test_connect_returning_none_is_a_connect_error(leak_check: LeakCheck) -> Non
     assert counts(pool) == (0, 0, 0, 0, 0, 0)
 
 
+def test_on_acquire_raising_while_tracking_leaks_keeps_nothing(
+    driver: FakeDriver, leak_check: LeakCheck
+) -> None:
+    def refuse(conn: FakeConn) -> None:
+        raise RuntimeError("not usable")
+
+    pool = Pool(driver.connect, max_open=1, leak_threshold=60.0, on_acquire=refuse)
+    leak_check(pool, driver)
+    with pytest.raises(RuntimeError, match="not usable"):
+        pool.acquire(timeout=10)
+    settled(pool)
+    assert pool.stats().broken_closed == 1
+    # The discarded connection is forgotten: nothing still holds it.
+    assert pool._held == {}
+    conn = weakref.ref(driver.conns.pop())
+    driver.closed_conns.clear()
+    gc.collect()
+    assert conn() is None
+
+
 # -- release ---------------------------------------------------------------------------
 
 
