@@ -57,16 +57,24 @@ def app_name() -> str:
     return f"sqlgate-faults-{uuid.uuid4().hex[:12]}"
 
 
+def _proxy(upstream_port: int) -> Iterator[FaultProxy]:
+    """A started proxy; at teardown its thread, loop and listener must be gone."""
+    with FaultProxy(upstream_port, max_life=120) as proxy:
+        yield proxy
+    assert not proxy._thread.is_alive(), "fault proxy thread outlived stop()"
+    assert proxy._loop.is_closed(), "fault proxy loop left open"
+    assert proxy._listener is None, f"fault proxy port {proxy.port} left bound"
+    assert not proxy.open_pipes, f"{proxy.open_pipes} proxied connections left"
+
+
 @pytest.fixture
 def pg_proxy(pg_up: None) -> Iterator[FaultProxy]:
-    with FaultProxy(PG_PORT, max_life=120) as proxy:
-        yield proxy
+    yield from _proxy(PG_PORT)
 
 
 @pytest.fixture
 def my_proxy(my_up: None) -> Iterator[FaultProxy]:
-    with FaultProxy(MY_PORT, max_life=120) as proxy:
-        yield proxy
+    yield from _proxy(MY_PORT)
 
 
 @dataclass
