@@ -652,17 +652,9 @@ class PoolCore(Generic[C]):
             delay = min(cap, first * 2**tries) * (0.5 + 0.5 * self._rng())
             self.probe_at = now + delay
             while self._waiters:  # I9: nobody waits while the circuit is open
-                waiter = self._waiters.popleft()
-                waiter.state = FAILED
-                waiter.error = self._circuit_error(now)
-                self._wait_duration += now - waiter.enqueued_at
-                self.outbox.append(Wake(waiter))
+                self._fail_head(self._circuit_error(now), now)
         elif self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.state = FAILED
-            waiter.error = error
-            self._wait_duration += now - waiter.enqueued_at
-            self.outbox.append(Wake(waiter))
+            self._fail_head(error, now)
         self._maybe_dial(now)
 
     def closed(self, entry: Entry[C], now: float) -> None:
@@ -835,11 +827,7 @@ class PoolCore(Generic[C]):
         while self._idle:
             self._close(self._idle.pop(), POOL_CLOSED)
         while self._waiters:
-            waiter = self._waiters.popleft()
-            waiter.state = FAILED
-            waiter.error = PoolClosed(f"{self.name} was closed while waiting")
-            self._wait_duration += now - waiter.enqueued_at
-            self.outbox.append(Wake(waiter))
+            self._fail_head(PoolClosed(f"{self.name} was closed while waiting"), now)
 
     # -- setters -------------------------------------------------------------
 
@@ -1125,6 +1113,14 @@ class PoolCore(Generic[C]):
             self._idle.append(entry)
         else:
             self._close(entry, MAX_IDLE)
+
+    def _fail_head(self, error: BaseException, now: float) -> None:
+        """Settle the head waiter as FAILED with ``error`` and wake it."""
+        waiter = self._waiters.popleft()
+        waiter.state = FAILED
+        waiter.error = error
+        self._wait_duration += now - waiter.enqueued_at
+        self.outbox.append(Wake(waiter))
 
     def _close(self, entry: Entry[C], reason: str) -> None:
         """Start closing ``entry`` (counted in no state); it stays counted open."""
