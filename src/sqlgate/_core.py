@@ -1173,19 +1173,12 @@ class PoolCore(Generic[C]):
         if self._closed:
             return
         if self._circuit_since is not None:
-            if not self._tickets and now >= self.probe_at:
-                if self.max_open > 0 and self.num_open >= self.max_open:
-                    return  # every slot is taken (in use): no room to probe
-                ticket = self._next_ticket  # reserve before I/O (I3)
-                self._next_ticket += 1
-                self._tickets[ticket] = now
-                self.num_open += 1
-                self.outbox.append(Connect(ticket))
-            return
-        need = len(self._waiters)
-        if self.min_idle and now >= self._refill_at:
-            need += max(0, self._min_idle_target() - len(self._idle))
-        n = need - len(self._tickets)
+            # The one probe, once due; nobody waits (I9) and refills wait too.
+            n = 1 if not self._tickets and now >= self.probe_at else 0
+        else:
+            n = len(self._waiters) - len(self._tickets)
+            if self.min_idle and now >= self._refill_at:
+                n += max(0, self._min_idle_target() - len(self._idle))
         if self.max_open > 0:
             n = min(n, self.max_open - self.num_open)
         if self.max_connecting > 0:
