@@ -84,9 +84,14 @@ def plan(retry: bool) -> tuple[Source, ...]:
     Returns:
         ``(POOLED, POOLED, FRESH)`` with retry, else ``(POOLED,)``.
     """
-    if not retry:
-        return (Source.POOLED,)
-    return (Source.POOLED,) * MAX_POOLED_TRIES + (Source.FRESH,)
+    return _PLANS[bool(retry)]
+
+
+# Built once: ``plan`` runs on every checkout.
+_PLANS = {
+    True: (Source.POOLED,) * MAX_POOLED_TRIES + (Source.FRESH,),
+    False: (Source.POOLED,),
+}
 
 
 def decide(*, dead: bool, phase: Phase, in_tx: bool, retry: bool) -> Decision:

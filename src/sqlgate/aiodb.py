@@ -188,20 +188,13 @@ class AsyncDB(_Handle):
             self._pay_owed()
         pool = self._pool
         error: BaseException | None = None
-        for source in _retry.plan(retry):
-            fresh = source is _retry.Source.FRESH
-            for _ in range(pool.stats().idle + 1 if fresh else 1):
-                conn = await pool.acquire()
-                error = await self._check(conn, always=fresh)
-                if error is None:
-                    return conn
-                decision = _retry.decide(
-                    dead=True, phase=_retry.Phase.CHECKOUT, in_tx=False, retry=retry
-                )
-                await pool.release(conn, broken=decision.discard)
-                log.info("%s: discarded a dead connection: %r", pool.name, error)
-                if not decision.retry:
-                    raise error
+        for always in self._tries(retry):
+            conn = await pool.acquire()
+            error = await self._check(conn, always=always)
+            if error is None:
+                return conn
+            await pool.release(conn, broken=True)
+            self._discarded(error)
         assert error is not None
         raise error
 
@@ -298,9 +291,9 @@ class AsyncDB(_Handle):
             try:
                 await self._drv.begin(conn, level, read_only)
             except BaseException as exc:
-                broken = self._failed(conn, exc)
-                await self._release(conn, broken)
-                if broken and retry and tries > 0 and isinstance(exc, Exception):
+                decision = self._begin_failed(conn, exc, retry and tries > 0)
+                await self._release(conn, decision.discard)
+                if decision.retry:
                     continue
                 raise
             return AsyncTx(conn, self._drv, read_only, self, None)

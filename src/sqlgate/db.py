@@ -286,6 +286,44 @@ class _Handle:
             pool_knobs["name"] = dsn.pool_name()
         return rollback, user_reset
 
+    def _tries(self, retry: bool) -> Iterator[bool]:
+        """The checkout tries of one call, per the retry plan (``_retry.plan``).
+
+        Yields, for each try, whether its connection must be pinged (FRESH).
+        A failed checkout test is a dead link found before anything of the
+        caller's was sent: the face discards it and takes the next try.
+        """
+        for source in _retry.plan(retry):
+            if source is _retry.Source.POOLED:
+                yield False
+            else:  # FRESH: every dead idle connection met, up to a new dial
+                for _ in range(self._pool.stats().idle + 1):
+                    yield True
+
+    def _discarded(self, error: BaseException) -> None:
+        """Log a dead connection the checkout test discarded."""
+        log.info("%s: discarded a dead connection: %r", self._pool.name, error)
+
+    def _begin_failed(
+        self, conn: Any, exc: BaseException, tries_left: bool
+    ) -> _retry.Decision:
+        """After BEGIN failed: whether to discard the connection and try another.
+
+        BEGIN changes nothing, so it is part of the checkout: a dead link may
+        move to another connection while tries remain; an interrupt never.
+
+        Returns:
+            The decision.
+        """
+        adapter = self._adapter
+        assert adapter is not None  # set by the dial that made conn
+        return _retry.decide(
+            dead=_dead(adapter, conn, exc),
+            phase=_retry.Phase.CHECKOUT,
+            in_tx=False,
+            retry=tries_left and isinstance(exc, Exception),
+        )
+
     def _needs_ping(self, conn: Any, closed: bool, always: bool) -> bool:
         """The checkout rule: ping when closed, asked to, or idle too long."""
         released_at = self._released_at.pop(id(conn), None)
@@ -453,21 +491,13 @@ class DB(_Handle):
             self._tidy()
         pool = self._pool
         error: BaseException | None = None
-        for source in _retry.plan(retry):
-            fresh = source is _retry.Source.FRESH
-            # FRESH: discard every dead idle connection met, up to a new dial.
-            for _ in range(pool.stats().idle + 1 if fresh else 1):
-                conn = pool.acquire()
-                error = self._check(conn, always=fresh)
-                if error is None:
-                    return conn
-                decision = _retry.decide(
-                    dead=True, phase=_retry.Phase.CHECKOUT, in_tx=False, retry=retry
-                )
-                pool.release(conn, broken=decision.discard)
-                log.info("%s: discarded a dead connection: %r", pool.name, error)
-                if not decision.retry:
-                    raise error
+        for always in self._tries(retry):
+            conn = pool.acquire()
+            error = self._check(conn, always=always)
+            if error is None:
+                return conn
+            pool.release(conn, broken=True)
+            self._discarded(error)
         assert error is not None
         raise error
 
@@ -615,10 +645,9 @@ class DB(_Handle):
             try:
                 self._drv.begin(conn, level, read_only)
             except BaseException as exc:
-                broken = self._failed(conn, exc)
-                self._release(conn, broken)
-                # BEGIN changes nothing: a dead link may move to another conn.
-                if broken and retry and tries > 0 and isinstance(exc, Exception):
+                decision = self._begin_failed(conn, exc, retry and tries > 0)
+                self._release(conn, decision.discard)
+                if decision.retry:
                     continue
                 raise
             return Tx(conn, self._drv, read_only, self, None)
