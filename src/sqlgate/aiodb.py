@@ -39,10 +39,13 @@ from sqlgate.errors import Error
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from types import TracebackType
+    from typing import TypeVar
 
     from sqlgate.drivers._base import AsyncAdapter, AsyncCursor
     from sqlgate.drivers._dsn import DSN
     from sqlgate.stats import Stats
+
+    _T = TypeVar("_T")
 
 __all__ = ["AsyncConn", "AsyncDB", "AsyncRows", "AsyncTx", "open_async"]
 
@@ -234,16 +237,29 @@ class AsyncDB(_Handle):
             While waiting for a connection: nothing is left behind. While the
             statement runs: the connection is discarded.
         """
+        count, last = await self._once(retry, lambda c: self._drv.exec(c, sql, params))
+        return Result(count, last)
+
+    async def _once(self, retry: bool, run: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``exec``/``query_row``/``ping``: one call on a connection, released."""
         conn = await self._acquire(retry)
         broken = False
         try:
-            count, last = await self._drv.exec(conn, sql, params)
-            return Result(count, last)
+            return await run(conn)
         except BaseException as exc:
             broken = self._failed(conn, exc)
             raise
         finally:
             await self._release(conn, broken)
+
+    async def _first_row(self, conn: Any, sql: str, params: Any) -> Any:
+        """The first row of a query on ``conn``, or None; the result closed."""
+        cur = await self._drv.query(conn, sql, params)
+        try:
+            rows = await cur.fetchmany(1) if cur.columns else []
+        finally:
+            await cur.aclose()
+        return rows[0] if rows else None
 
     async def query(
         self, sql: str, params: Any = None, *, retry: bool = True
@@ -265,8 +281,11 @@ class AsyncDB(_Handle):
         self, sql: str, params: Any = None, *, retry: bool = True
     ) -> tuple[Any, ...] | None:
         """The first row of a query, or None (see ``DB.query_row``)."""
-        rows = await self.query(sql, params, retry=retry)
-        return await rows.first()
+        # No AsyncRows (nor its finalizer): the row is read before the release.
+        row: tuple[Any, ...] | None = await self._once(
+            retry, lambda c: self._first_row(c, sql, params)
+        )
+        return row
 
     async def begin(
         self,
@@ -304,15 +323,7 @@ class AsyncDB(_Handle):
 
     async def ping(self) -> None:
         """Check that the database answers (always a round trip)."""
-        conn = await self._acquire(True)
-        broken = False
-        try:
-            await self._drv.ping(conn)
-        except BaseException as exc:
-            broken = self._failed(conn, exc)
-            raise
-        finally:
-            await self._release(conn, broken)
+        await self._once(True, lambda c: self._drv.ping(c))  # adapter set by the dial
 
     @property
     def paramstyle(self) -> str:

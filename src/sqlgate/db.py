@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from sqlgate.stats import Stats
 
     _H = TypeVar("_H")
+    _T = TypeVar("_T")
 
 __all__ = ["DB", "Conn", "Result", "Rows", "Tx", "check_ping_idle", "open"]
 
@@ -559,12 +560,21 @@ class DB(_Handle):
             The driver's error (a dead link also discards the connection);
             the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
         """
+        return self._once(sql, params, retry, self._result)
+
+    def _result(self, cur: Any) -> Result:
+        return Result(cur.rowcount, self._drv.last_insert_id(cur))
+
+    def _once(
+        self, sql: str, params: Any, retry: bool, read: Callable[[Any], _T]
+    ) -> _T:
+        """``exec``/``query_row``: one statement, read its cursor, release."""
         conn = self._acquire(retry)
         broken = False
         try:
             cur = self._drv.execute(conn, sql, params)
             try:
-                return Result(cur.rowcount, self._drv.last_insert_id(cur))
+                return read(cur)
             finally:
                 cur.close()
         except BaseException as exc:
@@ -606,8 +616,8 @@ class DB(_Handle):
         Raises:
             As ``exec``.
         """
-        with self.query(sql, params, retry=retry) as rows:
-            return rows.first()
+        # No Rows (nor its finalizer): the row is read before the release.
+        return self._once(sql, params, retry, _first_row)
 
     def begin(
         self,
@@ -1092,6 +1102,12 @@ class Conn(_ConnState, _Session):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _first_row(cur: Any) -> tuple[Any, ...] | None:
+    """A cursor's first row; None when it has none or returns no rows."""
+    row: tuple[Any, ...] | None = cur.fetchone() if cur.description else None
+    return row
 
 
 def _close_quietly(cursor: Any) -> None:

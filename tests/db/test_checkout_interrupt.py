@@ -66,3 +66,22 @@ def test_cancel_in_checkout_ping_discards_the_connection() -> None:
             await db.close()
 
     asyncio.run(main())
+
+
+def test_async_ping_first_with_a_connect_callable() -> None:
+    """The adapter is known only after the first dial, which ping makes."""
+
+    async def main() -> None:
+        async def connect() -> Any:
+            return await aiosqlite.connect(":memory:")
+
+        db = sqlgate.open_async(connect)
+        try:
+            await db.ping()
+            assert db.paramstyle == "qmark"
+            assert await db.query_row("select 2 where 0") is None
+            assert await db.query_row("select 3") == (3,)
+        finally:
+            await db.close()
+
+    asyncio.run(main())
