@@ -31,9 +31,17 @@ from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
 from sqlgate.aiopool import AsyncPool
-from sqlgate.db import Result, _build, _ConnState, _dead, _Handle, _TxState
+from sqlgate.db import (
+    Result,
+    _build,
+    _ConnState,
+    _dead,
+    _Handle,
+    _TxState,
+    check_begin,
+)
 from sqlgate.drivers import async_adapter, detect_async
-from sqlgate.drivers._base import check_isolation, scrub
+from sqlgate.drivers._base import scrub
 from sqlgate.errors import Error
 
 if TYPE_CHECKING:
@@ -300,9 +308,7 @@ class AsyncDB(_Handle):
             The ``AsyncTx``; ``async with`` commits on success and rolls back
             on an exception.
         """
-        level = check_isolation(isolation)
-        if not isinstance(read_only, bool):
-            raise TypeError(f"read_only must be a bool, got {read_only!r}")
+        level = check_begin(isolation, read_only)
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
@@ -614,7 +620,7 @@ class AsyncConn(_ConnState, _AsyncSession):
         self, isolation: str | None = None, read_only: bool = False
     ) -> AsyncTx:
         """Start a transaction on this connection."""
-        level = check_isolation(isolation)
+        level = check_begin(isolation, read_only)
         conn = self._live()
         try:
             await self._adapter.begin(conn, level, read_only)

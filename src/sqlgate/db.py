@@ -119,6 +119,26 @@ def check_name(name: object) -> str | None:
     return name
 
 
+def check_begin(isolation: str | None, read_only: bool) -> str | None:
+    """Validate ``begin``'s arguments (every face's ``begin`` calls this).
+
+    Args:
+        isolation: a level name (see ``check_isolation``) or None.
+        read_only: must be a bool.
+
+    Returns:
+        The normalised isolation level, or None.
+
+    Raises:
+        ValueError: unknown isolation level.
+        TypeError: ``isolation`` is not a str or None; ``read_only`` not a bool.
+    """
+    level = check_isolation(isolation)
+    if not isinstance(read_only, bool):
+        raise TypeError(f"read_only must be a bool, got {read_only!r}")
+    return level
+
+
 def _dead(adapter: SyncAdapter | AsyncAdapter, conn: Any, exc: BaseException) -> bool:
     """Whether ``exc`` from a call on ``conn`` leaves it unusable.
 
@@ -645,9 +665,7 @@ class DB(_Handle):
             TypeError: ``read_only`` is not a bool.
             The driver's and the pool's errors, as ``exec``.
         """
-        level = check_isolation(isolation)
-        if not isinstance(read_only, bool):
-            raise TypeError(f"read_only must be a bool, got {read_only!r}")
+        level = check_begin(isolation, read_only)
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
@@ -1065,7 +1083,7 @@ class Conn(_ConnState, _Session):
         Returns:
             The ``Tx``; when it ends, the connection stays with this Conn.
         """
-        level = check_isolation(isolation)
+        level = check_begin(isolation, read_only)
         conn = self._live()
         try:
             self._adapter.begin(conn, level, read_only)

@@ -85,3 +85,25 @@ def test_async_ping_first_with_a_connect_callable() -> None:
             await db.close()
 
     asyncio.run(main())
+
+
+def test_conn_begin_checks_read_only() -> None:
+    db = sqlgate.open("sqlite:///:memory:")
+    try:
+        with db.conn() as c, pytest.raises(TypeError, match="read_only must be a bool"):
+            c.begin(read_only="yes")  # type: ignore[arg-type]
+    finally:
+        db.close()
+
+
+def test_async_conn_begin_checks_read_only() -> None:
+    async def main() -> None:
+        db = sqlgate.open_async("sqlite:///:memory:")
+        try:
+            async with await db.conn() as c:
+                with pytest.raises(TypeError, match="read_only must be a bool"):
+                    await c.begin(read_only="yes")  # type: ignore[arg-type]
+        finally:
+            await db.close()
+
+    asyncio.run(main())
