@@ -313,16 +313,26 @@ def _preflight(pool: Pool[Any], target: Target, password: str | None) -> None:
     try:
         conn = pool.acquire()
     except Exception as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        message = scrub(first_line(cause), password)
-        raise BadInput(f"cannot connect to {target.shown}: {message}") from None
+        raise _unreachable(exc, target, password) from None
     try:
         _run_query(conn, target.query)
     except Exception as exc:
         pool.release(conn, broken=True)
-        message = scrub(first_line(exc), password)
-        raise BadInput(f"--query {target.query!r} failed: {message}") from None
+        raise _bad_query(exc, target, password) from None
     pool.release(conn)
+
+
+def _unreachable(exc: Exception, target: Target, password: str | None) -> BadInput:
+    """The preflight's first connection failed: the driver's reason, scrubbed."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    message = scrub(first_line(cause), password)
+    return BadInput(f"cannot connect to {target.shown}: {message}")
+
+
+def _bad_query(exc: Exception, target: Target, password: str | None) -> BadInput:
+    """The preflight's query failed: the driver's reason, scrubbed."""
+    message = scrub(first_line(exc), password)
+    return BadInput(f"--query {target.query!r} failed: {message}")
 
 
 def _quiet_pool(stats: Callable[[], Stats]) -> Stats:
@@ -582,16 +592,14 @@ async def _amain(
 async def _apreflight(
     pool: AsyncPool[Any], target: Target, password: str | None
 ) -> None:
+    """``_preflight`` for ``--async``."""
     try:
         conn = await pool.acquire()
     except Exception as exc:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
-        message = scrub(first_line(cause), password)
-        raise BadInput(f"cannot connect to {target.shown}: {message}") from None
+        raise _unreachable(exc, target, password) from None
     try:
         await _arun_query(conn, target.query)
     except Exception as exc:
         await pool.release(conn, broken=True)
-        message = scrub(first_line(exc), password)
-        raise BadInput(f"--query {target.query!r} failed: {message}") from None
+        raise _bad_query(exc, target, password) from None
     await pool.release(conn)
