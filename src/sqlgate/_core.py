@@ -66,7 +66,8 @@ I5 liveness       if anyone waits, enough dials are in flight to cover them,
                   as far as max_open and max_connecting allow
 I6 exactly once   each entry, ticket and waiter is in exactly one state, and
                   the registry, idle stack and waiter queue agree with it
-I7 idle cap       idle <= effective max_idle; closed pools keep none
+I7 idle cap       idle <= effective max_idle (max_idle capped at max_open),
+                  and so is min_idle; closed pools keep none
 I8 closed         a closed pool has no idle connection, waiter or new dial
 I9 circuit        the circuit is open only after ``circuit_after`` (> 0)
                   dials failed in a row; while it is open nobody waits and
@@ -356,7 +357,8 @@ class PoolCore(Generic[C]):
         self.max_open = _check_int("max_open", max_open, 0)
         #: Idle cap as configured; <= 0 keeps none. See ``_idle_cap``.
         self.max_idle = max(0, _check_int("max_idle", max_idle, -(2**63)))
-        #: Warm floor of idle connections, refilled in the background.
+        #: Warm floor of idle connections, refilled in the background; never
+        #: above the idle cap (I7: a setter that lowers the cap lowers it).
         self.min_idle = _check_int("min_idle", min_idle, 0)
         #: Most dials in flight at once; 0 means unlimited.
         self.max_connecting = _check_int("max_connecting", max_connecting, 0)
@@ -372,7 +374,7 @@ class PoolCore(Generic[C]):
         #: Failed dials in a row that open the circuit; 0 disables it.
         self.circuit_after = _check_int("circuit_after", circuit_after, 0)
         self._rng = rng
-        self._check_min_idle(self.min_idle, self.max_idle, self.max_open)
+        self._check_min_idle(self.min_idle)
 
         # -- state --
         #: Effects for the shell to carry out, oldest first.
@@ -460,16 +462,22 @@ class PoolCore(Generic[C]):
         return self.max_idle
 
     def _limits_changed(self) -> None:
-        """Recompute what the hot path reads instead of calling ``_idle_cap``."""
-        self._idle_limit = self._idle_cap()
+        """``max_open`` or ``max_idle`` changed: follow the idle cap (I7).
 
-    @staticmethod
-    def _check_min_idle(min_idle: int, max_idle: int, max_open: int) -> None:
-        cap = min(max_idle, max_open) if max_open > 0 else max_idle
+        Caches the cap for the hot path (``_idle_limit``) and lowers
+        ``min_idle`` to it rather than refuse the change (Go lowers
+        ``max_idle`` with ``max_open`` the same way).
+        """
+        self._idle_limit = cap = self._idle_cap()
+        self.min_idle = min(self.min_idle, cap)
+
+    def _check_min_idle(self, min_idle: int) -> None:
+        """Refuse a warm floor above the idle cap."""
+        cap = self._idle_cap()
         if min_idle > cap:
             raise ValueError(
                 f"min_idle={min_idle} exceeds the idle cap {cap} "
-                f"(max_idle={max_idle}, max_open={max_open})"
+                f"(max_idle={self.max_idle}, max_open={self.max_open})"
             )
 
     def _update_expiring(self) -> None:
@@ -802,7 +810,7 @@ class PoolCore(Generic[C]):
         if (
             self.min_idle
             and self._refill_at > now
-            and len(self._idle) + len(self._tickets) < self._min_idle_target()
+            and len(self._idle) + len(self._tickets) < self.min_idle
         ):
             due = min(due, self._refill_at)
         if (
@@ -835,31 +843,29 @@ class PoolCore(Generic[C]):
         """Change ``max_open`` (0 = unlimited); takes effect at once.
 
         Shrinking closes surplus idle connections now and surplus in-use ones
-        as they are released; growing dials for queued waiters.
+        as they are released, and lowers ``min_idle`` to the new idle cap;
+        growing dials for queued waiters.
         """
-        n = _check_int("max_open", n, 0)
-        if n and self.min_idle > min(self.max_idle, n):
-            # Keep the knobs coherent rather than refuse: Go lowers max_idle too.
-            self.min_idle = min(self.max_idle, n)
-        self.max_open = n
+        self.max_open = _check_int("max_open", n, 0)
         self._put_checks = True
         self._limits_changed()
         self._shrink_idle()
         self._maybe_dial(now)
 
     def set_max_idle(self, n: int, now: float) -> None:
-        """Change ``max_idle`` (<= 0 keeps none); surplus idle ones close now."""
-        n = max(0, _check_int("max_idle", n, -(2**63)))
-        self.max_idle = n
+        """Change ``max_idle`` (<= 0 keeps none); surplus idle ones close now.
+
+        A ``min_idle`` above the new idle cap is lowered to it.
+        """
+        self.max_idle = max(0, _check_int("max_idle", n, -(2**63)))
         self._limits_changed()
-        self.min_idle = min(self.min_idle, self._idle_cap())
         self._shrink_idle()
         self._maybe_dial(now)
 
     def set_min_idle(self, n: int, now: float) -> None:
         """Change the warm floor; it may not exceed the idle cap."""
         n = _check_int("min_idle", n, 0)
-        self._check_min_idle(n, self.max_idle, self.max_open)
+        self._check_min_idle(n)
         self.min_idle = n
         self._refill_at = 0.0
         self._maybe_dial(now)
@@ -961,7 +967,7 @@ class PoolCore(Generic[C]):
             max_idle_time_closed=by[MAX_IDLE_TIME],
             max_lifetime_closed=by[MAX_LIFETIME],
             max_idle=self._idle_cap(),
-            min_idle=self._min_idle_target(),
+            min_idle=self.min_idle,
             waiting=len(self._waiters),
             dialing=len(self._tickets),
             closing=self._closing,
@@ -1059,7 +1065,7 @@ class PoolCore(Generic[C]):
             or len(set(map(id, self._idle))) != idle
         ):
             fail("I6 exactly once")
-        if idle > self._idle_cap():
+        if idle > self._idle_cap() or self.min_idle > self._idle_cap():
             fail("I7 idle cap")
         if self._closed and (idle or self._waiters):
             fail("I8 closed")
@@ -1077,9 +1083,6 @@ class PoolCore(Generic[C]):
             fail("I6 exactly once (loosened entry)")
 
     # -- internals -----------------------------------------------------------
-
-    def _min_idle_target(self) -> int:
-        return min(self.min_idle, self._idle_cap())
 
     def _put(self, entry: Entry[C], now: float) -> None:
         """The choke point: a free connection goes to a waiter, idle, or closing.
@@ -1178,7 +1181,7 @@ class PoolCore(Generic[C]):
         else:
             n = len(self._waiters) - len(self._tickets)
             if self.min_idle and now >= self._refill_at:
-                n += max(0, self._min_idle_target() - len(self._idle))
+                n += max(0, self.min_idle - len(self._idle))
         if self.max_open > 0:
             n = min(n, self.max_open - self.num_open)
         if self.max_connecting > 0:

@@ -258,6 +258,14 @@ def test_check_i7_idle_cap() -> None:
         rig.core.check()
 
 
+def test_check_i7_min_idle_within_the_idle_cap() -> None:
+    rig = Rig(max_open=2, max_idle=2, min_idle=2)
+    rig.check()
+    rig.core.min_idle = 3
+    with pytest.raises(InvariantError, match="I7 idle cap"):
+        rig.core.check()
+
+
 def test_check_i8_closed() -> None:
     rig = two_idle()
     rig.core._closed = True
