@@ -22,9 +22,10 @@ after releasing it, so no driver call or user code ever runs under the lock.
 
 Life cycle of a connection (an ``Entry``)::
 
-    (ticket) DIALING --connected--> IN_USE <--> IDLE
-                                       \        /
-                                        CLOSING --closed--> CLOSED
+    (ticket) DIALING --connected, through _put--> IN_USE | IDLE | CLOSING
+    IN_USE <--acquire / release--> IDLE
+    IN_USE, IDLE --> CLOSING --closed--> CLOSED
+    IN_USE --reclaim (leak tracking)--> CLOSED
 
 A dial is reserved before any I/O: issuing ``Connect`` bumps ``num_open``, so
 a dial in flight counts toward ``max_open`` (Go's rule). A connection being
