@@ -669,7 +669,7 @@ class Pool(Generic[C]):
     def _check_all_back(self) -> None:
         """Set ``_all_back`` once the pool is closed and nothing is in use."""
         with self._lock:
-            if self._core.is_closed and self._core.stats().in_use == 0:
+            if self._core.is_closed and self._core._in_use == 0:
                 self._all_back.set()
 
     def _forked(self) -> None:
