@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 PG_PORT = 5432
 MY_PORT = 3306
+#: How long a killed session may take to exit on a loaded machine (ms).
+KILL_WAIT_MS = 15_000
 
 
 def _absent(what: str, exc: BaseException) -> None:
@@ -204,13 +206,18 @@ def pg_server_count(app_name: str) -> int:
 
 
 def pg_kill_all(app_name: str) -> int:
-    """pg_terminate_backend every backend of ``app_name``; how many."""
+    """End every backend of ``app_name``; how many, once they have all exited.
+
+    ``pg_terminate_backend`` with a timeout waits for the backend to exit, so
+    no statement sent after this returns runs on a killed session.
+    """
     with pg_admin() as admin:
         rows = admin.execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "select pg_terminate_backend(pid, %s) from pg_stat_activity "
             "where application_name = %s",
-            (app_name,),
+            (KILL_WAIT_MS, app_name),
         ).fetchall()
+    assert all(gone for (gone,) in rows), f"backends still running: {rows}"
     return len(rows)
 
 
@@ -239,15 +246,29 @@ def my_kill_all(ids: set[int]) -> int:
     import pymysql
 
     admin = my_admin()
-    killed = 0
+    killed: list[int] = []
     try:
         cur = admin.cursor()
         for thread_id in sorted(ids):
             try:
-                cur.execute(f"KILL {int(thread_id)}")
-                killed += 1
+                cur.execute(f"KILL CONNECTION {int(thread_id)}")
+                killed.append(int(thread_id))
             except pymysql.err.OperationalError:
                 pass  # already gone
+        # KILL only flags the thread: return once the server has dropped it,
+        # so no statement sent after this returns runs on a killed session.
+        marks = ",".join(["%s"] * len(killed))
+        deadline = time.monotonic() + KILL_WAIT_MS / 1000
+        while killed:
+            cur.execute(
+                f"select id from information_schema.processlist where id in ({marks})",
+                tuple(killed),
+            )
+            left = cur.fetchall()
+            if not left:
+                break
+            assert time.monotonic() < deadline, f"threads still running: {left}"
+            time.sleep(0.01)  # polling the server's list; nothing to wait on
     finally:
         admin.close()
-    return killed
+    return len(killed)
