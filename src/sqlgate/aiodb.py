@@ -30,6 +30,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
+from sqlgate import db as _sync
+from sqlgate._shell import forget_after_fork, keep
 from sqlgate.aiopool import AsyncPool
 from sqlgate.db import (
     Result,
@@ -91,13 +93,22 @@ def open_async(
 
 
 def _orphaned(
-    db: AsyncDB, item: tuple[Any, str], loop: asyncio.AbstractEventLoop
+    db: AsyncDB,
+    item: tuple[Any, str],
+    loop: asyncio.AbstractEventLoop,
+    generation: int,
 ) -> None:
     """A forgotten object's finalizer: queue its connection, wake the loop.
 
     Runs inside the garbage collector on any thread: an atomic append and
-    ``call_soon_threadsafe`` (an append and a byte to the loop), no lock.
+    ``call_soon_threadsafe`` (an append and a byte to the loop), no lock. An
+    object made before a fork, forgotten in the child, holds the parent's
+    connection and names the parent's loop: it is kept referenced, nothing
+    more (see ``sqlgate.db._orphaned``).
     """
+    if generation != _sync._generation:
+        keep(item)
+        return
     db._orphans.append(item)
     with contextlib.suppress(RuntimeError):  # loop closed: the next call drains
         loop.call_soon_threadsafe(db._wake)
@@ -130,6 +141,18 @@ class AsyncDB(_Handle):
             **pool_knobs,
         )
         self._closer = weakref.finalize(self, on_close) if on_close else None
+        self.name = self._pool.name
+        forget_after_fork(self)
+
+    def _forked(self) -> None:
+        """In a forked child (``sqlgate._shell``'s registry): start clean.
+
+        The drain task belongs to the parent's loop; the pool binds to the
+        child's loop on first use.
+        """
+        self._forget_parent()
+        keep(self._reaping)
+        self._reaping = None
 
     # -- plumbing ------------------------------------------------------------
 
@@ -178,7 +201,9 @@ class AsyncDB(_Handle):
     def _orphan(self, obj: object, conn: Any, what: str) -> weakref.finalize[Any, Any]:
         """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
         loop = asyncio.get_running_loop()
-        return weakref.finalize(obj, _orphaned, self, (conn, what), loop)
+        return weakref.finalize(
+            obj, _orphaned, self, (conn, what), loop, _sync._generation
+        )
 
     def _wake(self) -> None:
         """On the loop, after a finalizer: start a drain task unless one runs."""

@@ -60,6 +60,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
+from sqlgate._shell import forget_after_fork, keep
 from sqlgate.drivers import detect_sync, parse, sync_adapter
 from sqlgate.drivers._base import check_isolation, scrub
 from sqlgate.errors import Error
@@ -245,10 +246,18 @@ def _start_reaper() -> None:
             _reaper.start()
 
 
+#: How many forks this process is from the one that imported sqlgate: a
+#: forgotten object made before a fork holds a connection of the parent's.
+_generation = 0
+
+
 def _after_fork_in_child() -> None:
     # The parent's reaper did not survive the fork; its queue may be mid-get.
-    global _wakeups, _reaper, _reaper_lock
+    # Registered after the pools' handler (sqlgate._shell, imported first),
+    # so every DB has forgotten the parent's orphans when the reaper restarts.
+    global _wakeups, _reaper, _reaper_lock, _generation
     running = _reaper is not None
+    _generation += 1
     _wakeups, _reaper, _reaper_lock = queue.SimpleQueue(), None, threading.Lock()
     if running:
         _start_reaper()
@@ -257,12 +266,17 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _orphaned(db: DB, item: tuple[Any, Any, str]) -> None:
+def _orphaned(db: DB, item: tuple[Any, Any, str], generation: int) -> None:
     """A forgotten Rows/Tx/Conn's finalizer: hand its connection to the reaper.
 
     Runs inside the garbage collector on any thread, maybe inside the pool's
-    critical section: an atomic append and a reentrant-safe put, no lock.
+    critical section: an atomic append and a reentrant-safe put, no lock. An
+    object made before a fork, forgotten in the child, holds the parent's
+    connection: it is kept referenced, never given to the child's pool.
     """
+    if generation != _generation:
+        keep(item)
+        return
     db._orphans.append(item)
     _wakeups.put(db._ref)
 
@@ -276,6 +290,9 @@ class _Handle:
 
     _pool: Any
     _adapter: SyncAdapter | AsyncAdapter | None
+    _orphans: deque[Any]
+    #: The pool's name (``pool.name``), for the fork registry's messages.
+    name: str
 
     def _setup(
         self,
@@ -306,6 +323,20 @@ class _Handle:
         elif dsn is not None:
             pool_knobs["name"] = dsn.pool_name()
         return rollback, user_reset
+
+    def _forget_parent(self) -> None:
+        """In a forked child: drop the bookkeeping of the parent's connections.
+
+        The orphans waiting to be drained and the idle ages name connections
+        of the parent's pool, which the child's fresh pool calls foreign; the
+        owed warnings are the parent's to raise. What the parent's objects
+        referenced is kept referenced (``_shell.keep``), so no driver
+        finalizer runs on it in the child.
+        """
+        keep((self._orphans, self._released_at))
+        self._orphans = deque()
+        self._released_at = {}
+        self._owed = deque()
 
     def _tries(self, retry: bool) -> Iterator[bool]:
         """The checkout tries of one call, per the retry plan (``_retry.plan``).
@@ -448,7 +479,19 @@ class DB(_Handle):
         self._closer = (
             weakref.finalize(self, on_close) if on_close is not None else None
         )
+        self.name = self._pool.name
+        forget_after_fork(self)
         _start_reaper()
+
+    def _forked(self) -> None:
+        """In a forked child (``sqlgate._shell``'s registry): start clean.
+
+        The drain lock may have been held by the parent's reaper, which does
+        not exist here.
+        """
+        self._forget_parent()
+        self._drain_lock = threading.RLock()
+        self._draining = False
 
     # -- plumbing ------------------------------------------------------------
 
@@ -797,7 +840,7 @@ class Rows:
         self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
-            weakref.finalize(self, _orphaned, db, (conn, cursor, "Rows"))
+            weakref.finalize(self, _orphaned, db, (conn, cursor, "Rows"), _generation)
             if db is not None
             else None
         )
@@ -986,7 +1029,7 @@ class Tx(_TxState, _Session):
         self._owner = owner
         self._ended = None
         self._finalizer = (
-            weakref.finalize(self, _orphaned, db, (conn, None, "Tx"))
+            weakref.finalize(self, _orphaned, db, (conn, None, "Tx"), _generation)
             if owner is None
             else None
         )
@@ -1072,7 +1115,9 @@ class Conn(_ConnState, _Session):
         self._db = db
         self._broken = False
         self._closed = False
-        self._finalizer = weakref.finalize(self, _orphaned, db, (conn, None, "Conn"))
+        self._finalizer = weakref.finalize(
+            self, _orphaned, db, (conn, None, "Conn"), _generation
+        )
 
     def _lost(self) -> None:
         self._broken = True
