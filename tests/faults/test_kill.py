@@ -102,8 +102,10 @@ def _killed_mid_load(
     )
     assert len(rounds) == KILL_ROUNDS, rounds
     assert all(rounds), rounds
-    # Every call ended within its bound: acquire timeout plus one query.
-    assert load.longest(0.0) < ACQUIRE_TIMEOUT + 2, load.longest(0.0)
+    # Nobody was stuck: every worker stopped within its bound in finish()
+    # above, and (below) no acquire waited out its timeout. A single call has
+    # no tighter wall-clock bound: the DB handle may check out several times
+    # (two pooled tries, then fresh ones), each with its own acquire timeout.
     # Each killed session cost at most one caller an error.
     assert sum(errors.values()) <= killed, (errors, killed)
     # The pool never waited out its timeout and never tripped its breaker.
