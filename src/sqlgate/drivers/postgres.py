@@ -139,6 +139,24 @@ def _is_dead(conn: Any, exc: BaseException) -> bool:
     return isinstance(state, str) and (state in _DEAD_STATES or state.startswith("08"))
 
 
+def _needs_rollback(conn: psycopg.BaseConnection[Any]) -> bool:
+    """The reset's verdict from the local transaction status (no I/O).
+
+    Returns:
+        True when a transaction is open (INTRANS, INERROR); False when IDLE.
+
+    Raises:
+        psycopg.OperationalError: ACTIVE (a statement still running) or
+            UNKNOWN (the link is gone): not reusable.
+    """
+    status = conn.info.transaction_status
+    if status == _IDLE:
+        return False
+    if status not in _DIRTY:
+        raise psycopg.OperationalError(f"connection not reusable: {status.name}")
+    return True
+
+
 class PsycopgAdapter(SyncAdapter):
     """psycopg ``Connection``."""
 
@@ -177,13 +195,13 @@ class PsycopgAdapter(SyncAdapter):
         return _is_dead(conn, exc)
 
     def reset(self, conn: psycopg.Connection[Any]) -> None:
-        """Roll back only when a transaction is open (a local status read)."""
-        status = conn.info.transaction_status
-        if status != _IDLE:
-            if status not in _DIRTY:
-                raise psycopg.OperationalError(
-                    f"connection not reusable: {status.name}"
-                )
+        """Roll back only when a transaction is open (a local status read).
+
+        Raises:
+            psycopg.OperationalError: a statement is still running, or the
+                link is gone: the pool discards the connection.
+        """
+        if _needs_rollback(conn):
             conn.rollback()
         if not conn.autocommit:
             conn.autocommit = True
@@ -254,13 +272,17 @@ class PsycopgAsyncAdapter(AsyncAdapter):
         return _is_dead(conn, exc)
 
     async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Roll back only when a transaction is open (a local status read)."""
-        status = conn.info.transaction_status
-        if status != _IDLE:
-            if status not in _DIRTY:
-                raise psycopg.OperationalError(
-                    f"connection not reusable: {status.name}"
-                )
+        """Roll back only when a transaction is open (see ``PsycopgAdapter.reset``).
+
+        Raises:
+            psycopg.OperationalError: a statement is still running, or the
+                link is gone: the pool discards the connection.
+
+        Cancellation:
+            A cancel during the ROLLBACK leaves the connection's state
+            unknown; the pool discards it.
+        """
+        if _needs_rollback(conn):
             await conn.rollback()
         if not conn.autocommit:
             await conn.set_autocommit(True)
