@@ -367,13 +367,8 @@ class _Handle:
         Returns:
             The decision.
         """
-        adapter = self._adapter
-        assert adapter is not None  # set by the dial that made conn
-        return _retry.decide(
-            dead=_dead(adapter, conn, exc),
-            phase=_retry.Phase.CHECKOUT,
-            in_tx=False,
-            retry=tries_left and isinstance(exc, Exception),
+        return self._decide(
+            conn, exc, _retry.Phase.CHECKOUT, tries_left and isinstance(exc, Exception)
         )
 
     def _needs_ping(self, conn: Any, closed: bool, always: bool) -> bool:
@@ -403,14 +398,17 @@ class _Handle:
 
     def _failed(self, conn: Any, exc: BaseException) -> bool:
         """After a statement failed: whether to discard (its error goes up)."""
+        return self._decide(conn, exc, _retry.Phase.SENT, False).discard
+
+    def _decide(
+        self, conn: Any, exc: BaseException, phase: _retry.Phase, retry: bool
+    ) -> _retry.Decision:
+        """``_retry.decide`` for a call outside a transaction on ``conn``."""
         adapter = self._adapter
         assert adapter is not None  # set by the dial that made conn
         return _retry.decide(
-            dead=_dead(adapter, conn, exc),
-            phase=_retry.Phase.SENT,
-            in_tx=False,
-            retry=False,
-        ).discard
+            dead=_dead(adapter, conn, exc), phase=phase, in_tx=False, retry=retry
+        )
 
     def _forgotten(self, what: str, warn: bool) -> None:
         """Say that a ``what`` was forgotten: now, or at the next call."""
