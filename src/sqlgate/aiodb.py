@@ -503,9 +503,13 @@ class AsyncRows:
             await cursor.aclose()
         except Exception as exc:
             log.debug("closing a cursor failed: %r", exc)
-        if self._db is not None:
-            await self._db._release(self._conn, broken)
-        self._conn = None
+        except BaseException:
+            broken = True  # cancelled mid-close: the protocol state is unknown
+            raise
+        finally:
+            if self._db is not None:
+                await self._db._release(self._conn, broken)
+            self._conn = None
 
     async def __aenter__(self) -> Self:
         return self

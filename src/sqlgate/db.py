@@ -894,11 +894,16 @@ class Rows:
         self._batch = iter(())
         if self._finalizer is not None:
             self._finalizer.detach()
-        _close_quietly(cursor)
-        db = self._db
-        if db is not None:
-            db._release(self._conn, broken)
-        self._conn = None
+        try:
+            _close_quietly(cursor)
+        except BaseException:
+            broken = True  # interrupted mid-close: the protocol state is unknown
+            raise
+        finally:
+            db = self._db
+            if db is not None:
+                db._release(self._conn, broken)
+            self._conn = None
 
     def __enter__(self) -> Self:
         return self
