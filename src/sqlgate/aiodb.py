@@ -115,7 +115,14 @@ def _orphaned(
 
 
 class AsyncDB(_Handle):
-    """``DB`` for asyncio: a pool of connections with Go's API, awaited."""
+    """``DB`` for asyncio: a pool of connections with Go's API, awaited.
+
+    Create it with ``sqlgate.open_async``; it binds to the event loop it is
+    first used in.
+
+    Attributes:
+        name: the pool's name (as ``pool.name``; never holds a password).
+    """
 
     _adapter: AsyncAdapter | None
 
@@ -266,9 +273,24 @@ class AsyncDB(_Handle):
     async def exec(self, sql: str, params: Any = None, *, retry: bool = True) -> Result:
         """Run a statement that returns no rows (see ``DB.exec``).
 
+        Args:
+            sql: the statement, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: on a dead connection found before sending, try another
+                (two pooled, then a fresh one); False: one try.
+
+        Returns:
+            ``Result(rows_affected, last_insert_id)``.
+
+        Raises:
+            The driver's error (a dead link also discards the connection);
+            the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
+
         Cancellation:
-            While waiting for a connection: nothing is left behind. While the
-            statement runs: the connection is discarded.
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
         """
         count, last = await self._once(retry, lambda c: self._drv.exec(c, sql, params))
         return Result(count, last)
@@ -299,8 +321,19 @@ class AsyncDB(_Handle):
     ) -> AsyncRows:
         """Run a query; the rows hold the connection until exhausted or closed.
 
-        Cancellation:
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: as for ``exec``.
+
+        Returns:
+            The ``AsyncRows``: ``async for`` them, or ``async with`` them.
+
+        Raises:
             As ``exec``.
+
+        Cancellation:
+            As ``exec``; once the rows are returned they own the connection.
         """
         conn = await self._acquire(retry)
         try:
@@ -313,7 +346,25 @@ class AsyncDB(_Handle):
     async def query_row(
         self, sql: str, params: Any = None, *, retry: bool = True
     ) -> tuple[Any, ...] | None:
-        """The first row of a query, or None (see ``DB.query_row``)."""
+        """Run a query and return its first row (see ``DB.query_row``).
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: as for ``exec``.
+
+        Returns:
+            The first row, or None when there is none.
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
+        """
         # No AsyncRows (nor its finalizer): the row is read before the release.
         row: tuple[Any, ...] | None = await self._once(
             retry, lambda c: self._first_row(c, sql, params)
@@ -329,9 +380,27 @@ class AsyncDB(_Handle):
     ) -> AsyncTx:
         """Start a transaction on a connection of its own (see ``DB.begin``).
 
+        Args:
+            isolation: "read uncommitted", "read committed", "repeatable
+                read", "serializable" (any case, ``_`` for spaces), or None
+                for the server's default.
+            read_only: start a READ ONLY transaction.
+            retry: a dead connection met at checkout or by the BEGIN itself
+                is replaced, as for ``exec``.
+
         Returns:
             The ``AsyncTx``; ``async with`` commits on success and rolls back
             on an exception.
+
+        Raises:
+            ValueError: unknown isolation level, or one the database lacks.
+            TypeError: ``read_only`` is not a bool.
+            The driver's and the pool's errors, as ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind. During
+            the checkout ping or the BEGIN: the connection is discarded and
+            no transaction is returned.
         """
         level = check_begin(isolation, read_only)
         tries = len(_retry.plan(retry))
@@ -349,11 +418,37 @@ class AsyncDB(_Handle):
             return AsyncTx(conn, self._drv, read_only, self, None)
 
     async def conn(self, *, retry: bool = True) -> AsyncConn:
-        """Reserve one connection (see ``DB.conn``)."""
+        """Reserve one connection for a series of calls (see ``DB.conn``).
+
+        Args:
+            retry: a dead connection met at checkout is replaced, as for
+                ``exec``.
+
+        Returns:
+            The ``AsyncConn``; ``close()`` (or leaving its ``async with``
+            block) gives it back.
+
+        Raises:
+            The pool's errors; a dead link's, as ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind. During
+            the checkout ping: the connection is discarded.
+        """
         return AsyncConn(await self._acquire(retry), self._drv, self)
 
     async def ping(self) -> None:
-        """Check that the database answers (always a round trip)."""
+        """Check that the database answers (always a round trip).
+
+        Raises:
+            The driver's error (a dead connection is discarded), or the pool's.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
+        """
         await self._once(True, lambda c: self._drv.ping(c))  # adapter set by the dial
 
     @property
@@ -374,7 +469,15 @@ class AsyncDB(_Handle):
         return self._pool
 
     def stats(self) -> Stats:
-        """The pool's figures; raises the warnings owed for forgotten objects."""
+        """The pool's figures.
+
+        Returns:
+            The pool's ``Stats``.
+
+        Warns:
+            ResourceWarning: for each forgotten ``AsyncRows``/``AsyncTx``/
+                ``AsyncConn`` whose warning is owed.
+        """
         if self._owed:
             self._pay_owed()
         return self._pool.stats()
@@ -385,7 +488,21 @@ class AsyncDB(_Handle):
         return self._pool.closed
 
     async def close(self) -> None:
-        """Close the pool and wait for its work (see ``AsyncPool.close``)."""
+        """Close the pool and wait for its work (see ``AsyncPool.close``).
+
+        Forgotten objects' connections are given back first. Connections
+        held by open ``AsyncRows``, ``AsyncTx`` or ``AsyncConn`` are closed
+        when they are given back. Idempotent.
+
+        Raises:
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            While giving back forgotten objects' connections: those not yet
+            given back stay queued for the next ``close()``. While waiting
+            for the pool: as ``AsyncPool.close`` (the pool is closed already;
+            call ``close()`` again to wait).
+        """
         if self._orphans:
             await self._drain(warn=True)
         if self._owed:
@@ -395,27 +512,116 @@ class AsyncDB(_Handle):
             self._closer()
 
     async def set_max_open_conns(self, n: int) -> None:
-        """See ``AsyncPool.set_max_open_conns``."""
+        """Set ``max_open``; takes effect at once.
+
+        See ``AsyncPool.set_max_open_conns``.
+
+        Args:
+            n: most connections open at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_max_open_conns(n)
 
     async def set_max_idle_conns(self, n: int) -> None:
-        """See ``AsyncPool.set_max_idle_conns``."""
+        """Set ``max_idle``; surplus idle connections close now.
+
+        See ``AsyncPool.set_max_idle_conns``.
+
+        Args:
+            n: most idle connections kept; <= 0 keeps none.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_max_idle_conns(n)
 
     async def set_min_idle_conns(self, n: int) -> None:
-        """See ``AsyncPool.set_min_idle_conns``."""
+        """Set the warm floor of idle connections.
+
+        See ``AsyncPool.set_min_idle_conns``.
+
+        Args:
+            n: idle connections kept warm (at most the idle cap).
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative or above the idle cap.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_min_idle_conns(n)
 
     async def set_max_connecting(self, n: int) -> None:
-        """See ``AsyncPool.set_max_connecting``."""
+        """Set how many dials may be in flight at once.
+
+        See ``AsyncPool.set_max_connecting``.
+
+        Args:
+            n: most dials in flight at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_max_connecting(n)
 
     async def set_conn_max_lifetime(self, seconds: float | None) -> None:
-        """See ``AsyncPool.set_conn_max_lifetime``."""
+        """Set the connections' lifetime; expired idle ones close now.
+
+        See ``AsyncPool.set_conn_max_lifetime``.
+
+        Args:
+            seconds: a connection's longest life; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_conn_max_lifetime(seconds)
 
     async def set_conn_max_idle_time(self, seconds: float | None) -> None:
-        """See ``AsyncPool.set_conn_max_idle_time``."""
+        """Set the idle time limit; expired idle ones close now.
+
+        See ``AsyncPool.set_conn_max_idle_time``.
+
+        Args:
+            seconds: longest idle spell; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
         await self._pool.set_conn_max_idle_time(seconds)
 
     async def __aenter__(self) -> Self:
@@ -469,14 +675,37 @@ class AsyncRows:
         return batch[0]
 
     async def first(self) -> tuple[Any, ...] | None:
-        """The next row, or None; then close."""
+        """The next row, then close.
+
+        Returns:
+            The next row, or None when there is none left.
+
+        Raises:
+            The driver's error while fetching (a dead link discards the
+            connection); the rows are closed either way.
+
+        Cancellation:
+            The rows are closed. Rows from ``AsyncDB.query`` discard their
+            connection (its protocol state is unknown); rows from a
+            transaction or ``AsyncConn`` close only their result.
+        """
         try:
             return await anext(self, None)
         finally:
             await self.close()
 
     async def all(self) -> list[tuple[Any, ...]]:
-        """Every remaining row; then close."""
+        """Every remaining row, then close.
+
+        Returns:
+            The rows not yet read, in order.
+
+        Raises:
+            As ``first``.
+
+        Cancellation:
+            As ``first``; the rows read so far are lost with the call.
+        """
         try:
             return [row async for row in self]
         finally:
@@ -488,7 +717,12 @@ class AsyncRows:
         return self._cursor is None
 
     async def close(self) -> None:
-        """Free the result and give back the connection; idempotent."""
+        """Free the result and give back the connection; idempotent.
+
+        Cancellation:
+            The rows are closed; a cancel while the result is freed discards
+            the connection (its protocol state is unknown).
+        """
         await self._close(broken=False)
 
     async def _close(self, broken: bool) -> None:
@@ -534,7 +768,24 @@ class _AsyncSession:
             await self._lost()
 
     async def exec(self, sql: str, params: Any = None) -> Result:
-        """Run a statement on this connection (never retried)."""
+        """Run a statement on this connection (never retried).
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            ``Result(rows_affected, last_insert_id)``.
+
+        Raises:
+            sqlgate.Error: finished, or the connection was lost earlier.
+            The driver's error; a dead link ends this object.
+
+        Cancellation:
+            While the statement runs: a transaction ends, its connection
+            discarded; an ``AsyncConn`` is marked lost (its ``close()``
+            discards the connection).
+        """
         conn = self._live()
         try:
             count, last = await self._adapter.exec(conn, sql, params)
@@ -544,7 +795,23 @@ class _AsyncSession:
         return Result(count, last)
 
     async def query(self, sql: str, params: Any = None) -> AsyncRows:
-        """Run a query on this connection; the rows hold only the result."""
+        """Run a query on this connection; the rows hold only the result.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The ``AsyncRows``; closing them leaves the connection here.
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            While the statement runs: a transaction ends, its connection
+            discarded; an ``AsyncConn`` is marked lost (its ``close()``
+            discards the connection).
+        """
         conn = self._live()
         try:
             cur = await self._adapter.query(conn, sql, params)
@@ -554,7 +821,22 @@ class _AsyncSession:
         return AsyncRows(cur, self._adapter, conn, None)
 
     async def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
-        """The first row of a query on this connection, or None."""
+        """The first row of a query on this connection.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The first row, or None when there is none.
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            While the query runs: as ``exec``. While its row is fetched: the
+            result is closed; the connection stays with this object.
+        """
         return await (await self.query(sql, params)).first()
 
 
@@ -604,11 +886,30 @@ class AsyncTx(_TxState, _AsyncSession):
         await self._end(how, broken=False)
 
     async def commit(self) -> None:
-        """Commit; the transaction is finished whatever happens."""
+        """Commit; the transaction is finished whatever happens.
+
+        Raises:
+            sqlgate.Error: already finished. The driver's error (e.g. a
+                serialization failure); the transaction is then rolled back.
+
+        Cancellation:
+            The transaction is finished and whether the COMMIT took effect
+            is unknown: the connection is discarded (from ``AsyncConn.begin``:
+            that ``AsyncConn`` is marked lost).
+        """
         await self._finish("committed", commit=True)
 
     async def rollback(self) -> None:
-        """Roll back; the transaction is finished whatever happens."""
+        """Roll back; the transaction is finished whatever happens.
+
+        Raises:
+            sqlgate.Error: already finished. The driver's error.
+
+        Cancellation:
+            The transaction is finished and the connection discarded (from
+            ``AsyncConn.begin``: that ``AsyncConn`` is marked lost); the
+            server rolls back what was left when the session ends.
+        """
         await self._finish("rolled back", commit=False)
 
     async def __aenter__(self) -> Self:
@@ -648,7 +949,26 @@ class AsyncConn(_ConnState, _AsyncSession):
     async def begin(
         self, isolation: str | None = None, read_only: bool = False
     ) -> AsyncTx:
-        """Start a transaction on this connection."""
+        """Start a transaction on this connection (see ``AsyncDB.begin``).
+
+        Args:
+            isolation: as for ``AsyncDB.begin``.
+            read_only: as for ``AsyncDB.begin``.
+
+        Returns:
+            The ``AsyncTx``; when it ends, the connection stays with this
+            ``AsyncConn``.
+
+        Raises:
+            ValueError: unknown isolation level, or one the database lacks.
+            TypeError: ``read_only`` is not a bool.
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``AsyncConn`` lost.
+
+        Cancellation:
+            During the BEGIN: this ``AsyncConn`` is marked lost and no
+            transaction is returned.
+        """
         level = check_begin(isolation, read_only)
         conn = self._live()
         try:
@@ -659,7 +979,16 @@ class AsyncConn(_ConnState, _AsyncSession):
         return AsyncTx(conn, self._adapter, read_only, self._db, self)
 
     async def ping(self) -> None:
-        """A round trip on this connection."""
+        """A round trip on this connection.
+
+        Raises:
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``AsyncConn`` lost.
+
+        Cancellation:
+            This ``AsyncConn`` is marked lost (its ``close()`` discards the
+            connection).
+        """
         conn = self._live()
         try:
             await self._adapter.ping(conn)
@@ -668,7 +997,12 @@ class AsyncConn(_ConnState, _AsyncSession):
             raise
 
     async def close(self) -> None:
-        """Give the connection back (discarded if it was lost); idempotent."""
+        """Give the connection back (discarded if it was lost); idempotent.
+
+        Cancellation:
+            The ``AsyncConn`` is closed; a cancel during the return-path
+            reset discards the connection (the pool's guarantee).
+        """
         if self._closed:
             return
         self._closed = True

@@ -103,7 +103,18 @@ class Result:
 
 
 def check_ping_idle(ping_idle: float | None) -> float | None:
-    """Validate the ``ping_idle`` knob (seconds, >= 0, or None for never)."""
+    """Validate the ``ping_idle`` knob.
+
+    Args:
+        ping_idle: seconds (>= 0, finite), or None for never.
+
+    Returns:
+        The value as a float, or None.
+
+    Raises:
+        TypeError: not a number (a bool is refused) nor None.
+        ValueError: negative, NaN or infinite.
+    """
     if ping_idle is None:
         return None
     if isinstance(ping_idle, bool) or not isinstance(ping_idle, int | float):
@@ -114,7 +125,17 @@ def check_ping_idle(ping_idle: float | None) -> float | None:
 
 
 def check_name(name: object) -> str | None:
-    """Validate the ``name`` knob (a non-empty string, or None for the default)."""
+    """Validate the ``name`` knob.
+
+    Args:
+        name: a non-empty string, or None for the default name.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        TypeError: neither a non-empty str nor None.
+    """
     if name is not None and (not isinstance(name, str) or not name):
         raise TypeError(f"name must be a non-empty str or None, got {name!r}")
     return name
@@ -443,6 +464,9 @@ class DB(_Handle):
     Safe for concurrent use by many threads. Create it with ``sqlgate.open``.
     SQL and parameters pass to the driver unchanged, in its paramstyle
     (``db.paramstyle``).
+
+    Attributes:
+        name: the pool's name (as ``pool.name``; never holds a password).
     """
 
     _adapter: SyncAdapter | None
@@ -671,6 +695,11 @@ class DB(_Handle):
     ) -> tuple[Any, ...] | None:
         """Run a query and return its first row (the rest are discarded).
 
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: as for ``exec``.
+
         Returns:
             The first row, or None when there is none.
 
@@ -724,6 +753,10 @@ class DB(_Handle):
     def conn(self, *, retry: bool = True) -> Conn:
         """Reserve one connection for a series of calls (a session).
 
+        Args:
+            retry: a dead connection met at checkout is replaced, as for
+                ``exec``.
+
         Returns:
             The ``Conn``; ``close()`` (or leaving its ``with`` block) gives it
             back. ``Conn.raw`` is the driver's connection.
@@ -751,7 +784,14 @@ class DB(_Handle):
 
     @property
     def paramstyle(self) -> str:
-        """The driver's DB-API paramstyle ("qmark", "pyformat"...)."""
+        """The driver's DB-API paramstyle ("qmark", "pyformat"...).
+
+        With a connect callable the driver is known after the first dial:
+        this pings once first.
+
+        Raises:
+            The errors of ``ping`` (only before the first connection).
+        """
         if self._adapter is None:  # a connect callable not yet dialed
             self.ping()
         return self._drv.paramstyle
@@ -762,7 +802,15 @@ class DB(_Handle):
         return self._pool
 
     def stats(self) -> Stats:
-        """The pool's figures (see ``Stats``), after returning forgotten ones."""
+        """The pool's figures, after returning forgotten objects' connections.
+
+        Returns:
+            The pool's ``Stats``.
+
+        Warns:
+            ResourceWarning: for each forgotten ``Rows``/``Tx``/``Conn`` whose
+                warning is owed (see the module docstring).
+        """
         if self._orphans or self._draining or self._owed:
             self._tidy()
         return self._pool.stats()
@@ -785,27 +833,86 @@ class DB(_Handle):
             self._closer()
 
     def set_max_open_conns(self, n: int) -> None:
-        """See ``Pool.set_max_open_conns``."""
+        """Set ``max_open``; takes effect at once.
+
+        See ``Pool.set_max_open_conns``.
+
+        Args:
+            n: most connections open at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+        """
         self._pool.set_max_open_conns(n)
 
     def set_max_idle_conns(self, n: int) -> None:
-        """See ``Pool.set_max_idle_conns``."""
+        """Set ``max_idle``; surplus idle connections close now.
+
+        See ``Pool.set_max_idle_conns``.
+
+        Args:
+            n: most idle connections kept; <= 0 keeps none.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+        """
         self._pool.set_max_idle_conns(n)
 
     def set_min_idle_conns(self, n: int) -> None:
-        """See ``Pool.set_min_idle_conns``."""
+        """Set the warm floor of idle connections.
+
+        See ``Pool.set_min_idle_conns``.
+
+        Args:
+            n: idle connections kept warm (at most the idle cap).
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative or above the idle cap.
+        """
         self._pool.set_min_idle_conns(n)
 
     def set_max_connecting(self, n: int) -> None:
-        """See ``Pool.set_max_connecting``."""
+        """Set how many dials may be in flight at once.
+
+        See ``Pool.set_max_connecting``.
+
+        Args:
+            n: most dials in flight at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+        """
         self._pool.set_max_connecting(n)
 
     def set_conn_max_lifetime(self, seconds: float | None) -> None:
-        """See ``Pool.set_conn_max_lifetime``."""
+        """Set the connections' lifetime; expired idle ones close now.
+
+        See ``Pool.set_conn_max_lifetime``.
+
+        Args:
+            seconds: a connection's longest life; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+        """
         self._pool.set_conn_max_lifetime(seconds)
 
     def set_conn_max_idle_time(self, seconds: float | None) -> None:
-        """See ``Pool.set_conn_max_idle_time``."""
+        """Set the idle time limit; expired idle ones close now.
+
+        See ``Pool.set_conn_max_idle_time``.
+
+        Args:
+            seconds: longest idle spell; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+        """
         self._pool.set_conn_max_idle_time(seconds)
 
     def __enter__(self) -> Self:
@@ -864,14 +971,29 @@ class Rows:
         return next(self._batch)
 
     def first(self) -> tuple[Any, ...] | None:
-        """The next row, or None; then close."""
+        """The next row, then close.
+
+        Returns:
+            The next row, or None when there is none left.
+
+        Raises:
+            The driver's error while fetching (a dead link discards the
+            connection); the Rows are closed either way.
+        """
         try:
             return next(self, None)
         finally:
             self.close()
 
     def all(self) -> list[tuple[Any, ...]]:
-        """Every remaining row; then close."""
+        """Every remaining row, then close.
+
+        Returns:
+            The rows not yet read, in order.
+
+        Raises:
+            As ``first``.
+        """
         try:
             return list(self)
         finally:
@@ -987,6 +1109,10 @@ class _Session:
     def exec(self, sql: str, params: Any = None) -> Result:
         """Run a statement on this connection (never retried).
 
+        Args:
+            sql: the statement, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
         Returns:
             ``Result(rows_affected, last_insert_id)``.
 
@@ -1001,11 +1127,33 @@ class _Session:
             cur.close()
 
     def query(self, sql: str, params: Any = None) -> Rows:
-        """Run a query on this connection; the Rows hold only the cursor."""
+        """Run a query on this connection; the Rows hold only the cursor.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The ``Rows``; closing them leaves the connection with this object.
+
+        Raises:
+            As ``exec``.
+        """
         return Rows(self._run(sql, params), self._adapter, self._conn, None)
 
     def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
-        """The first row of a query on this connection, or None."""
+        """The first row of a query on this connection.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The first row, or None when there is none.
+
+        Raises:
+            As ``exec``.
+        """
         return self.query(sql, params).first()
 
 
@@ -1128,8 +1276,18 @@ class Conn(_ConnState, _Session):
     def begin(self, isolation: str | None = None, read_only: bool = False) -> Tx:
         """Start a transaction on this connection (see ``DB.begin``).
 
+        Args:
+            isolation: as for ``DB.begin``.
+            read_only: as for ``DB.begin``.
+
         Returns:
             The ``Tx``; when it ends, the connection stays with this Conn.
+
+        Raises:
+            ValueError: unknown isolation level, or one the database lacks.
+            TypeError: ``read_only`` is not a bool.
+            sqlgate.Error: the Conn is closed or its connection was lost.
+            The driver's error; a dead link marks the Conn lost.
         """
         level = check_begin(isolation, read_only)
         conn = self._live()
