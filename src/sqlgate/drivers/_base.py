@@ -75,6 +75,13 @@ def parse_params(
 ) -> dict[str, object]:
     """Convert a DSN's query parameters with ``allowed``'s converters.
 
+    Args:
+        dsn: the parsed DSN; every one of its parameters must be allowed.
+        allowed: parameter name -> converter (raises ValueError on a bad value).
+
+    Returns:
+        Parameter name -> converted value, for those the DSN gives.
+
     Raises:
         ValueError: a parameter is unknown or its value does not convert; the
             message names the parameter, its value and the known ones.
@@ -158,47 +165,146 @@ class SyncAdapter:
     paramstyle = "qmark"
 
     def for_dsn(self, dsn: DSN) -> SyncAdapter:
-        """The adapter to use for this DSN (a variant when a parameter needs one)."""
+        """The adapter to use for this DSN (a variant when a parameter needs one).
+
+        Args:
+            dsn: the parsed DSN.
+
+        Returns:
+            ``self``, or a variant configured from the DSN's parameters.
+
+        Raises:
+            ValueError: a DSN parameter does not convert; the message names
+                it and the value (the password masked).
+        """
         return self
 
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], Any], Callable[[], None] | None]:
-        """A connect callable for the pool, and what to run when the DB closes."""
+        """A connect callable for the pool, and what to run when the DB closes.
+
+        Args:
+            dsn: the parsed DSN.
+
+        Returns:
+            (a callable that dials one connection and raises the driver's
+            error on failure; a callable to run when the DB closes, or None).
+
+        Raises:
+            ValueError: a DSN parameter does not convert (password masked).
+        """
         raise NotImplementedError
 
     def prepare(self, conn: Any) -> None:
-        """Put a new connection in autocommit mode (once, after the dial)."""
+        """Put a new connection in autocommit mode (once, after the dial).
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error; the dial fails and the connection is closed.
+        """
 
     def is_closed(self, conn: Any) -> bool:
-        """Whether the driver already knows the link is gone (no I/O)."""
+        """Whether the driver already knows the link is gone (no I/O).
+
+        Args:
+            conn: the driver's connection.
+
+        Returns:
+            True when the connection is closed or broken by the driver's own
+            flags; False when it does not know (the base's answer).
+        """
         return False
 
     def ping(self, conn: Any) -> None:
-        """A cheap round trip; raises if the link is dead."""
+        """A cheap round trip (the base does nothing).
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error when the link is dead.
+        """
 
     def is_dead(self, conn: Any, exc: BaseException) -> bool:
-        """Whether ``exc`` (raised by a call on ``conn``) means a dead link."""
+        """Whether ``exc`` (raised by a call on ``conn``) means a dead link.
+
+        Args:
+            conn: the connection the failing call was made on.
+            exc: what the call raised (an ``Exception``; interrupts are
+                judged by the caller).
+
+        Returns:
+            True for a dead link (the connection is discarded); False for a
+            SQL error (the base's answer), which keeps the connection.
+        """
         return False
 
     def reset(self, conn: Any) -> None:
-        """Make a returned connection clean: roll back, autocommit back on."""
+        """Make a returned connection clean: roll back, autocommit back on.
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error, or one saying the connection is not reusable:
+            the pool discards it.
+        """
         raise NotImplementedError
 
     def begin(self, conn: Any, isolation: str | None, read_only: bool) -> None:
-        """Start a transaction (``isolation`` already normalised)."""
+        """Start a transaction (``isolation`` already normalised).
+
+        Args:
+            conn: the driver's connection, in autocommit with no transaction.
+            isolation: a level from ``check_isolation``, or None.
+            read_only: start a READ ONLY transaction.
+
+        Raises:
+            The driver's error (the database may lack the level).
+        """
         raise NotImplementedError
 
     def commit(self, conn: Any, read_only: bool) -> None:
-        """Commit the transaction ``begin`` started."""
+        """Commit the transaction ``begin`` started.
+
+        Args:
+            conn: the driver's connection.
+            read_only: the transaction was started READ ONLY.
+
+        Raises:
+            The driver's error.
+        """
         conn.commit()
 
     def rollback(self, conn: Any, read_only: bool) -> None:
-        """Roll back the transaction ``begin`` started."""
+        """Roll back the transaction ``begin`` started.
+
+        Args:
+            conn: the driver's connection.
+            read_only: the transaction was started READ ONLY.
+
+        Raises:
+            The driver's error.
+        """
         conn.rollback()
 
     def execute(self, conn: Any, sql: str, params: Any) -> Any:
-        """Run one statement; return the open cursor."""
+        """Run one statement.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            params: its parameters in the driver's paramstyle, or None.
+
+        Returns:
+            The driver's open cursor (the caller closes it).
+
+        Raises:
+            The driver's error; the cursor is closed first.
+        """
         cur = conn.cursor()
         try:
             if params is None:
@@ -211,7 +317,14 @@ class SyncAdapter:
         return cur
 
     def last_insert_id(self, cursor: Any) -> int | None:
-        """The row id an INSERT generated, where the driver reports one."""
+        """The row id an INSERT generated, where the driver reports one.
+
+        Args:
+            cursor: the cursor the statement ran on.
+
+        Returns:
+            The driver's ``lastrowid`` when a positive int, else None.
+        """
         value = getattr(cursor, "lastrowid", None)
         return value if isinstance(value, int) and value > 0 else None
 
@@ -222,11 +335,31 @@ class AsyncCursor:
     columns: tuple[str, ...] = ()
 
     async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        """Up to ``n`` more rows; an empty list at the end."""
+        """Fetch more rows.
+
+        Args:
+            n: most rows to return.
+
+        Returns:
+            Up to ``n`` rows; an empty list at the end.
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The caller closes the result and discards the connection.
+        """
         raise NotImplementedError
 
     async def aclose(self) -> None:
-        """Free the result."""
+        """Free the result.
+
+        Raises:
+            The driver's error (logged by the caller, who goes on).
+
+        Cancellation:
+            The caller discards the connection.
+        """
 
 
 class AsyncAdapter:
@@ -236,55 +369,202 @@ class AsyncAdapter:
     paramstyle = "qmark"
 
     def for_dsn(self, dsn: DSN) -> AsyncAdapter:
-        """The adapter to use for this DSN (a variant when a parameter needs one)."""
+        """The adapter to use for this DSN (a variant when a parameter needs one).
+
+        Args:
+            dsn: the parsed DSN.
+
+        Returns:
+            ``self``, or a variant configured from the DSN's parameters.
+
+        Raises:
+            ValueError: a DSN parameter does not convert; the message names
+                it and the value (the password masked).
+        """
         return self
 
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], Any], Callable[[], None] | None]:
-        """An async connect callable for the pool, and a sync close hook."""
+        """An async connect callable for the pool, and a sync close hook.
+
+        Args:
+            dsn: the parsed DSN.
+
+        Returns:
+            (an async callable that dials one connection and raises the
+            driver's error on failure; a callable to run when the DB closes,
+            or None).
+
+        Raises:
+            ValueError: a DSN parameter does not convert (password masked).
+        """
         raise NotImplementedError
 
     async def prepare(self, conn: Any) -> None:
-        """Put a new connection in autocommit mode (once, after the dial)."""
+        """Put a new connection in autocommit mode (once, after the dial).
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error; the dial fails and the connection is closed.
+
+        Cancellation:
+            The dial fails and the connection is closed.
+        """
 
     def is_closed(self, conn: Any) -> bool:
-        """Whether the driver already knows the link is gone (no I/O)."""
+        """Whether the driver already knows the link is gone (no I/O).
+
+        Args:
+            conn: the driver's connection.
+
+        Returns:
+            True when the connection is closed or broken by the driver's own
+            flags; False when it does not know (the base's answer).
+        """
         return False
 
     async def ping(self, conn: Any) -> None:
-        """A cheap round trip; raises if the link is dead."""
+        """A cheap round trip (the base does nothing).
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error when the link is dead.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
 
     def is_dead(self, conn: Any, exc: BaseException) -> bool:
-        """Whether ``exc`` (raised by a call on ``conn``) means a dead link."""
+        """Whether ``exc`` (raised by a call on ``conn``) means a dead link.
+
+        Args:
+            conn: the connection the failing call was made on.
+            exc: what the call raised (an ``Exception``; interrupts are
+                judged by the caller).
+
+        Returns:
+            True for a dead link (the connection is discarded); False for a
+            SQL error (the base's answer), which keeps the connection.
+        """
         return False
 
     async def reset(self, conn: Any) -> None:
-        """Make a returned connection clean: roll back, autocommit back on."""
+        """Make a returned connection clean: roll back, autocommit back on.
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error, or one saying the connection is not reusable:
+            the pool discards it.
+
+        Cancellation:
+            The pool discards the connection.
+        """
         raise NotImplementedError
 
     async def begin(self, conn: Any, isolation: str | None, read_only: bool) -> None:
-        """Start a transaction (``isolation`` already normalised)."""
+        """Start a transaction (``isolation`` already normalised).
+
+        Args:
+            conn: the driver's connection, in autocommit with no transaction.
+            isolation: a level from ``check_isolation``, or None.
+            read_only: start a READ ONLY transaction.
+
+        Raises:
+            The driver's error (the database may lack the level).
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         raise NotImplementedError
 
     async def commit(self, conn: Any, read_only: bool) -> None:
-        """Commit the transaction ``begin`` started."""
+        """Commit the transaction ``begin`` started.
+
+        Args:
+            conn: the driver's connection.
+            read_only: the transaction was started READ ONLY.
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         raise NotImplementedError
 
     async def rollback(self, conn: Any, read_only: bool) -> None:
-        """Roll back the transaction ``begin`` started."""
+        """Roll back the transaction ``begin`` started.
+
+        Args:
+            conn: the driver's connection.
+            read_only: the transaction was started READ ONLY.
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         raise NotImplementedError
 
     async def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
-        """Run one statement; (rows affected, last insert id)."""
+        """Run one statement.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            params: its parameters in the driver's paramstyle, or None.
+
+        Returns:
+            (rows affected, or -1 when unknown; the id an INSERT generated,
+            or None).
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         raise NotImplementedError
 
     async def query(self, conn: Any, sql: str, params: Any) -> AsyncCursor:
-        """Run one query; its result."""
+        """Run one query.
+
+        Args:
+            conn: the driver's connection.
+            sql: the query, in the driver's dialect.
+            params: its parameters in the driver's paramstyle, or None.
+
+        Returns:
+            Its result, to fetch from and close.
+
+        Raises:
+            The driver's error (no result is left open).
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         raise NotImplementedError
 
     async def close(self, conn: Any) -> None:
-        """Close a connection."""
+        """Close a connection.
+
+        Args:
+            conn: the driver's connection.
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The connection may be left half closed; it is no longer used.
+        """
         await conn.close()
 
 
@@ -295,7 +575,15 @@ def _close_quietly(cur: Any) -> None:
 
 
 def sql_isolation(isolation: str | None, read_only: bool) -> str:
-    """The ``BEGIN`` modes as SQL: " ISOLATION LEVEL x READ ONLY" (or "")."""
+    """The ``BEGIN`` modes as SQL: " ISOLATION LEVEL x READ ONLY" (or "").
+
+    Args:
+        isolation: a level from ``check_isolation``, or None.
+        read_only: add READ ONLY.
+
+    Returns:
+        The clause to append to ``BEGIN`` (empty for neither).
+    """
     out = ""
     if isolation is not None:
         out += f" ISOLATION LEVEL {isolation.upper()}"
