@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 
 import pytest
@@ -368,3 +369,62 @@ async def test_the_stock_loop_uses_its_clock_and_future_directly() -> None:
     assert fut.get_loop() is loop
     fake = loop_clock()
     assert _loop_primitives(loop)[0] is fake
+
+
+@pytest.mark.parametrize("seed", range(25))
+async def test_random_schedules_time_out_exactly_when_due(
+    driver: AsyncFakeDriver, seed: int
+) -> None:
+    # Waiters with assorted timeouts queue, are cancelled, served in turn and
+    # time out as the clock moves in uneven steps; after every step each one
+    # is exactly where a plain model of the rules says it must be.
+    rng = random.Random(seed)
+    clock = loop_clock()
+    pool = make(driver, max_open=1, acquire_timeout=10)
+    held = await pool.acquire(timeout=math.inf)
+    tasks: list[asyncio.Task[AsyncFakeConn]] = []
+    deadlines: list[float] = []  # math.inf: waits forever
+    fate: list[str] = []  # waiting, served, cancelled, timed out
+    for _ in range(40):
+        action = rng.choice(["queue", "queue", "tick", "tick", "cancel", "serve"])
+        if action == "queue":
+            limit = rng.choice([None, None, 0.5, 1.0, 5.0, 20.0, math.inf])
+            tasks.append(await queue(pool, limit))
+            span = 10.0 if limit is None else limit
+            deadlines.append(clock.now + span)
+            fate.append("waiting")
+        elif action == "tick":
+            clock.now += rng.choice([0.0, 0.25, 0.5, 1.0, 3.0])
+            for i, deadline in enumerate(deadlines):
+                if fate[i] == "waiting" and deadline <= clock.now:
+                    fate[i] = "timed out"
+        elif action == "cancel":
+            live = [i for i, f in enumerate(fate) if f == "waiting"]
+            if live:
+                i = rng.choice(live)
+                tasks[i].cancel()
+                fate[i] = "cancelled"
+        else:
+            live = [i for i, f in enumerate(fate) if f == "waiting"]
+            if live:
+                await pool.release(held)
+                fate[live[0]] = "served"  # first come, first served
+        await spin(5)
+        for i, task in enumerate(tasks):
+            assert task.done() == (fate[i] != "waiting"), (i, fate[i], clock.now)
+            if fate[i] == "cancelled":
+                assert task.cancelled()
+            elif fate[i] == "timed out":
+                assert isinstance(task.exception(), sqlgate.PoolTimeout)
+            elif fate[i] == "served":
+                assert task.result() is held  # the one connection, passed on
+        assert pool.stats().timeouts == fate.count("timed out")
+        assert pool.stats().waiting == fate.count("waiting")
+    assert_ledger(pool, driver)
+    await pool.close()
+    await pool.release(held)
+    for i, task in enumerate(tasks):
+        if fate[i] == "waiting":
+            with pytest.raises(sqlgate.PoolClosed):
+                await task
+    await close_clean(pool, driver)
