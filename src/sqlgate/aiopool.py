@@ -325,6 +325,8 @@ class AsyncPool(Generic[C]):
         self._deadlines: deque[tuple[float, Waiter[C]]] = deque()
         self._early: list[tuple[float, int, Waiter[C]]] = []
         self._early_seq = 0
+        #: Records kept before settled ones are trimmed (``_trim_deadlines``).
+        self._records_cap = 64
         #: The one timer for every waiter's deadline, and when it is due.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -426,14 +428,11 @@ class AsyncPool(Generic[C]):
         if limit:
             deadline = self._clock() + limit
             records = self._deadlines
-            if self._timer is not None and records and records[-1][0] <= deadline:
-                # _add_deadline() inlined for its common case: append, and
-                # drop what was settled from the front.
+            if records and records[-1][0] <= deadline and self._timer is not None:
+                # _add_deadline() inlined for its common case: an append.
                 records.append((deadline, got))
-                while records[0][1].state != WAITING:
-                    records.popleft()
-                if len(records) > 2 * len(core._waiters) + 64:
-                    self._sweep_deadlines()
+                if len(records) > self._records_cap:
+                    self._trim_deadlines()
             else:
                 self._add_deadline(got, deadline)
         elif limit is not None:
@@ -499,10 +498,10 @@ class AsyncPool(Generic[C]):
     # timer is armed no later than any recorded deadline (so at or before the
     # earliest live one); when it fires it times out every waiter that is
     # due and re-arms for the next live deadline. Served, failed and
-    # cancelled waiters are not looked for: their records are dropped when
-    # they reach the front, on the next wait or when the timer fires (in
-    # first-come-first-served order the served ones are there); should the
-    # records outgrow the queue, the settled ones are swept out at once.
+    # cancelled waiters are not looked for: their records are dropped from
+    # the front when the timer fires, and whenever the records outnumber
+    # the queue by 64 and more (``_trim_deadlines``): so a wait costs an
+    # append, and the records stay within twice the queue plus 64.
 
     def _add_deadline(self, waiter: Waiter[C], deadline: float) -> None:
         """Give ``waiter`` up at ``deadline`` (the loop's clock)."""
@@ -513,25 +512,36 @@ class AsyncPool(Generic[C]):
             heap = self._early
             self._early_seq += 1
             heappush(heap, (deadline, self._early_seq, waiter))
-            while heap[0][2].state != WAITING:
-                heappop(heap)
         else:
             records.append((deadline, waiter))
-            while records[0][1].state != WAITING:
-                records.popleft()
         timer = self._timer
         if timer is None or deadline < self._timer_at:
             if timer is not None:
                 timer.cancel()
             self._arm(deadline)
-        elif len(records) + len(self._early) > 2 * len(self._core._waiters) + 64:
-            self._sweep_deadlines()
+        if len(records) > self._records_cap or len(self._early) > self._records_cap:
+            self._trim_deadlines()
 
-    def _sweep_deadlines(self) -> None:
-        """Forget the records of settled waiters (amortised: the records doubled)."""
-        self._deadlines = deque(r for r in self._deadlines if r[1].state == WAITING)
-        self._early = [r for r in self._early if r[2].state == WAITING]
-        heapify(self._early)
+    def _trim_deadlines(self) -> None:
+        """Forget the records of settled waiters once they outgrow the queue.
+
+        Served waiters leave from the front (first come, first served): drop
+        those. If cancelled ones behind a waiter still waiting keep the
+        records over twice the queue, sweep them all out. Amortised O(1) a
+        wait: the next trim comes after as many new records again.
+        """
+        records = self._deadlines
+        while records and records[0][1].state != WAITING:
+            records.popleft()
+        heap = self._early
+        while heap and heap[0][2].state != WAITING:
+            heappop(heap)
+        waiting = len(self._core._waiters)
+        if len(records) + len(heap) > 2 * waiting:
+            self._deadlines = deque(r for r in records if r[1].state == WAITING)
+            self._early = [r for r in heap if r[2].state == WAITING]
+            heapify(self._early)
+        self._records_cap = 2 * waiting + 64
 
     def _arm(self, when: float) -> None:
         loop = self._loop

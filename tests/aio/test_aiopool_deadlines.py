@@ -311,8 +311,15 @@ async def test_records_of_settled_waiters_do_not_pile_up(
     clock = loop_clock()
     pool = make(driver, max_open=1, acquire_timeout=30)
     held = await pool.acquire()
-    stuck = await queue(pool)  # heads the queue for the whole test
-    for i in range(300):  # served ones: dropped from the front as they go
+    for i in range(300):  # served ones: dropped from the front in batches
+        clock.now = T0 + i * 0.001
+        task = await queue(pool)
+        await pool.release(held)
+        await until(task.done, "the hand-off")
+        held = await task
+        assert len(pool._deadlines) + len(pool._early) <= 2 * 1 + 64 + 1
+    stuck = await queue(pool)  # heads the queue for the rest of the test
+    for i in range(300):
         clock.now = T0 + 1 + i * 0.001
         task = await queue(pool, 30 + i)
         task.cancel()  # cancelled behind the head: swept once they pile up
