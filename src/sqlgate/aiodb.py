@@ -632,19 +632,32 @@ class AsyncDB(_Handle):
 
 
 class AsyncRows:
-    """The result of ``AsyncDB.query``: ``async for row in rows``.
+    """The result of ``query``: ``async for row in rows``.
+
+    From ``AsyncDB.query`` the rows hold their connection until exhausted or
+    closed. From an ``AsyncTx`` or ``AsyncConn`` they hold only the result; a
+    dead link or a cancel while they fetch or close marks that object lost,
+    as it would under ``exec``.
 
     Attributes:
         columns: the column names.
     """
 
     def __init__(
-        self, cursor: AsyncCursor, adapter: AsyncAdapter, conn: Any, db: AsyncDB | None
+        self,
+        cursor: AsyncCursor,
+        adapter: AsyncAdapter,
+        conn: Any,
+        db: AsyncDB | None,
+        session: _AsyncSession | None = None,
     ) -> None:
         self._cursor: AsyncCursor | None = cursor
         self._adapter = adapter
         self._conn = conn
+        # Exactly one owns the connection: the DB (the rows give it back) or
+        # a transaction/AsyncConn (told when the connection is lost here).
         self._db = db
+        self._session = session
         self._batch: list[tuple[Any, ...]] = []
         self._at = 0
         self.columns = cursor.columns
@@ -685,9 +698,11 @@ class AsyncRows:
             connection); the rows are closed either way.
 
         Cancellation:
-            The rows are closed. Rows from ``AsyncDB.query`` discard their
-            connection (its protocol state is unknown); rows from a
-            transaction or ``AsyncConn`` close only their result.
+            The rows are closed and the connection's protocol state is
+            unknown: rows from ``AsyncDB.query`` discard their connection;
+            rows from a transaction end it (its connection discarded, or its
+            ``AsyncConn`` marked lost); rows from an ``AsyncConn`` mark it
+            lost (its ``close()`` discards the connection).
         """
         try:
             return await anext(self, None)
@@ -720,8 +735,8 @@ class AsyncRows:
         """Free the result and give back the connection; idempotent.
 
         Cancellation:
-            The rows are closed; a cancel while the result is freed discards
-            the connection (its protocol state is unknown).
+            The rows are closed; a cancel while the result is freed leaves
+            the connection's protocol state unknown: as for ``first``.
         """
         await self._close(broken=False)
 
@@ -741,8 +756,11 @@ class AsyncRows:
             broken = True  # cancelled mid-close: the protocol state is unknown
             raise
         finally:
+            session, self._session = self._session, None
             if self._db is not None:
                 await self._db._release(self._conn, broken)
+            elif broken and session is not None:
+                await session._lost_under_rows()
             self._conn = None
 
     async def __aenter__(self) -> Self:
@@ -761,6 +779,10 @@ class _AsyncSession:
         raise NotImplementedError
 
     async def _lost(self) -> None:
+        raise NotImplementedError
+
+    async def _lost_under_rows(self) -> None:
+        """The connection died under this object's rows (see ``Tx``'s twin)."""
         raise NotImplementedError
 
     async def _guard(self, exc: BaseException, conn: Any) -> None:
@@ -805,12 +827,13 @@ class _AsyncSession:
             The ``AsyncRows``; closing them leaves the connection here.
 
         Raises:
-            As ``exec``.
+            As ``exec``; a dead link while the rows fetch does the same.
 
         Cancellation:
-            While the statement runs: a transaction ends, its connection
-            discarded; an ``AsyncConn`` is marked lost (its ``close()``
-            discards the connection).
+            While the statement runs, or later while the rows fetch or
+            close: a transaction ends, its connection discarded; an
+            ``AsyncConn`` is marked lost (its ``close()`` discards the
+            connection).
         """
         conn = self._live()
         try:
@@ -818,7 +841,7 @@ class _AsyncSession:
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
-        return AsyncRows(cur, self._adapter, conn, None)
+        return AsyncRows(cur, self._adapter, conn, None, self)
 
     async def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         """The first row of a query on this connection.
@@ -834,8 +857,8 @@ class _AsyncSession:
             As ``exec``.
 
         Cancellation:
-            While the query runs: as ``exec``. While its row is fetched: the
-            result is closed; the connection stays with this object.
+            While the query runs or its row is fetched: as ``exec`` (the
+            result is closed too).
         """
         return await (await self.query(sql, params)).first()
 
@@ -861,6 +884,12 @@ class AsyncTx(_TxState, _AsyncSession):
 
     async def _lost(self) -> None:
         await self._end("ended: its connection was lost", broken=True)
+
+    async def _lost_under_rows(self) -> None:
+        if self._ended is None:
+            await self._lost()
+        elif self._owner is not None:  # ended, but its AsyncConn holds the connection
+            await self._owner._lost_under_rows()
 
     async def _end(self, how: str, broken: bool) -> None:
         self._ended = how
@@ -945,6 +974,10 @@ class AsyncConn(_ConnState, _AsyncSession):
 
     async def _lost(self) -> None:
         self._broken = True
+
+    async def _lost_under_rows(self) -> None:
+        if not self._closed:
+            await self._lost()
 
     async def begin(
         self, isolation: str | None = None, read_only: bool = False

@@ -927,19 +927,29 @@ class Rows:
 
     From ``DB.query`` the Rows hold their connection until exhausted or
     closed (also when dropped unclosed: see the module docstring). From a
-    ``Tx`` or ``Conn`` they hold only a cursor.
+    ``Tx`` or ``Conn`` they hold only a cursor; a dead link or an interrupt
+    while they fetch or close marks that ``Tx``/``Conn`` lost, as it would
+    under ``exec``.
 
     Attributes:
         columns: the column names.
     """
 
     def __init__(
-        self, cursor: Any, adapter: SyncAdapter, conn: Any, db: DB | None
+        self,
+        cursor: Any,
+        adapter: SyncAdapter,
+        conn: Any,
+        db: DB | None,
+        session: _Session | None = None,
     ) -> None:
         self._cursor: Any = cursor
         self._adapter = adapter
         self._conn = conn
+        # Exactly one owns the connection: the DB (the Rows give it back) or
+        # a Tx/Conn (told when the connection is lost under the Rows).
         self._db = db
+        self._session = session
         self._batch: Iterator[tuple[Any, ...]] = iter(())
         desc = cursor.description
         self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
@@ -1025,6 +1035,9 @@ class Rows:
             db = self._db
             if db is not None:
                 db._release(self._conn, broken)
+            elif broken and self._session is not None:
+                self._session._lost_under_rows()
+            self._session = None
             self._conn = None
 
     def __enter__(self) -> Self:
@@ -1097,6 +1110,14 @@ class _Session:
         """The connection died under a statement."""
         raise NotImplementedError
 
+    def _lost_under_rows(self) -> None:
+        """The connection died under this session's Rows (fetch or close).
+
+        The Rows may outlive their statement's session state: only a
+        connection this object still holds is marked lost.
+        """
+        raise NotImplementedError
+
     def _run(self, sql: str, params: Any) -> Any:
         conn = self._live()
         try:
@@ -1135,11 +1156,13 @@ class _Session:
 
         Returns:
             The ``Rows``; closing them leaves the connection with this object.
+            A dead link or an interrupt while they fetch or close ends this
+            object as it would under ``exec``.
 
         Raises:
             As ``exec``.
         """
-        return Rows(self._run(sql, params), self._adapter, self._conn, None)
+        return Rows(self._run(sql, params), self._adapter, self._conn, None, self)
 
     def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         """The first row of a query on this connection.
@@ -1152,7 +1175,7 @@ class _Session:
             The first row, or None when there is none.
 
         Raises:
-            As ``exec``.
+            As ``exec``, while the query runs or its row is fetched.
         """
         return self.query(sql, params).first()
 
@@ -1187,6 +1210,12 @@ class Tx(_TxState, _Session):
 
     def _lost(self) -> None:
         self._end("ended: its connection was lost", broken=True)
+
+    def _lost_under_rows(self) -> None:
+        if self._ended is None:
+            self._lost()
+        elif self._owner is not None:  # ended, but its Conn holds the connection
+            self._owner._lost_under_rows()
 
     def _end(self, how: str, broken: bool) -> None:
         self._ended = how
@@ -1272,6 +1301,10 @@ class Conn(_ConnState, _Session):
 
     def _lost(self) -> None:
         self._broken = True
+
+    def _lost_under_rows(self) -> None:
+        if not self._closed:
+            self._lost()
 
     def begin(self, isolation: str | None = None, read_only: bool = False) -> Tx:
         """Start a transaction on this connection (see ``DB.begin``).
