@@ -58,6 +58,9 @@ _PARAMS: dict[str, Callable[[str], object]] = {"timeout": float, "txlock": _txlo
 def check_sqlite_isolation(isolation: str | None) -> None:
     """SQLite's transactions are always serializable: refuse another level.
 
+    Args:
+        isolation: a level from ``check_isolation``, or None.
+
     Raises:
         ValueError: ``isolation`` is neither None nor "serializable".
     """
@@ -71,10 +74,22 @@ def check_sqlite_isolation(isolation: str | None) -> None:
 def sqlite_target(dsn: DSN) -> tuple[str, dict[str, Any], Callable[[], None] | None]:
     """What to pass to ``sqlite3.connect``/``aiosqlite.connect`` for a DSN.
 
+    For ``:memory:`` this opens the keeper connection (see the module
+    docstring) at once.
+
+    Args:
+        dsn: a parsed ``sqlite://`` DSN.
+
     Returns:
-        (database, keyword arguments, close hook). For ``:memory:`` the
-        database is a shared-cache URI and the hook closes the connection
-        that keeps it alive; otherwise the hook is None.
+        (database, keyword arguments, close hook). The keyword arguments are
+        ``timeout`` (default 5 s), ``isolation_level=None`` and
+        ``check_same_thread=False``. For ``:memory:`` the database is a
+        shared-cache URI (``uri=True``) and the hook closes the keeper;
+        otherwise the database is the absolute path and the hook is None.
+
+    Raises:
+        ValueError: an unknown parameter, or a bad ``timeout``/``txlock``
+            value; the message names it.
     """
     opts = parse_params(dsn, _PARAMS)
     kwargs: dict[str, Any] = {
@@ -103,7 +118,18 @@ class SqliteAdapter(SyncAdapter):
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], sqlite3.Connection], Callable[[], None] | None]:
-        """A connect callable and, for ``:memory:``, the keeper's close."""
+        """See ``SyncAdapter.connector``; ``sqlite3.connect`` per ``sqlite_target``.
+
+        Args:
+            dsn: a parsed ``sqlite://`` DSN.
+
+        Returns:
+            (a callable opening one autocommit ``sqlite3`` connection; for
+            ``:memory:`` the keeper's close, else None).
+
+        Raises:
+            ValueError: as ``sqlite_target``.
+        """
         database, kwargs, on_close = sqlite_target(dsn)
 
         def connect() -> sqlite3.Connection:
@@ -113,18 +139,38 @@ class SqliteAdapter(SyncAdapter):
         return connect, on_close
 
     def for_dsn(self, dsn: DSN) -> SqliteAdapter:
-        """This adapter, or a variant with the DSN's ``txlock``."""
+        """See ``SyncAdapter.for_dsn``; the DSN's ``txlock`` picks the BEGIN mode.
+
+        Args:
+            dsn: a parsed ``sqlite://`` DSN.
+
+        Returns:
+            This adapter when ``txlock`` matches (DEFERRED by default), else
+            one issuing ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE``.
+
+        Raises:
+            ValueError: an unknown parameter, or ``txlock`` not one of
+                deferred, immediate, exclusive.
+        """
         opts = parse_params(dsn, _PARAMS)
         txlock = str(opts.get("txlock", "DEFERRED"))
         return self if txlock == self.txlock else SqliteAdapter(txlock)
 
     def prepare(self, conn: sqlite3.Connection) -> None:
-        """Autocommit: sqlgate issues BEGIN itself."""
+        """See ``SyncAdapter.prepare``; sets ``isolation_level = None`` (no I/O)."""
         if conn.isolation_level is not None:
             conn.isolation_level = None
 
     def is_closed(self, conn: sqlite3.Connection) -> bool:
-        """Whether the connection was closed (a C attribute read)."""
+        """See ``SyncAdapter.is_closed``; only a ``close()`` counts (no link).
+
+        Args:
+            conn: the ``sqlite3`` connection.
+
+        Returns:
+            True when reading ``total_changes`` raises
+            ``sqlite3.ProgrammingError`` (the connection was closed).
+        """
         try:
             conn.total_changes  # noqa: B018  (raises once closed)
         except sqlite3.ProgrammingError:
@@ -132,7 +178,19 @@ class SqliteAdapter(SyncAdapter):
         return False
 
     def reset(self, conn: sqlite3.Connection) -> None:
-        """Roll back a transaction left open; autocommit back on."""
+        """See ``SyncAdapter.reset``; no I/O unless a transaction was left open.
+
+        Reads ``in_transaction``; only then rolls back and clears
+        ``PRAGMA query_only`` (a read-only transaction's). Puts
+        ``isolation_level`` back to None if it was changed.
+
+        Args:
+            conn: the ``sqlite3`` connection.
+
+        Raises:
+            sqlite3.Error: the ROLLBACK or PRAGMA failed; the pool discards
+                the connection.
+        """
         if conn.in_transaction:
             conn.rollback()
             conn.execute("PRAGMA query_only=0")
@@ -142,7 +200,20 @@ class SqliteAdapter(SyncAdapter):
     def begin(
         self, conn: sqlite3.Connection, isolation: str | None, read_only: bool
     ) -> None:
-        """``BEGIN <txlock>``; read-only through ``PRAGMA query_only``."""
+        """See ``SyncAdapter.begin``; ``BEGIN <txlock>``.
+
+        Read-only is ``PRAGMA query_only=1`` (set before BEGIN, cleared again
+        if BEGIN fails, and by ``commit``/``rollback``).
+
+        Args:
+            conn: the ``sqlite3`` connection.
+            isolation: only None or "serializable" (SQLite's only level).
+            read_only: turn ``query_only`` on for the transaction.
+
+        Raises:
+            ValueError: any other isolation level (nothing was sent).
+            sqlite3.Error: the BEGIN failed (e.g. ``database is locked``).
+        """
         check_sqlite_isolation(isolation)
         if read_only:
             conn.execute("PRAGMA query_only=1")
@@ -154,7 +225,16 @@ class SqliteAdapter(SyncAdapter):
             raise
 
     def commit(self, conn: sqlite3.Connection, read_only: bool) -> None:
-        """COMMIT, then clear ``query_only``."""
+        """See ``SyncAdapter.commit``; ``query_only`` is cleared even if COMMIT fails.
+
+        Args:
+            conn: the ``sqlite3`` connection.
+            read_only: clear ``PRAGMA query_only`` afterwards.
+
+        Raises:
+            sqlite3.Error: the COMMIT (e.g. ``database is locked``) or the
+                PRAGMA failed.
+        """
         try:
             conn.commit()
         finally:
@@ -162,7 +242,15 @@ class SqliteAdapter(SyncAdapter):
                 conn.execute("PRAGMA query_only=0")
 
     def rollback(self, conn: sqlite3.Connection, read_only: bool) -> None:
-        """ROLLBACK, then clear ``query_only``."""
+        """See ``SyncAdapter.rollback``; ``query_only`` is cleared even if it fails.
+
+        Args:
+            conn: the ``sqlite3`` connection.
+            read_only: clear ``PRAGMA query_only`` afterwards.
+
+        Raises:
+            sqlite3.Error: the ROLLBACK or the PRAGMA failed.
+        """
         try:
             conn.rollback()
         finally:
