@@ -50,7 +50,18 @@ class AiosqliteAdapter(AsyncAdapter):
         self.txlock = txlock
 
     def for_dsn(self, dsn: DSN) -> AiosqliteAdapter:
-        """This adapter, or a variant with the DSN's ``txlock``."""
+        """See ``AsyncAdapter.for_dsn``; as ``SqliteAdapter.for_dsn`` (``txlock``).
+
+        Args:
+            dsn: a parsed ``sqlite://`` DSN.
+
+        Returns:
+            This adapter when ``txlock`` matches (DEFERRED by default), else
+            one issuing ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE``.
+
+        Raises:
+            ValueError: an unknown parameter, or a bad ``txlock``/``timeout``.
+        """
         txlock = str(parse_params(dsn, _PARAMS).get("txlock", "DEFERRED"))
         return self if txlock == self.txlock else AiosqliteAdapter(txlock)
 
@@ -59,7 +70,21 @@ class AiosqliteAdapter(AsyncAdapter):
     ) -> tuple[
         Callable[[], Awaitable[aiosqlite.Connection]], Callable[[], None] | None
     ]:
-        """An async connect callable and, for ``:memory:``, the keeper's close."""
+        """See ``AsyncAdapter.connector``; ``aiosqlite.connect`` per ``sqlite_target``.
+
+        Connections open in autocommit (``isolation_level=None``), so no
+        ``prepare`` step is needed.
+
+        Args:
+            dsn: a parsed ``sqlite://`` DSN.
+
+        Returns:
+            (an async callable opening one aiosqlite connection; for
+            ``:memory:`` the keeper's close, else None).
+
+        Raises:
+            ValueError: as ``sqlite_target``.
+        """
         database, kwargs, on_close = sqlite_target(dsn)
 
         async def connect() -> aiosqlite.Connection:
@@ -68,7 +93,21 @@ class AiosqliteAdapter(AsyncAdapter):
         return connect, on_close
 
     async def reset(self, conn: aiosqlite.Connection) -> None:
-        """Roll back a transaction left open."""
+        """See ``AsyncAdapter.reset``; no I/O unless a transaction was left open.
+
+        Reads ``in_transaction``; only then sends ROLLBACK and clears
+        ``PRAGMA query_only``.
+
+        Args:
+            conn: the aiosqlite connection.
+
+        Raises:
+            sqlite3.Error: the ROLLBACK or PRAGMA failed; the pool discards
+                the connection.
+
+        Cancellation:
+            The pool discards the connection.
+        """
         if conn.in_transaction:
             await conn.rollback()
             await conn.execute("PRAGMA query_only=0")
@@ -76,7 +115,21 @@ class AiosqliteAdapter(AsyncAdapter):
     async def begin(
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool
     ) -> None:
-        """``BEGIN <txlock>``; read-only through ``PRAGMA query_only``."""
+        """See ``AsyncAdapter.begin``; as ``SqliteAdapter.begin``, awaited.
+
+        Args:
+            conn: the aiosqlite connection.
+            isolation: only None or "serializable" (SQLite's only level).
+            read_only: ``PRAGMA query_only=1`` for the transaction (cleared
+                again if BEGIN fails).
+
+        Raises:
+            ValueError: any other isolation level (nothing was sent).
+            sqlite3.Error: the BEGIN failed (e.g. ``database is locked``).
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         check_sqlite_isolation(isolation)
         if read_only:
             await conn.execute("PRAGMA query_only=1")
@@ -88,7 +141,18 @@ class AiosqliteAdapter(AsyncAdapter):
             raise
 
     async def commit(self, conn: aiosqlite.Connection, read_only: bool) -> None:
-        """COMMIT, then clear ``query_only``."""
+        """See ``AsyncAdapter.commit``; ``query_only`` cleared even if COMMIT fails.
+
+        Args:
+            conn: the aiosqlite connection.
+            read_only: clear ``PRAGMA query_only`` afterwards.
+
+        Raises:
+            sqlite3.Error: the COMMIT or the PRAGMA failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         try:
             await conn.commit()
         finally:
@@ -96,7 +160,18 @@ class AiosqliteAdapter(AsyncAdapter):
                 await conn.execute("PRAGMA query_only=0")
 
     async def rollback(self, conn: aiosqlite.Connection, read_only: bool) -> None:
-        """ROLLBACK, then clear ``query_only``."""
+        """See ``AsyncAdapter.rollback``; ``query_only`` cleared even if it fails.
+
+        Args:
+            conn: the aiosqlite connection.
+            read_only: clear ``PRAGMA query_only`` afterwards.
+
+        Raises:
+            sqlite3.Error: the ROLLBACK or the PRAGMA failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         try:
             await conn.rollback()
         finally:
@@ -106,7 +181,23 @@ class AiosqliteAdapter(AsyncAdapter):
     async def exec(
         self, conn: aiosqlite.Connection, sql: str, params: Any
     ) -> tuple[int, int | None]:
-        """Run a statement; (rowcount, lastrowid)."""
+        """See ``AsyncAdapter.exec``; the cursor is closed before returning.
+
+        Args:
+            conn: the aiosqlite connection.
+            sql: one SQLite statement.
+            params: ``?`` / ``:name`` parameters, or None.
+
+        Returns:
+            (the cursor's ``rowcount``, -1 for statements SQLite does not
+            count; ``lastrowid``, None when it is 0 or None).
+
+        Raises:
+            sqlite3.Error: the statement failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         async with conn.execute(sql, params) as cur:
             last = cur.lastrowid
             return cur.rowcount, last if last else None
@@ -114,7 +205,23 @@ class AiosqliteAdapter(AsyncAdapter):
     async def query(
         self, conn: aiosqlite.Connection, sql: str, params: Any
     ) -> AsyncCursor:
-        """Run a query; its cursor."""
+        """See ``AsyncAdapter.query``; rows are fetched lazily from the cursor.
+
+        Args:
+            conn: the aiosqlite connection.
+            sql: one SQLite query.
+            params: ``?`` / ``:name`` parameters, or None.
+
+        Returns:
+            The open cursor: each ``fetchmany`` runs on aiosqlite's thread
+            and yields rows as tuples.
+
+        Raises:
+            sqlite3.Error: the query failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         return _Cursor(await conn.execute(sql, params))
 
 
