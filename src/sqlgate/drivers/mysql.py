@@ -70,7 +70,21 @@ class PyMySQLAdapter(SyncAdapter):
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], pymysql.Connection[Any]], Callable[[], None] | None]:
-        """``pymysql.connect`` with the DSN's parameters, autocommit on."""
+        """See ``SyncAdapter.connector``; ``pymysql.connect``, autocommit on.
+
+        Defaults: host ``localhost``, port 3306, empty password, charset
+        utf8mb4; the DSN's parameters override them.
+
+        Args:
+            dsn: a parsed ``mysql://`` / ``mariadb://`` DSN.
+
+        Returns:
+            (a callable dialing one PyMySQL connection, None).
+
+        Raises:
+            ValueError: an unknown parameter or a bad timeout value; the
+                message names it.
+        """
         opts = parse_params(dsn, _PARAMS)
         kwargs: dict[str, Any] = {
             "host": dsn.host or "localhost",
@@ -89,20 +103,56 @@ class PyMySQLAdapter(SyncAdapter):
         return connect, None
 
     def prepare(self, conn: pymysql.Connection[Any]) -> None:
-        """Autocommit: sqlgate issues START TRANSACTION itself."""
+        """See ``SyncAdapter.prepare``; ``autocommit(True)`` only when it is off.
+
+        The server's last status (``server_status``) is read first, so a
+        connection dialed with autocommit on costs no round trip.
+
+        Args:
+            conn: the PyMySQL connection.
+
+        Raises:
+            pymysql.err.MySQLError: the ``SET autocommit`` failed.
+        """
         if not conn.server_status & _AUTOCOMMIT:
             conn.autocommit(True)
 
     def is_closed(self, conn: pymysql.Connection[Any]) -> bool:
-        """PyMySQL drops its socket after a fatal error or close()."""
+        """See ``SyncAdapter.is_closed``; PyMySQL's ``open`` flag.
+
+        Args:
+            conn: the PyMySQL connection.
+
+        Returns:
+            True once PyMySQL dropped its socket (a fatal error or close()).
+        """
         return not conn.open
 
     def ping(self, conn: pymysql.Connection[Any]) -> None:
-        """COM_PING, without reconnecting."""
+        """See ``SyncAdapter.ping``; COM_PING, never a silent reconnect.
+
+        Args:
+            conn: the PyMySQL connection.
+
+        Raises:
+            pymysql.err.OperationalError: the link is gone (e.g. 2006, 2013).
+            pymysql.err.Error: the socket was already closed.
+        """
         conn.ping(reconnect=False)
 
     def is_dead(self, conn: pymysql.Connection[Any], exc: BaseException) -> bool:
-        """A link error number, or PyMySQL closed its socket."""
+        """See ``SyncAdapter.is_dead``; by error number, socket state and OSError.
+
+        Args:
+            conn: the PyMySQL connection.
+            exc: what the call raised.
+
+        Returns:
+            True when PyMySQL closed its socket, when ``exc`` is a
+            ``MySQLError`` whose first argument is in ``DEAD_ERRNOS`` (2003,
+            2006, 2013, 2055, 1927, 1053, 4031), or when it is an ``OSError``;
+            False for any other error (``KILL QUERY``'s 1317 included).
+        """
         if not conn.open:
             return True
         if isinstance(exc, pymysql.err.MySQLError) and exc.args:
@@ -110,7 +160,19 @@ class PyMySQLAdapter(SyncAdapter):
         return isinstance(exc, OSError)
 
     def reset(self, conn: pymysql.Connection[Any]) -> None:
-        """Roll back only when the server said a transaction is open."""
+        """See ``SyncAdapter.reset``; no round trip unless something was left on.
+
+        Reads ``server_status``: ROLLBACK only when SERVER_STATUS_IN_TRANS
+        is set; ``autocommit(True)`` only when SERVER_STATUS_AUTOCOMMIT is
+        clear.
+
+        Args:
+            conn: the PyMySQL connection.
+
+        Raises:
+            pymysql.err.MySQLError: the ROLLBACK or SET failed; the pool
+                discards the connection.
+        """
         status = conn.server_status
         if status & _IN_TRANS:
             conn.rollback()
@@ -120,7 +182,21 @@ class PyMySQLAdapter(SyncAdapter):
     def begin(
         self, conn: pymysql.Connection[Any], isolation: str | None, read_only: bool
     ) -> None:
-        """``SET TRANSACTION ISOLATION LEVEL x`` if asked, then START TRANSACTION."""
+        """See ``SyncAdapter.begin``; ``START TRANSACTION [READ ONLY]``.
+
+        A level is set first with ``SET TRANSACTION ISOLATION LEVEL x``,
+        which applies to the next transaction only (the session's default is
+        left alone).
+
+        Args:
+            conn: the PyMySQL connection.
+            isolation: any of the four SQL levels, or None for the
+                session's default (REPEATABLE READ unless configured).
+            read_only: start it READ ONLY.
+
+        Raises:
+            pymysql.err.MySQLError: the SET or START TRANSACTION failed.
+        """
         with conn.cursor() as cur:
             if isolation is not None:
                 cur.execute(f"SET TRANSACTION ISOLATION LEVEL {isolation.upper()}")
