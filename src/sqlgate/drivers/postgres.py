@@ -94,7 +94,13 @@ PSYCOPG_PARAMS: dict[str, Callable[[str], object]] = {
 def conninfo_kwargs(dsn: DSN) -> dict[str, Any]:
     """Libpq connection parameters for a DSN (the password among them).
 
-    psycopg's own parameters (``PSYCOPG_PARAMS``) are left out.
+    Args:
+        dsn: a parsed ``postgresql://`` DSN.
+
+    Returns:
+        The DSN's query parameters except psycopg's own (``PSYCOPG_PARAMS``),
+        plus ``host``, ``port``, ``user``, ``password`` and ``dbname`` where
+        the DSN gives them (these win over a query parameter of that name).
     """
     given = (
         ("host", dsn.host),
@@ -166,7 +172,20 @@ class PsycopgAdapter(SyncAdapter):
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], psycopg.Connection[Any]], Callable[[], None] | None]:
-        """``psycopg.connect`` with the DSN's parameters, autocommit on."""
+        """See ``SyncAdapter.connector``; ``psycopg.Connection.connect``, autocommit on.
+
+        Args:
+            dsn: a parsed ``postgresql://`` DSN.
+
+        Returns:
+            (a callable dialing one connection with ``connect_options``'
+            arguments and setting ``prepared_max`` when given, None).
+
+        Raises:
+            ValueError: a bad ``prepare_threshold``/``prepared_max``. Other
+                parameters go to libpq, which rejects unknown ones at the
+                first dial.
+        """
         kwargs, attrs = connect_options(dsn)
 
         def connect() -> psycopg.Connection[Any]:
@@ -178,28 +197,62 @@ class PsycopgAdapter(SyncAdapter):
         return connect, None
 
     def prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Autocommit: sqlgate issues BEGIN itself."""
+        """See ``SyncAdapter.prepare``; sets ``autocommit`` only if it is off."""
         if not conn.autocommit:
             conn.autocommit = True
 
     def is_closed(self, conn: psycopg.Connection[Any]) -> bool:
-        """Psycopg's own flags: closed by us, or broken by a failed I/O."""
+        """See ``SyncAdapter.is_closed``; psycopg's ``closed`` or ``broken`` flag.
+
+        Args:
+            conn: the psycopg connection.
+
+        Returns:
+            True when closed, or marked broken by a failed socket operation.
+        """
         return conn.closed or conn.broken
 
     def ping(self, conn: psycopg.Connection[Any]) -> None:
-        """An empty query: one round trip, PgBouncer-safe."""
+        """See ``SyncAdapter.ping``; an empty query (no parse, plan or transaction).
+
+        It takes no server connection from PgBouncer in transaction mode.
+
+        Args:
+            conn: the psycopg connection.
+
+        Raises:
+            psycopg.OperationalError: the link is gone.
+        """
         conn.execute("")
 
     def is_dead(self, conn: psycopg.Connection[Any], exc: BaseException) -> bool:
-        """Broken/closed connection, or a shutdown/connection SQLSTATE."""
+        """See ``SyncAdapter.is_dead``; by psycopg's flags and the SQLSTATE.
+
+        Args:
+            conn: the psycopg connection.
+            exc: what the call raised.
+
+        Returns:
+            True when ``conn`` is ``broken`` or ``closed``, or ``exc`` carries
+            SQLSTATE 57P01 (admin_shutdown, ``pg_terminate_backend``), 57P02
+            (crash_shutdown), 57P03 (cannot_connect_now) or class 08
+            (connection exception); False for any other error.
+        """
         return _is_dead(conn, exc)
 
     def reset(self, conn: psycopg.Connection[Any]) -> None:
-        """Roll back only when a transaction is open (a local status read).
+        """See ``SyncAdapter.reset``; no round trip when IDLE.
+
+        Reads ``info.transaction_status`` (local): INTRANS or INERROR gets a
+        ROLLBACK; autocommit is put back if it was turned off.
+
+        Args:
+            conn: the psycopg connection.
 
         Raises:
-            psycopg.OperationalError: a statement is still running, or the
-                link is gone: the pool discards the connection.
+            psycopg.OperationalError: ACTIVE (a statement still running) or
+                UNKNOWN (the link is gone), or the ROLLBACK failed: the pool
+                discards the connection.
         """
         if _needs_rollback(conn):
             conn.rollback()
@@ -209,11 +262,22 @@ class PsycopgAdapter(SyncAdapter):
     def begin(
         self, conn: psycopg.Connection[Any], isolation: str | None, read_only: bool
     ) -> None:
-        """``BEGIN [ISOLATION LEVEL x] [READ ONLY]``."""
+        """See ``SyncAdapter.begin``; one ``BEGIN [ISOLATION LEVEL x] [READ ONLY]``.
+
+        Args:
+            conn: the psycopg connection.
+            isolation: any of the four SQL levels (PostgreSQL runs READ
+                UNCOMMITTED as READ COMMITTED), or None for the server's
+                default.
+            read_only: start it READ ONLY.
+
+        Raises:
+            psycopg.Error: the BEGIN failed.
+        """
         conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
     def last_insert_id(self, cursor: Any) -> int | None:
-        """PostgreSQL has none: use ``INSERT ... RETURNING``."""
+        """See ``SyncAdapter.last_insert_id``; always None (use ``RETURNING``)."""
         return None
 
 
@@ -243,7 +307,17 @@ class PsycopgAsyncAdapter(AsyncAdapter):
     ) -> tuple[
         Callable[[], Awaitable[psycopg.AsyncConnection[Any]]], Callable[[], None] | None
     ]:
-        """``AsyncConnection.connect`` with the DSN's parameters, autocommit on."""
+        """See ``AsyncAdapter.connector``; as ``PsycopgAdapter.connector``, async.
+
+        Args:
+            dsn: a parsed ``postgresql://`` DSN.
+
+        Returns:
+            (an async callable dialing one ``AsyncConnection``, None).
+
+        Raises:
+            ValueError: a bad ``prepare_threshold``/``prepared_max``.
+        """
         kwargs, attrs = connect_options(dsn)
 
         async def connect() -> psycopg.AsyncConnection[Any]:
@@ -255,28 +329,31 @@ class PsycopgAsyncAdapter(AsyncAdapter):
         return connect, None
 
     async def prepare(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Autocommit: sqlgate issues BEGIN itself."""
+        """See ``AsyncAdapter.prepare``; ``set_autocommit(True)`` only if it is off."""
         if not conn.autocommit:
             await conn.set_autocommit(True)
 
     def is_closed(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Psycopg's own flags: closed by us, or broken by a failed I/O."""
+        """See ``PsycopgAdapter.is_closed``: the ``closed`` or ``broken`` flag."""
         return conn.closed or conn.broken
 
     async def ping(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """An empty query: one round trip, PgBouncer-safe."""
+        """See ``PsycopgAdapter.ping``: an empty query, awaited."""
         await conn.execute("")
 
     def is_dead(self, conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
-        """Broken/closed connection, or a shutdown/connection SQLSTATE."""
+        """See ``PsycopgAdapter.is_dead``: the flags, 57P01-57P03 or class 08."""
         return _is_dead(conn, exc)
 
     async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Roll back only when a transaction is open (see ``PsycopgAdapter.reset``).
+        """See ``PsycopgAdapter.reset``; ROLLBACK only when INTRANS or INERROR.
+
+        Args:
+            conn: the psycopg connection.
 
         Raises:
-            psycopg.OperationalError: a statement is still running, or the
-                link is gone: the pool discards the connection.
+            psycopg.OperationalError: ACTIVE or UNKNOWN, or the ROLLBACK
+                failed: the pool discards the connection.
 
         Cancellation:
             A cancel during the ROLLBACK leaves the connection's state
@@ -290,23 +367,39 @@ class PsycopgAsyncAdapter(AsyncAdapter):
     async def begin(
         self, conn: psycopg.AsyncConnection[Any], isolation: str | None, read_only: bool
     ) -> None:
-        """``BEGIN [ISOLATION LEVEL x] [READ ONLY]``."""
+        """See ``PsycopgAdapter.begin``; one BEGIN, any of the four levels."""
         await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
     async def commit(self, conn: psycopg.AsyncConnection[Any], read_only: bool) -> None:
-        """COMMIT."""
+        """See ``AsyncAdapter.commit``; psycopg's ``commit()`` (one COMMIT)."""
         await conn.commit()
 
     async def rollback(
         self, conn: psycopg.AsyncConnection[Any], read_only: bool
     ) -> None:
-        """ROLLBACK."""
+        """See ``AsyncAdapter.rollback``; psycopg's ``rollback()`` (one ROLLBACK)."""
         await conn.rollback()
 
     async def exec(
         self, conn: psycopg.AsyncConnection[Any], sql: str, params: Any
     ) -> tuple[int, int | None]:
-        """Run a statement; (rowcount, None)."""
+        """See ``AsyncAdapter.exec``; on a cursor closed before returning.
+
+        Args:
+            conn: the psycopg connection.
+            sql: the statement.
+            params: ``%s`` / ``%(name)s`` parameters, or None.
+
+        Returns:
+            (the cursor's ``rowcount``, -1 when the command reports none;
+            always None: use ``RETURNING``).
+
+        Raises:
+            psycopg.Error: the statement failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         async with conn.cursor() as cur:
             await cur.execute(sql, params)
             return cur.rowcount, None
@@ -314,7 +407,25 @@ class PsycopgAsyncAdapter(AsyncAdapter):
     async def query(
         self, conn: psycopg.AsyncConnection[Any], sql: str, params: Any
     ) -> AsyncCursor:
-        """Run a query; its buffered result."""
+        """See ``AsyncAdapter.query``; the whole result arrives before it returns.
+
+        psycopg's client-side cursor buffers every row, so fetching does no
+        I/O; the cursor is closed if the query fails.
+
+        Args:
+            conn: the psycopg connection.
+            sql: the query.
+            params: ``%s`` / ``%(name)s`` parameters, or None.
+
+        Returns:
+            The buffered result; a statement returning no rows yields none.
+
+        Raises:
+            psycopg.Error: the query failed.
+
+        Cancellation:
+            The cursor is closed; the caller discards the connection.
+        """
         cur = conn.cursor()
         try:
             await cur.execute(sql, params)
