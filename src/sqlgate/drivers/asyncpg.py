@@ -84,7 +84,21 @@ class AsyncpgAdapter(AsyncAdapter):
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], Awaitable[asyncpg.Connection]], Callable[[], None] | None]:
-        """``asyncpg.connect`` with the DSN's parts."""
+        """See ``AsyncAdapter.connector``; ``asyncpg.connect`` (always autocommit).
+
+        ``application_name`` is sent as a server setting, ``connect_timeout``
+        becomes asyncpg's ``timeout``; ``statement_cache_size`` is passed as is.
+
+        Args:
+            dsn: a parsed ``postgresql+asyncpg://`` DSN.
+
+        Returns:
+            (an async callable dialing one asyncpg connection, None).
+
+        Raises:
+            ValueError: an unknown parameter or a bad value; the message
+                names it.
+        """
         opts = parse_params(dsn, _PARAMS)
         kwargs: dict[str, Any] = {
             "host": dsn.host,
@@ -106,11 +120,28 @@ class AsyncpgAdapter(AsyncAdapter):
         return connect, None
 
     def is_closed(self, conn: asyncpg.Connection) -> bool:
-        """The connection's own closed flag."""
+        """See ``AsyncAdapter.is_closed``; asyncpg's ``is_closed()``."""
         return bool(conn.is_closed())
 
     async def ping(self, conn: asyncpg.Connection) -> None:
-        """An empty query (see the module docstring)."""
+        """See ``AsyncAdapter.ping``; an empty query, one round trip.
+
+        asyncpg's failure to decode the empty reply (an ``AttributeError``
+        mentioning "decode", raised after the server's ReadyForQuery) counts
+        as the answer: see the module docstring.
+
+        Args:
+            conn: the asyncpg connection.
+
+        Raises:
+            asyncpg.InterfaceError: the connection was already closed.
+            asyncpg.exceptions.ConnectionDoesNotExistError: the link was
+                lost during the round trip.
+            OSError: the socket failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         try:
             await conn.execute("")
         except AttributeError as exc:
@@ -118,7 +149,17 @@ class AsyncpgAdapter(AsyncAdapter):
                 raise
 
     def is_dead(self, conn: asyncpg.Connection, exc: BaseException) -> bool:
-        """Closed connection, lost socket, or a shutdown/connection SQLSTATE."""
+        """See ``AsyncAdapter.is_dead``; by the flag, the class and the SQLSTATE.
+
+        Args:
+            conn: the asyncpg connection.
+            exc: what the call raised.
+
+        Returns:
+            True when ``conn.is_closed()``, ``exc`` is a
+            ``ConnectionDoesNotExistError`` or an ``OSError``, or it carries
+            SQLSTATE 57P01, 57P02, 57P03 or class 08; False otherwise.
+        """
         if conn.is_closed() or isinstance(
             exc, asyncpg.exceptions.ConnectionDoesNotExistError | OSError
         ):
@@ -129,7 +170,22 @@ class AsyncpgAdapter(AsyncAdapter):
         )
 
     async def reset(self, conn: asyncpg.Connection) -> None:
-        """ROLLBACK only when a transaction is open (a local read)."""
+        """See ``AsyncAdapter.reset``; no round trip outside a transaction.
+
+        ``is_in_transaction()`` is a local read; only then is ROLLBACK sent.
+        There is no autocommit mode to restore.
+
+        Args:
+            conn: the asyncpg connection.
+
+        Raises:
+            asyncpg.exceptions.ConnectionDoesNotExistError: the connection is
+                closed (the pool discards it).
+            asyncpg.PostgresError: the ROLLBACK failed.
+
+        Cancellation:
+            The pool discards the connection.
+        """
         if conn.is_closed():
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection is closed")
         if conn.is_in_transaction():
@@ -138,21 +194,57 @@ class AsyncpgAdapter(AsyncAdapter):
     async def begin(
         self, conn: asyncpg.Connection, isolation: str | None, read_only: bool
     ) -> None:
-        """``BEGIN [ISOLATION LEVEL x] [READ ONLY]``."""
+        """See ``AsyncAdapter.begin``; ``BEGIN [ISOLATION LEVEL x] [READ ONLY]``.
+
+        Sent as SQL, not through asyncpg's ``transaction()`` object.
+
+        Args:
+            conn: the asyncpg connection.
+            isolation: any of the four SQL levels (READ UNCOMMITTED runs as
+                READ COMMITTED), or None for the server's default.
+            read_only: start it READ ONLY.
+
+        Raises:
+            asyncpg.PostgresError: the BEGIN failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
     async def commit(self, conn: asyncpg.Connection, read_only: bool) -> None:
-        """COMMIT."""
+        """See ``AsyncAdapter.commit``; sends ``COMMIT`` as SQL."""
         await conn.execute("COMMIT")
 
     async def rollback(self, conn: asyncpg.Connection, read_only: bool) -> None:
-        """ROLLBACK."""
+        """See ``AsyncAdapter.rollback``; sends ``ROLLBACK`` as SQL."""
         await conn.execute("ROLLBACK")
 
     async def exec(
         self, conn: asyncpg.Connection, sql: str, params: Any
     ) -> tuple[int, int | None]:
-        """Run a statement; (count from the command tag, None)."""
+        """See ``AsyncAdapter.exec``; ``conn.execute`` with positional arguments.
+
+        Without parameters it uses the simple query protocol (several
+        statements allowed); with them, a prepared statement.
+
+        Args:
+            conn: the asyncpg connection.
+            sql: the statement, with ``$1, $2...`` placeholders.
+            params: a tuple or list, or None.
+
+        Returns:
+            (the command tag's last number, "INSERT 0 3" -> 3, or -1 when it
+            has none; always None: use ``RETURNING``).
+
+        Raises:
+            TypeError: ``params`` is a dict or not a tuple/list (nothing was
+                sent).
+            asyncpg.PostgresError: the statement failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         tag = await conn.execute(sql, *_args(params))
         last = tag.rsplit(" ", 1)[-1] if isinstance(tag, str) else ""
         return (int(last) if last.isdigit() else -1), None
@@ -160,7 +252,25 @@ class AsyncpgAdapter(AsyncAdapter):
     async def query(
         self, conn: asyncpg.Connection, sql: str, params: Any
     ) -> AsyncCursor:
-        """Prepare, fetch every row, and name the columns."""
+        """See ``AsyncAdapter.query``; prepares, then fetches every row at once.
+
+        Args:
+            conn: the asyncpg connection.
+            sql: the query, with ``$1, $2...`` placeholders.
+            params: a tuple or list, or None.
+
+        Returns:
+            The whole result in memory (fetching does no I/O), its columns
+            named from the prepared statement's attributes.
+
+        Raises:
+            TypeError: ``params`` is a dict or not a tuple/list (nothing was
+                sent).
+            asyncpg.PostgresError: the prepare or the query failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
         args = _args(params)
         stmt = await conn.prepare(sql)
         rows = await stmt.fetch(*args)
