@@ -65,7 +65,16 @@ class DSN:
     params: dict[str, str] = field(default_factory=dict)
 
     def redacted(self) -> str:
-        """The DSN as a string with the password replaced by ``***``."""
+        """The DSN as a string, safe to log: the password replaced by ``***``.
+
+        The user name, host, port, database and query parameters are kept as
+        parsed (decoded, not re-quoted); an IPv6 host is put back in brackets.
+        A sqlite DSN is ``scheme:///path`` plus its parameters.
+
+        Returns:
+            ``scheme://user:***@host:port/database?k=v`` (parts the DSN lacks
+            left out).
+        """
         if self.family == "sqlite":
             return f"{self.scheme}:///{self.database}" + self._query()
         auth = ""
@@ -83,11 +92,16 @@ class DSN:
     def pool_name(self) -> str:
         """A name for the pool: where it connects, never who or with what.
 
-        Following OpenTelemetry's ``db.client.connection.pool.name``
-        (``server.address:server.port/db.namespace``): ``host:port/database``
-        for a server, with the driver's defaults filled in (``localhost``,
-        5432 or 3306); ``sqlite:<absolute path>`` or ``sqlite::memory:``.
-        No user name, password or parameter is part of it.
+        Follows OpenTelemetry's ``db.client.connection.pool.name``
+        (``server.address:server.port/db.namespace``). No user name, password
+        or parameter is part of it, so it is safe as a metric label.
+
+        Returns:
+            ``host:port/database`` for a server, with the driver's defaults
+            filled in (``localhost``; 5432 for postgresql and asyncpg, 3306
+            for mysql) and an IPv6 host in brackets; ``sqlite:<absolute
+            path>`` (resolved against the working directory now) or
+            ``sqlite::memory:``.
         """
         if self.family == "sqlite":
             if self.database == ":memory:":
