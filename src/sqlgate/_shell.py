@@ -13,19 +13,21 @@ import os
 import sys
 import traceback
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections import deque
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from sqlgate._core import IN_USE, Entry
+from sqlgate._core import IN_USE, Entry, PoolCore, check_duration
 from sqlgate.errors import ConnectError, PoolTimeout
 
 if TYPE_CHECKING:
-    from collections import deque
     from collections.abc import Callable
 
-    from sqlgate._core import PoolCore, Waiter
+    from sqlgate._core import Waiter
+    from sqlgate.observe import Observer
 
 __all__ = [
     "Held",
+    "ShellBase",
     "check_hooks",
     "check_leaks",
     "choose_path",
@@ -34,6 +36,7 @@ __all__ = [
     "lookup",
     "orphan",
     "renew_after_fork",
+    "report_circuit",
     "report_reclaimed",
     "report_taken",
     "take_in_use",
@@ -71,6 +74,135 @@ class _Shell(Protocol):
     def _acquire_hooked(self, timeout: float | None = None) -> Any: ...
 
     def _release_hooked(self, conn: Any, *, broken: bool = False) -> Any: ...
+
+
+class ShellBase(Generic[C]):
+    """The state and knob checks ``Pool`` and ``AsyncPool`` share.
+
+    Each shell's ``__init__`` checks its connect callable, calls ``_setup``
+    with every knob, then adds what is its own (a lock, an event loop).
+    """
+
+    _hooked: bool
+    _observer: Observer | None
+
+    def _setup(
+        self,
+        *,
+        name: str,
+        max_open: int,
+        max_idle: int,
+        min_idle: int,
+        max_connecting: int,
+        conn_max_lifetime: float | None,
+        conn_max_idle_time: float | None,
+        acquire_timeout: float | None,
+        max_waiting: int,
+        rollback_on_return: bool,
+        reset: Callable[[C], object] | None,
+        on_connect: Callable[[C], object] | None,
+        on_acquire: Callable[[C], object] | None,
+        on_release: Callable[[C], object] | None,
+        on_close: Callable[[C], object] | None,
+        observer: Observer | None,
+        circuit_after: int,
+        leak_threshold: float | None,
+    ) -> None:
+        """Validate every knob and build the core; see the shells' ``__init__``.
+
+        Raises:
+            TypeError: a hook or knob of the wrong type, naming it.
+            ValueError: a knob out of range, naming it and the value.
+        """
+        self.name = name
+        self._core: PoolCore[C] = PoolCore(
+            max_open=max_open,
+            max_idle=max_idle,
+            min_idle=min_idle,
+            max_connecting=max_connecting,
+            conn_max_lifetime=conn_max_lifetime,
+            conn_max_idle_time=conn_max_idle_time,
+            max_waiting=max_waiting,
+            circuit_after=circuit_after,
+            name=name,
+        )
+        self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
+        #: Leak tracking (see ``leak_threshold``); None means off.
+        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
+        #: Entries whose connection was collected while in use, appended by a
+        #: weakref callback (any thread, so it must not take a lock); drained
+        #: by the shell's ``_drain_lost``.
+        self._lost: deque[Entry[C]] = deque()
+        #: Connections in use (leak tracking only): entry -> acquirer's stack,
+        #: and whether the threshold warning was logged.
+        self._held: Held[C] = {}
+        #: ids of connections ``close(timeout=...)`` took from their callers;
+        #: their late release is a no-op.
+        self._taken: set[int] = set()
+        if not isinstance(rollback_on_return, bool):
+            raise TypeError(
+                f"rollback_on_return must be a bool, got {rollback_on_return!r}"
+            )
+        check_hooks(
+            reset=reset,
+            on_connect=on_connect,
+            on_acquire=on_acquire,
+            on_release=on_release,
+            on_close=on_close,
+        )
+        #: The return path: roll back an open transaction, then ``reset``.
+        self._rollback_on_return = rollback_on_return
+        self._reset = reset
+        self._on_connect = on_connect
+        self._on_acquire = on_acquire
+        self._on_release = on_release
+        self._on_close = on_close
+        self._observer = None
+        self._hooked = False
+        self.observer = observer  # picks the acquire/release path
+
+    @property
+    def observer(self) -> Observer | None:
+        """The per-event observer (see ``sqlgate.observe``), or None."""
+        return self._observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._observer = observer
+        choose_path(self)  # type: ignore[arg-type]  # the plain or hooked path
+
+    def _needs_maintenance(self) -> bool:
+        """Whether a maintenance tick has anything to do (expiry, refill, probe)."""
+        core = self._core
+        return not core.is_closed and (
+            core.conn_max_lifetime is not None
+            or core.conn_max_idle_time is not None
+            or core.min_idle > 0
+            or core.circuit_open
+            or self._leak_threshold is not None
+        )
+
+
+def report_circuit(
+    name: str, was_open: bool, now_open: bool, core: PoolCore[Any]
+) -> None:
+    """Log the circuit breaker opening or closing; nothing when it did neither.
+
+    Called from the dial path only, never the fast path. Records carry text,
+    never the error object (a handler that keeps records would keep its frames).
+    """
+    if was_open == now_open:
+        return
+    if now_open:
+        log.warning(
+            "%s: circuit open after %d failed dials in a row (last: %s): acquires "
+            "that find nothing idle fail at once until a probe connects",
+            name,
+            core.circuit_after,
+            repr(core.last_dial_error),
+        )
+    else:
+        log.warning("%s: circuit closed: a dial succeeded, service resumes", name)
 
 
 def choose_path(pool: _Shell) -> None:

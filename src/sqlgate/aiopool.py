@@ -40,20 +40,18 @@ from sqlgate._core import (
     Close,
     Connect,
     Entry,
-    PoolCore,
     Waiter,
     Wake,
     check_duration,
 )
 from sqlgate._shell import (
-    Held,
-    check_hooks,
+    ShellBase,
     check_leaks,
-    choose_path,
     forget_after_fork,
     keep,
     lookup,
     renew_after_fork,
+    report_circuit,
     report_reclaimed,
     report_taken,
     take_in_use,
@@ -153,7 +151,7 @@ async def _rollback(conn: object) -> None:
         await result
 
 
-class AsyncPool(Generic[C]):
+class AsyncPool(ShellBase[C]):
     """An asyncio pool of database connections, after Go's ``database/sql``.
 
     The same rules as ``Pool`` (one shared ``PoolCore``): dials run as
@@ -257,56 +255,30 @@ class AsyncPool(Generic[C]):
         """
         if not callable(aconnect):
             raise TypeError(f"aconnect must be callable, got {aconnect!r}")
-        if reset is not None and not callable(reset):
-            raise TypeError(f"reset must be callable or None, got {reset!r}")
-        self.name = name if name is not None else f"aiopool-{id(self):x}"
-        self._aconnect = aconnect
-        self._core: PoolCore[C] = PoolCore(
+        self._setup(
+            name=name if name is not None else f"aiopool-{id(self):x}",
             max_open=max_open,
             max_idle=max_idle,
             min_idle=min_idle,
             max_connecting=max_connecting,
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
+            acquire_timeout=acquire_timeout,
             max_waiting=max_waiting,
-            circuit_after=circuit_after,
-            name=self.name,
-        )
-        self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
-        #: Leak tracking (see ``leak_threshold``); None means off.
-        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
-        #: Entries whose connection was collected while in use, appended by a
-        #: weakref callback (any thread); drained by ``_drain_lost``.
-        self._lost: deque[Entry[C]] = deque()
-        #: Connections in use (leak tracking only): entry -> acquirer's stack,
-        #: and whether the threshold warning was logged.
-        self._held: Held[C] = {}
-        #: ids of connections ``close(timeout=...)`` took from their callers;
-        #: their late release is a no-op.
-        self._taken: set[int] = set()
-        #: Set when the pool is closed and nothing is in use any more; made
-        #: by ``close(timeout=...)``.
-        self._all_back: asyncio.Event | None = None
-        if not isinstance(rollback_on_return, bool):
-            raise TypeError(
-                f"rollback_on_return must be a bool, got {rollback_on_return!r}"
-            )
-        self._rollback_on_return = rollback_on_return
-        self._reset = reset
-        check_hooks(
+            rollback_on_return=rollback_on_return,
             reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
             on_release=on_release,
             on_close=on_close,
+            observer=observer,
+            circuit_after=circuit_after,
+            leak_threshold=leak_threshold,
         )
-        self._on_connect = on_connect
-        self._on_acquire = on_acquire
-        self._on_release = on_release
-        self._on_close = on_close
-        self._observer: Observer | None = None
-        self._hooked = False
-        self.observer = observer  # picks the acquire/release path
+        self._aconnect = aconnect
+        #: Set when the pool is closed and nothing is in use any more; made
+        #: by ``close(timeout=...)``.
+        self._all_back: asyncio.Event | None = None
         #: The loop this pool is bound to; None until first use.
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Pool-owned tasks (dials, closes, maintenance): strong references,
@@ -648,7 +620,9 @@ class AsyncPool(Generic[C]):
                 broken = state == _UNUSABLE
             except Exception as exc:
                 log.info(
-                    "%s: discarding a connection that failed reset: %r", self.name, exc
+                    "%s: discarding a connection that failed reset: %s",
+                    self.name,
+                    repr(exc),
                 )
                 broken = True
             except BaseException:
@@ -696,16 +670,6 @@ class AsyncPool(Generic[C]):
 
     # -- hooks and observer (off the plain path) ------------------------------
 
-    @property
-    def observer(self) -> Observer | None:
-        """The per-event observer (see ``sqlgate.observe``), or None."""
-        return self._observer
-
-    @observer.setter
-    def observer(self, observer: Observer | None) -> None:
-        self._observer = observer
-        choose_path(self)  # the plain or the hooked acquire/release
-
     async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
         if self._lost:
@@ -746,7 +710,9 @@ class AsyncPool(Generic[C]):
                     await result
             except Exception as exc:
                 log.info(
-                    "%s: discarding a connection: on_release raised %r", self.name, exc
+                    "%s: discarding a connection: on_release raised %s",
+                    self.name,
+                    repr(exc),
                 )
                 error = exc
                 broken = True
@@ -836,19 +802,25 @@ class AsyncPool(Generic[C]):
                 # a CancelledError it did not ask for.
                 error = ConnectError(f"{self.name}: dial interrupted: {exc!r}")
                 error.__cause__ = exc
-            log.warning("%s: connect failed: %r", self.name, exc)
+            # Records carry text, never the error: a handler that keeps them
+            # would keep its traceback and every frame that reaches.
+            log.warning("%s: connect failed: %s", self.name, repr(exc))
+            was_open = core.circuit_open
             self._call(core.connect_failed, ticket, error)
+            report_circuit(self.name, was_open, core.circuit_open, core)
             if core.circuit_open and not core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
             if error is not exc:
                 raise
             return
         try:
+            was_open = core.circuit_open
             if core.holds(conn):
                 dup = ValueError(f"{self.name}: aconnect() returned a live connection")
                 core.connect_failed(ticket, dup, monotonic())
             else:
                 core.connected(ticket, conn, monotonic())
+            report_circuit(self.name, was_open, core.circuit_open, core)
             if self._observer is not None:
                 self._observer.created(monotonic() - started)
         finally:
@@ -863,7 +835,7 @@ class AsyncPool(Generic[C]):
             try:
                 await _call_hook(_close, conn)
             except Exception as exc:
-                log.info("%s: error closing a connection: %r", self.name, exc)
+                log.info("%s: error closing a connection: %s", self.name, repr(exc))
             raise
 
     async def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
@@ -873,7 +845,7 @@ class AsyncPool(Generic[C]):
             self._call(self._core.closed, entry)
             return
         if reason == BROKEN:
-            log.info("%s: discarding a broken connection %r", self.name, conn)
+            log.info("%s: discarding a broken connection %s", self.name, repr(conn))
         try:
             try:
                 if self._on_close is not None:
@@ -881,22 +853,12 @@ class AsyncPool(Generic[C]):
             finally:
                 await _call_hook(_close, conn)
         except Exception as exc:
-            log.info("%s: error closing a connection: %r", self.name, exc)
+            log.info("%s: error closing a connection: %s", self.name, repr(exc))
         finally:
             # Even when cancelled mid-close (loop shutdown): the slot is freed.
             self._call(self._core.closed, entry)
 
     # -- maintenance ---------------------------------------------------------
-
-    def _needs_maintenance(self) -> bool:
-        core = self._core
-        return not core.is_closed and (
-            core.conn_max_lifetime is not None
-            or core.conn_max_idle_time is not None
-            or core.min_idle > 0
-            or core.circuit_open
-            or self._leak_threshold is not None
-        )
 
     def _wake_maintenance(self) -> None:
         if self._maintenance_wakeup is not None:
@@ -1065,7 +1027,7 @@ class AsyncPool(Generic[C]):
     def _check_all_back(self) -> None:
         """Set ``_all_back`` once the pool is closed and nothing is in use."""
         core = self._core
-        if self._all_back is not None and core._closed and core.stats().in_use == 0:
+        if self._all_back is not None and core._closed and core._in_use == 0:
             self._all_back.set()
 
     def _forked(self) -> None:

@@ -20,20 +20,18 @@ from sqlgate._core import (
     Close,
     Connect,
     Entry,
-    PoolCore,
     Waiter,
     Wake,
     check_duration,
 )
 from sqlgate._reset import _rollbacks, rollback_for
 from sqlgate._shell import (
-    Held,
-    check_hooks,
+    ShellBase,
     check_leaks,
-    choose_path,
     forget_after_fork,
     lookup,
     renew_after_fork,
+    report_circuit,
     report_reclaimed,
     report_taken,
     take_in_use,
@@ -62,7 +60,7 @@ DEFAULT_MAX_CONNECTING = MAX_CONNECTING
 _new_gate = threading.Lock
 
 
-class Pool(Generic[C]):
+class Pool(ShellBase[C]):
     """A thread-safe pool of DB-API connections, after Go's ``database/sql``.
 
     Connections are dialed by pool-owned threads (never in the waiting
@@ -153,55 +151,29 @@ class Pool(Generic[C]):
         """
         if not callable(connect):
             raise TypeError(f"connect must be callable, got {connect!r}")
-        self.name = name if name is not None else f"pool-{id(self):x}"
         self._connect = connect
-        self._core: PoolCore[C] = PoolCore(
+        self._setup(
+            name=name if name is not None else f"pool-{id(self):x}",
             max_open=max_open,
             max_idle=max_idle,
             min_idle=min_idle,
             max_connecting=max_connecting,
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
+            acquire_timeout=acquire_timeout,
             max_waiting=max_waiting,
-            circuit_after=circuit_after,
-            name=self.name,
-        )
-        #: Leak tracking (see ``leak_threshold``); None means off.
-        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
-        #: Entries whose connection was collected while in use, appended by a
-        #: weakref callback (which must not take the lock); drained by
-        #: ``_drain_lost`` under the lock.
-        self._lost: deque[Entry[C]] = deque()
-        #: Connections in use (leak tracking only): entry -> acquirer's stack,
-        #: and whether the threshold warning was logged.
-        self._held: Held[C] = {}
-        #: ids of connections ``close(timeout=...)`` took from their callers;
-        #: their late release is a no-op.
-        self._taken: set[int] = set()
-        #: Set when the pool is closed and nothing is in use any more.
-        self._all_back = threading.Event()
-        self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
-        if not isinstance(rollback_on_return, bool):
-            raise TypeError(
-                f"rollback_on_return must be a bool, got {rollback_on_return!r}"
-            )
-        #: The return path: roll back an open transaction, then the user's hook.
-        self._rollback_on_return = rollback_on_return
-        self._reset = reset
-        check_hooks(
+            rollback_on_return=rollback_on_return,
             reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
             on_release=on_release,
             on_close=on_close,
+            observer=observer,
+            circuit_after=circuit_after,
+            leak_threshold=leak_threshold,
         )
-        self._on_connect = on_connect
-        self._on_acquire = on_acquire
-        self._on_release = on_release
-        self._on_close = on_close
-        self._observer: Observer | None = None
-        self._hooked = False
-        self.observer = observer  # picks the acquire/release path
+        #: Set when the pool is closed and nothing is in use any more.
+        self._all_back = threading.Event()
         # Critical section: every core call, and nothing else, runs under it.
         self._lock = threading.Lock()
         # Wakes the maintenance thread when a knob changes or the pool closes.
@@ -335,16 +307,6 @@ class Pool(Generic[C]):
         return _Checkout(self, timeout)
 
     # -- hooks and observer (off the plain path) ------------------------------
-
-    @property
-    def observer(self) -> Observer | None:
-        """The per-event observer (see ``sqlgate.observe``), or None."""
-        return self._observer
-
-    @observer.setter
-    def observer(self, observer: Observer | None) -> None:
-        self._observer = observer
-        choose_path(self)  # the plain or the hooked acquire/release
 
     def _acquire_hooked(self, timeout: float | None = None) -> C:
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
@@ -505,21 +467,31 @@ class Pool(Generic[C]):
             # Records carry text, never the error: a handler that keeps them
             # would keep its traceback and every frame that reaches.
             log.warning("%s: connect failed: %s", self.name, repr(exc))
-            self._call(self._core.connect_failed, ticket, exc)
-            if self._core.circuit_open and not self._core.is_closed:
+            core = self._core
+            with self._lock:
+                was_open = core.circuit_open
+                core.connect_failed(ticket, exc, monotonic())
+                now_open = core.circuit_open
+                out = core.take_effects()
+            self._run(out)
+            report_circuit(self.name, was_open, now_open, core)
+            if now_open and not core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
             return
         core = self._core
         with self._lock:
+            was_open = core.circuit_open
             if core.holds(conn):
                 dup = ValueError(f"{self.name}: connect() returned a live connection")
                 core.connect_failed(ticket, dup, monotonic())
             else:
                 core.connected(ticket, conn, monotonic())
+            now_open = core.circuit_open
             out = core.take_effects()
         if self._observer is not None:
             self._observer.created(monotonic() - started)
         self._run(out)
+        report_circuit(self.name, was_open, now_open, core)
 
     def _configure(self, conn: C) -> None:
         """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
@@ -554,16 +526,6 @@ class Pool(Generic[C]):
             self._call(self._core.closed, entry)
 
     # -- maintenance ---------------------------------------------------------
-
-    def _needs_maintenance(self) -> bool:
-        core = self._core
-        return not core.is_closed and (
-            core.conn_max_lifetime is not None
-            or core.conn_max_idle_time is not None
-            or core.min_idle > 0
-            or core.circuit_open
-            or self._leak_threshold is not None
-        )
 
     def _maybe_start_maintenance(self) -> None:
         """Start the sweeper thread if a knob needs it and none is running."""
