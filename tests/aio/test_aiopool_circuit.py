@@ -9,6 +9,7 @@ a fake one (``sqlgate.aiopool.monotonic`` patched), so each step is exact.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -167,3 +168,34 @@ async def test_close_during_an_outage_stops_maintenance(
     assert maintenance is not None
     await close_clean(pool, driver)
     assert maintenance.done()
+
+
+async def test_circuit_opening_and_closing_are_logged(
+    clock: FakeClock, gated_driver: AsyncFakeDriver, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = gated_driver
+    pool: AsyncPool[AsyncFakeConn] = AsyncPool(
+        driver.aconnect, name="alog", max_connecting=1, circuit_after=3
+    )
+    with caplog.at_level(logging.DEBUG, logger="sqlgate"):
+        waiters, _ = await open_the_circuit(pool, driver)
+        await asyncio.gather(*waiters, return_exceptions=True)
+        clock.now += 1.0
+        await eventually(lambda: len(driver.pending) == 1, "the probe dial")
+        driver.pending[0].land()
+        await until(lambda: pool.stats().idle == 1, "the probe's connection")
+    circuit = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if "circuit" in r.getMessage()
+    ]
+    assert circuit == [
+        (
+            logging.WARNING,
+            "alog: circuit open after 3 failed dials in a row (last: "
+            "OSError('connection refused #2')): acquires that find nothing idle "
+            "fail at once until a probe connects",
+        ),
+        (logging.WARNING, "alog: circuit closed: a dial succeeded, service resumes"),
+    ]
+    await close_clean(pool, driver)

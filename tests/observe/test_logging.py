@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from sqlgate import ConnectError, Pool
-from tests.fakes import FakeDriver
+from tests.fakes import FakeDriver, wait_until
 from tests.observe.helpers import close_clean, settle
 
 
@@ -90,4 +90,33 @@ def test_the_fast_path_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
             conn = pool.acquire()
             pool.release(conn)
     assert records(caplog) == []
+    close_clean(pool, driver)
+
+
+def test_circuit_opening_and_closing_are_logged_once_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refused = [OSError(f"refused {n}") for n in (1, 2, 3)]
+    driver = FakeDriver(fail_with=[*refused, None])
+    pool = Pool(
+        driver.connect, name="cb", max_open=1, max_connecting=1, circuit_after=3
+    )
+    with caplog.at_level(logging.DEBUG, logger="sqlgate"):
+        for _ in refused:
+            with pytest.raises(ConnectError):
+                pool.acquire()
+        assert pool.stats().circuit_open
+        # The probe (the maintenance thread, after its backoff) connects.
+        wait_until(lambda: not pool.stats().circuit_open, what="the probe")
+        settle(pool)
+    circuit = [(lvl, msg) for lvl, msg in records(caplog) if "circuit" in msg]
+    assert circuit == [
+        (
+            logging.WARNING,
+            "cb: circuit open after 3 failed dials in a row (last: "
+            "OSError('refused 3')): acquires that find nothing idle fail at once "
+            "until a probe connects",
+        ),
+        (logging.WARNING, "cb: circuit closed: a dial succeeded, service resumes"),
+    ]
     close_clean(pool, driver)
