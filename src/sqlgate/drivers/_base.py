@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -152,8 +152,8 @@ def _mask(value: Any, words: Sequence[str]) -> Any:
     return value
 
 
-class SyncAdapter:
-    """A blocking driver's adapter; subclasses override what differs.
+class _Adapter:
+    """What both adapter kinds have: a name, a paramstyle, DSN variants.
 
     Attributes:
         name: the driver family ("sqlite", "postgresql", "mysql").
@@ -164,7 +164,7 @@ class SyncAdapter:
     name = "dbapi"
     paramstyle = "qmark"
 
-    def for_dsn(self, dsn: DSN) -> SyncAdapter:
+    def for_dsn(self, dsn: DSN) -> Self:
         """The adapter to use for this DSN (a variant when a parameter needs one).
 
         Args:
@@ -178,6 +178,10 @@ class SyncAdapter:
                 it and the value (the password masked).
         """
         return self
+
+
+class SyncAdapter(_Adapter):
+    """A blocking driver's adapter; subclasses override what differs."""
 
     def connector(
         self, dsn: DSN
@@ -362,26 +366,8 @@ class AsyncCursor:
         """
 
 
-class AsyncAdapter:
+class AsyncAdapter(_Adapter):
     """An asyncio driver's adapter: the same duties as ``SyncAdapter``, awaited."""
-
-    name = "dbapi"
-    paramstyle = "qmark"
-
-    def for_dsn(self, dsn: DSN) -> AsyncAdapter:
-        """The adapter to use for this DSN (a variant when a parameter needs one).
-
-        Args:
-            dsn: the parsed DSN.
-
-        Returns:
-            ``self``, or a variant configured from the DSN's parameters.
-
-        Raises:
-            ValueError: a DSN parameter does not convert; the message names
-                it and the value (the password masked).
-        """
-        return self
 
     def connector(
         self, dsn: DSN
