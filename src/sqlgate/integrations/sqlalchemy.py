@@ -1,4 +1,4 @@
-"""``SqlgatePool``: SQLAlchemy (Core and ORM) on sqlgate's pool.
+"""SQLAlchemy (Core and ORM) on sqlgate: ``SqlgatePool``, ``AsyncSqlgatePool``.
 
 Example::
 
@@ -14,36 +14,81 @@ Example::
     )
     engine.pool.stats()       # sqlgate's Stats
 
+For asyncio (``AsyncEngine``, ``AsyncSession``), the same knobs on
+``sqlgate.AsyncPool``::
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlgate.integrations.sqlalchemy import AsyncSqlgatePool
+
+    engine = create_async_engine(
+        "postgresql+asyncpg://app@db/orders", poolclass=AsyncSqlgatePool, max_open=10
+    )
+
 SQLAlchemy keeps its part: its connection records, reset on return
 (``pool_reset_on_return``), ``pool_pre_ping`` and pool events. sqlgate decides
-everything else: limits, FIFO hand-off, dialing off the caller's thread,
+everything else: limits, FIFO hand-off, dialing off the caller's path,
 lifetimes, stats. Each sqlgate "connection" is one SQLAlchemy connection
 record. A record SQLAlchemy invalidated (a dead connection found by a query,
 ``pool_pre_ping``, or ``engine.dispose()``'s invalidation of older ones) goes
 back to sqlgate as broken: sqlgate counts it closed (``broken_closed``) and
 dials a replacement when one is needed, so the counts stay exact.
 
+The async pool is used from SQLAlchemy's greenlet bridge: SQLAlchemy runs its
+synchronous pool code in a greenlet, and ``AsyncSqlgatePool`` awaits
+``AsyncPool.acquire``/``release``/``close`` from there with
+``sqlalchemy.util.await_only``; sqlgate's dial and close tasks enter a greenlet
+of their own (``greenlet_spawn``) to open and close records, since the async
+drivers' adapters await inside them. Like any ``AsyncPool``, an engine's pool
+belongs to the event loop that first used it.
+
 Requires the ``sqlalchemy`` extra.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
+from sqlalchemy.pool.base import _AsyncConnDialect
+from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 
+from sqlgate.aiopool import AsyncPool
 from sqlgate.errors import ConnectError, PoolTimeout
 from sqlgate.pool import DEFAULT_MAX_CONNECTING, Pool
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from sqlgate.stats import Stats
 
-__all__ = ["SqlgatePool"]
+__all__ = ["AsyncSqlgatePool", "SqlgatePool"]
+
+Record = sa_pool.ConnectionPoolEntry
+#: The sqlgate pool underneath: the threading one or the asyncio one.
+G = TypeVar("G", Pool[Record], AsyncPool[Record])
 
 
-class SqlgatePool(sa_pool.Pool):
-    """A SQLAlchemy pool class backed by a ``sqlgate.Pool``."""
+def _raise_for_sqlalchemy(error: PoolTimeout | ConnectError) -> NoReturn:
+    """Raise what SQLAlchemy's callers expect for a failed sqlgate acquire."""
+    if isinstance(error, PoolTimeout):
+        raise sa_exc.TimeoutError(str(error)) from error
+    # The driver's own error, so that the engine wraps it as usual.
+    cause = error.__cause__
+    if isinstance(cause, Exception):
+        raise cause from None
+    raise error
+
+
+def _is_stale(record: Record) -> bool:
+    """Whether an idle record was invalidated meanwhile (engine-wide invalidation)."""
+    stale = getattr(record, "_is_hard_or_soft_invalidated", None)
+    return stale is not None and bool(stale())
+
+
+class _GatedPool(sa_pool.Pool, Generic[G]):
+    """What both pool classes share: knobs, checkout rules, figures, recreate."""
 
     def __init__(
         self,
@@ -94,62 +139,51 @@ class SqlgatePool(sa_pool.Pool):
             "timeout": timeout,
             "name": name,
         }
+        knobs = dict(self._knobs)
+        knobs["acquire_timeout"] = knobs.pop("timeout")
+        if name is None:
+            knobs["name"] = f"sqlalchemy-{id(self):x}"
         # SQLAlchemy resets a connection on its way back (reset_on_return);
         # sqlgate must not roll back a second time.
-        self._gate: Pool[sa_pool.ConnectionPoolEntry] = Pool(
-            self._create_connection,
-            max_open=max_open,
-            max_idle=max_idle,
-            min_idle=min_idle,
-            max_connecting=max_connecting,
-            conn_max_lifetime=conn_max_lifetime,
-            conn_max_idle_time=conn_max_idle_time,
-            max_waiting=max_waiting,
-            acquire_timeout=timeout,
-            rollback_on_return=False,
-            name=name if name is not None else f"sqlalchemy-{id(self):x}",
-        )
+        self._gate: G = self._make_gate(knobs)
+
+    def _make_gate(self, knobs: dict[str, Any]) -> G:
+        raise NotImplementedError
+
+    def _acquire(self) -> Record:
+        raise NotImplementedError
+
+    def _give_back(self, record: Record, *, broken: bool) -> None:
+        raise NotImplementedError
 
     @property
-    def sqlgate_pool(self) -> Pool[sa_pool.ConnectionPoolEntry]:
-        """The ``sqlgate.Pool`` underneath (for ``instrument``, knobs...)."""
+    def sqlgate_pool(self) -> G:
+        """The sqlgate pool underneath (for ``instrument``, knobs...)."""
         return self._gate
 
     def stats(self) -> Stats:
         """The figures of the sqlgate pool underneath (see ``sqlgate.Stats``)."""
         return self._gate.stats()
 
-    def _do_get(self) -> sa_pool.ConnectionPoolEntry:
-        gate = self._gate
+    def _do_get(self) -> Record:
         while True:
             try:
-                record = gate.acquire()
-            except PoolTimeout as error:
-                raise sa_exc.TimeoutError(str(error)) from error
-            except ConnectError as error:
-                # The driver's own error, so that the engine wraps it as usual.
-                cause = error.__cause__
-                if isinstance(cause, Exception):
-                    raise cause from None
-                raise
-            stale = getattr(record, "_is_hard_or_soft_invalidated", None)
-            if stale is not None and stale():
-                # Invalidated while idle (engine-wide invalidation): discard it
-                # through sqlgate, so it is counted closed, and take another.
-                gate.release(record, broken=True)
+                record = self._acquire()
+            except (PoolTimeout, ConnectError) as error:
+                _raise_for_sqlalchemy(error)
+            if _is_stale(record):
+                # Discard it through sqlgate, so it is counted closed, and
+                # take another.
+                self._give_back(record, broken=True)
                 continue
             return record
 
-    def _do_return_conn(self, record: sa_pool.ConnectionPoolEntry) -> None:
+    def _do_return_conn(self, record: Record) -> None:
         # A record whose DBAPI connection SQLAlchemy closed (invalidate) is
         # discarded, not kept as an empty slot.
-        self._gate.release(record, broken=record.dbapi_connection is None)
+        self._give_back(record, broken=record.dbapi_connection is None)
 
-    def dispose(self) -> None:
-        """Close the sqlgate pool: idle connections now, checked-out ones on return."""
-        self._gate.close()
-
-    def recreate(self) -> SqlgatePool:
+    def recreate(self) -> Self:
         """A new pool with the same arguments (``engine.dispose()`` uses it)."""
         return self.__class__(
             self._creator,
@@ -167,7 +201,7 @@ class SqlgatePool(sa_pool.Pool):
         """A one-line summary of the counts."""
         s = self._gate.stats()
         return (
-            f"SqlgatePool {self._gate.name}: open={s.open_connections} "
+            f"{type(self).__name__} {self._gate.name}: open={s.open_connections} "
             f"in_use={s.in_use} idle={s.idle} waiting={s.waiting} "
             f"max_open={s.max_open_connections}"
         )
@@ -179,3 +213,80 @@ class SqlgatePool(sa_pool.Pool):
     def checkedin(self) -> int:
         """Connections idle in the pool now."""
         return self._gate.stats().idle
+
+
+class SqlgatePool(_GatedPool[Pool[Record]]):
+    """A SQLAlchemy pool class backed by a ``sqlgate.Pool`` (threads)."""
+
+    # Refused by create_async_engine(): AsyncSqlgatePool is the asyncio twin.
+    _is_asyncio: ClassVar[bool] = False
+
+    def _make_gate(self, knobs: dict[str, Any]) -> Pool[Record]:
+        return Pool(self._create_connection, rollback_on_return=False, **knobs)
+
+    def _acquire(self) -> Record:
+        return self._gate.acquire()
+
+    def _give_back(self, record: Record, *, broken: bool) -> None:
+        self._gate.release(record, broken=broken)
+
+    def dispose(self) -> None:
+        """Close the sqlgate pool: idle connections now, checked-out ones on return."""
+        self._gate.close()
+
+
+class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
+    """A pool class for ``create_async_engine``, backed by ``sqlgate.AsyncPool``.
+
+    Takes the same keywords as ``SqlgatePool``. Its pool belongs to the event
+    loop that first checks a connection out; ``engine.dispose()`` (awaited)
+    closes it, and the next checkout binds the recreated pool anew.
+    """
+
+    _is_asyncio: ClassVar[bool] = True
+    _dialect = _AsyncConnDialect()
+
+    def _make_gate(self, knobs: dict[str, Any]) -> AsyncPool[Record]:
+        # A record is closed through its dialect, whose async adapter awaits
+        # inside: the on_close hook closes it in a greenlet, so the pool's own
+        # close() that follows finds nothing left to close.
+        return AsyncPool(
+            self._dial,
+            rollback_on_return=False,
+            on_close=self._close_record,
+            **knobs,
+        )
+
+    async def _dial(self) -> Record:
+        return await greenlet_spawn(self._create_connection)
+
+    @staticmethod
+    async def _close_record(record: Record) -> None:
+        await greenlet_spawn(record.close)
+
+    def _acquire(self) -> Record:
+        return await_only(self._gate.acquire())
+
+    def _give_back(self, record: Record, *, broken: bool) -> None:
+        release = self._gate.release(record, broken=broken)
+        if in_greenlet():
+            await_only(release)
+        else:
+            # SQLAlchemy detaching a garbage-collected connection, outside
+            # its greenlet: with no rollback, reset or hook to await, a
+            # release completes without suspending.
+            _run_unsuspended(release)
+
+    def dispose(self) -> None:
+        """Close the sqlgate pool: idle connections now, checked-out ones on return."""
+        await_only(self._gate.close())
+
+
+def _run_unsuspended(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine that never suspends to its end, from synchronous code."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("a sqlgate release suspended outside SQLAlchemy's greenlet")
