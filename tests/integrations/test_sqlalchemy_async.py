@@ -19,7 +19,9 @@ pytest.importorskip("greenlet")
 
 from sqlalchemy import create_engine, exc, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
+from sqlgate.integrations import sqlalchemy as sa_integration
 from sqlgate.integrations.sqlalchemy import AsyncSqlgatePool, SqlgatePool
 from tests.integrations.conftest import PG_DSN
 from tests.integrations.test_sqlalchemy import Base, Item
@@ -210,6 +212,31 @@ async def test_dispose_closes_and_recreates(tmp_path: Path) -> None:
     await engine.dispose()
 
 
+@run
+async def test_a_return_outside_the_greenlet_is_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A detach (as SQLAlchemy does for a garbage-collected connection) gives
+    # the record back from plain code, outside SQLAlchemy's greenlet.
+    ran: list[object] = []
+    real = sa_integration._run_unsuspended
+    monkeypatch.setattr(
+        sa_integration, "_run_unsuspended", lambda coro: ran.append(real(coro))
+    )
+    engine = sqlite_engine(tmp_path)
+    pool = gate(engine)
+    fairy = await greenlet_spawn(engine.sync_engine.raw_connection)
+    assert pool.stats().in_use == 1
+    fairy.detach()
+    assert ran == [None]  # released without a greenlet
+    await settle(engine)
+    s = pool.stats()
+    assert (s.in_use, s.idle, s.broken_closed, s.open_connections) == (0, 0, 1, 0)
+    check(engine)
+    await greenlet_spawn(fairy.close)  # the detached DBAPI connection is ours
+    await engine.dispose()
+
+
 # -- PostgreSQL (asyncpg and psycopg) ----------------------------------------
 
 DRIVERS = ["asyncpg", "psycopg"]
@@ -342,6 +369,28 @@ async def test_invalidation_of_a_dead_connection_is_counted_closed(
         s = pool.stats()
         assert (s.dials, s.open_connections, s.idle) == (2, 1, 1)
         check(engine)
+    finally:
+        await engine.dispose()
+    assert server_count(app) == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", DRIVERS)
+@run
+async def test_pre_ping_replaces_the_dead_one(pg_url: str, driver: str) -> None:
+    app = unique_app(f"ping-{driver}")
+    engine = pg_engine(driver, app, pool_pre_ping=True)
+    pool = gate(engine)
+    try:
+        async with engine.connect() as conn:
+            pid = await conn.scalar(text("select pg_backend_pid()"))
+        await asyncio.to_thread(kill, pid)
+        async with engine.connect() as conn:  # the ping fails; SQLAlchemy redials
+            assert await conn.scalar(text("select pg_backend_pid()")) != pid
+        check(engine)
+        s = pool.stats()
+        assert (s.in_use, s.idle, s.open_connections) == (0, 1, 1)
+        assert server_count(app) == 1
     finally:
         await engine.dispose()
     assert server_count(app) == 0
