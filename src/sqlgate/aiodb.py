@@ -866,6 +866,8 @@ class _AsyncSession:
 class AsyncTx(_TxState, _AsyncSession):
     """``Tx`` for asyncio: ``async with await db.begin() as tx``."""
 
+    _owner: AsyncConn | None
+
     def __init__(
         self,
         conn: Any,

@@ -1053,11 +1053,23 @@ class _TxState:
     _conn: Any
     #: None while open, else how it ended ("committed", "rolled back"...).
     _ended: str | None
+    #: The Conn it was begun on (which holds the connection), or None.
+    _owner: _ConnState | None
 
     def _live(self) -> Any:
-        if self._ended is not None:
-            raise Error(f"transaction already {self._ended}")
-        return self._conn
+        if self._ended is None:
+            owner = self._owner
+            if owner is None or not (owner._broken or owner._closed):
+                return self._conn
+            # The Conn lost its connection (state unknown) or gave it back
+            # to the pool (another caller's now): never touch it again. The
+            # Conn alone settles it, so nothing is released here.
+            self._ended = (
+                "ended: its Conn was closed"
+                if owner._closed
+                else "ended: its connection was lost"
+            )
+        raise Error(f"transaction already {self._ended}")
 
     @property
     def done(self) -> bool:
@@ -1185,8 +1197,12 @@ class Tx(_TxState, _Session):
 
     As a context manager it commits when the block succeeds and rolls back
     when it raises. After commit or rollback every method raises
-    ``sqlgate.Error``. Nothing in a Tx is ever retried.
+    ``sqlgate.Error``; so does a Tx from ``Conn.begin`` once that Conn was
+    lost or closed (the Conn alone gives the connection back). Nothing in a
+    Tx is ever retried.
     """
+
+    _owner: Conn | None
 
     def __init__(
         self,
