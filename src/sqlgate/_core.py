@@ -201,7 +201,10 @@ class Entry(Generic[C]):
         self.created_at: Final = created_at
         #: Lifetime multiplier in (1 - LIFETIME_JITTER, 1], drawn once.
         self.jitter: Final = jitter
-        #: When it last became idle; idle time counts from here.
+        #: When it was last given back: released (to the idle stack or
+        #: straight to a waiter) or dialed (monotonic s). Idle-time expiry
+        #: reads it only while IDLE; in use, ``acquired_at - returned_at`` is
+        #: how long it sat idle before this checkout (0.0: never idle).
         self.returned_at = created_at
         #: When it was last handed out; use time counts from here.
         self.acquired_at = created_at
@@ -1104,7 +1107,8 @@ class PoolCore(Generic[C]):
         if self._waiters:
             waiter = self._waiters.popleft()
             entry.state = IN_USE
-            entry.acquired_at = now
+            # Handed over without sitting idle: its idle gap is 0.
+            entry.returned_at = entry.acquired_at = now
             self._in_use += 1
             self._acquires += 1
             waiter.entry = entry

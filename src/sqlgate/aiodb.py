@@ -257,7 +257,6 @@ class AsyncDB(_Handle):
         return self._closed_error() if closed else None
 
     async def _release(self, conn: Any, broken: bool) -> None:
-        self._note_release(conn, broken)
         await self._pool.release(conn, broken=broken)
 
     async def _drain(self, warn: bool) -> None:

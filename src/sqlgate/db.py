@@ -18,12 +18,11 @@ was handed to the driver, an error goes to the caller (a dead link also
 discards the connection), never a second execution; nothing is retried inside
 a transaction. A SQL error never discards a connection.
 
-Idle age is DB bookkeeping: the time each connection came back through
-``DB`` is kept in a dict keyed by ``id(conn)`` and popped at the next
-checkout (sqlite3 connections cannot be weakly referenced). A connection the
-DB has not yet released (a new dial, a ``min_idle`` warm one) counts as fresh.
-The dict is cleared if it ever outgrows ``_MAX_TRACKED`` (ids of connections
-the pool closed while idle); the cost is at most one extra ping each.
+Idle age is the pool's own bookkeeping (``Pool.idle_for``): how long the
+connection sat idle before this checkout, counted from its last release or,
+for one never used (a ``min_idle`` warm one), from its dial. A connection
+handed straight from a release or a dial to a waiting caller was never idle
+and is not pinged, whatever ``ping_idle`` is.
 
 Forgotten objects: a ``Rows``, ``Tx`` or ``Conn`` dropped without being closed
 still gives its connection back, at once. Its ``weakref.finalize`` callback
@@ -56,7 +55,6 @@ import warnings
 import weakref
 from collections import deque
 from dataclasses import dataclass
-from time import monotonic
 from typing import TYPE_CHECKING, Any, Self
 
 from sqlgate import _retry
@@ -84,8 +82,6 @@ log = logging.getLogger("sqlgate")
 
 #: Rows fetched from the driver at a time while iterating.
 _BATCH = 100
-#: Bound on the idle-age bookkeeping dict (see the module docstring).
-_MAX_TRACKED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +205,8 @@ def open(
             ``mariadb://...``), or a callable returning a sqlite3, psycopg or
             PyMySQL connection (it is switched to autocommit).
         ping_idle: a connection idle longer than this many seconds is pinged
-            at checkout (default 1.0, as pgx); 0 pings every time; None never.
+            at checkout (default 1.0, as pgx); 0 pings each one that sat idle
+            at all (not one handed straight to a waiting caller); None never.
         name: the pool's name in messages and metrics
             (``db.client.connection.pool.name``); None names it after the
             DSN's ``host:port/database`` (``sqlite:<path>``,
@@ -329,8 +326,6 @@ class _Handle:
         """
         self._ping_idle = ping_idle
         self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
-        # id(conn) -> when the DB last released it healthy (monotonic s).
-        self._released_at: dict[int, float] = {}
         # Warnings for orphans the reaper gave back, raised at the next call.
         self._owed: deque[str] = deque()
         user_reset = pool_knobs.pop("reset", None)
@@ -348,15 +343,14 @@ class _Handle:
     def _forget_parent(self) -> None:
         """In a forked child: drop the bookkeeping of the parent's connections.
 
-        The orphans waiting to be drained and the idle ages name connections
-        of the parent's pool, which the child's fresh pool calls foreign; the
-        owed warnings are the parent's to raise. What the parent's objects
-        referenced is kept referenced (``_shell.keep``), so no driver
-        finalizer runs on it in the child.
+        The orphans waiting to be drained name connections of the parent's
+        pool, which the child's fresh pool calls foreign; the owed warnings
+        are the parent's to raise. What the parent's objects referenced is
+        kept referenced (``_shell.keep``), so no driver finalizer runs on it
+        in the child.
         """
-        keep((self._orphans, self._released_at))
+        keep(self._orphans)
         self._orphans = deque()
-        self._released_at = {}
         self._owed = deque()
 
     def _tries(self, retry: bool) -> Iterator[bool]:
@@ -393,29 +387,21 @@ class _Handle:
         )
 
     def _needs_ping(self, conn: Any, closed: bool, always: bool) -> bool:
-        """The checkout rule: ping when closed, asked to, or idle too long."""
-        released_at = self._released_at.pop(id(conn), None)
+        """The checkout rule: ping when closed, asked to, or idle too long.
+
+        Idle too long: idle at all (never for a connection handed straight
+        to a waiter) and for at least ``ping_idle`` seconds.
+        """
+        if closed or always:
+            return True
         ping = self._ping_idle
-        return (
-            closed
-            or always
-            or (
-                ping is not None
-                and released_at is not None
-                and monotonic() - released_at >= ping
-            )
-        )
+        if ping is None:
+            return False
+        idle: float = self._pool.idle_for(conn)
+        return idle > 0.0 and idle >= ping
 
     def _closed_error(self) -> Error:
         return Error(f"{self._pool.name}: connection found closed at checkout")
-
-    def _note_release(self, conn: Any, broken: bool) -> None:
-        """Remember when a healthy connection came back (its idle age)."""
-        if not broken:
-            tracked = self._released_at
-            if len(tracked) >= _MAX_TRACKED:
-                tracked.clear()
-            tracked[id(conn)] = monotonic()
 
     def _failed(self, conn: Any, exc: BaseException) -> bool:
         """After a statement failed: whether to discard (its error goes up)."""
@@ -604,7 +590,6 @@ class DB(_Handle):
         return self._closed_error() if closed else None
 
     def _release(self, conn: Any, broken: bool) -> None:
-        self._note_release(conn, broken)
         self._pool.release(conn, broken=broken)
 
     def _drain(self, warn: bool) -> None:
