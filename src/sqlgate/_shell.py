@@ -171,6 +171,30 @@ class ShellBase(Generic[C]):
         self._observer = observer
         choose_path(self)  # type: ignore[arg-type]  # the plain or hooked path
 
+    def _lookup(self, conn: C) -> Entry[C] | None:
+        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
+        return lookup(self, conn)  # type: ignore[arg-type]
+
+    def idle_for(self, conn: C) -> float:
+        """How long ``conn`` sat idle before its current checkout.
+
+        A pure read of the pool's bookkeeping (no lock, no I/O): cheap enough
+        to call on every checkout, as ``DB`` does to decide whether to ping.
+
+        Args:
+            conn: a connection handed out by this pool and not yet released.
+
+        Returns:
+            Seconds from when it was last given back (or dialed) to when it
+            was handed out; 0.0 if it went straight from a release or a dial
+            to a waiting caller, or if ``close(timeout)`` took it since.
+
+        Raises:
+            ValueError: ``conn`` is not in use from this pool.
+        """
+        entry = self._lookup(conn)
+        return 0.0 if entry is None else entry.acquired_at - entry.returned_at
+
     def _needs_maintenance(self) -> bool:
         """Whether a maintenance tick has anything to do (expiry, refill, probe)."""
         core = self._core

@@ -49,7 +49,6 @@ from sqlgate._shell import (
     check_leaks,
     forget_after_fork,
     keep,
-    lookup,
     renew_after_fork,
     report_circuit,
     report_reclaimed,
@@ -651,30 +650,6 @@ class AsyncPool(ShellBase[C]):
         if entry.state == IN_USE:
             self._call(self._core.release, entry, broken=broken)
             self._check_all_back()
-
-    def _lookup(self, conn: C) -> Entry[C] | None:
-        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
-        return lookup(self, conn)
-
-    def idle_for(self, conn: C) -> float:
-        """How long ``conn`` sat idle before its current checkout.
-
-        A pure read of the pool's bookkeeping (no lock, no I/O): cheap enough
-        to call on every checkout, as ``DB`` does to decide whether to ping.
-
-        Args:
-            conn: a connection handed out by this pool and not yet released.
-
-        Returns:
-            Seconds from when it was last given back (or dialed) to when it
-            was handed out; 0.0 if it went straight from a release or a dial
-            to a waiting caller, or if ``close(timeout)`` took it since.
-
-        Raises:
-            ValueError: ``conn`` is not in use from this pool.
-        """
-        entry = self._lookup(conn)
-        return 0.0 if entry is None else entry.acquired_at - entry.returned_at
 
     def connection(self, timeout: float | None = None) -> _AsyncCheckout[C]:
         """Acquire a connection for an ``async with`` block; released after it.

@@ -29,7 +29,6 @@ from sqlgate._shell import (
     ShellBase,
     check_leaks,
     forget_after_fork,
-    lookup,
     renew_after_fork,
     report_circuit,
     report_reclaimed,
@@ -289,30 +288,6 @@ class Pool(ShellBase[C]):
             if core._closed:
                 self._check_all_back()
             self._run(out)
-
-    def _lookup(self, conn: C) -> Entry[C] | None:
-        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
-        return lookup(self, conn)
-
-    def idle_for(self, conn: C) -> float:
-        """How long ``conn`` sat idle before its current checkout.
-
-        A pure read of the pool's bookkeeping (no lock, no I/O): cheap enough
-        to call on every checkout, as ``DB`` does to decide whether to ping.
-
-        Args:
-            conn: a connection handed out by this pool and not yet released.
-
-        Returns:
-            Seconds from when it was last given back (or dialed) to when it
-            was handed out; 0.0 if it went straight from a release or a dial
-            to a waiting caller, or if ``close(timeout)`` took it since.
-
-        Raises:
-            ValueError: ``conn`` is not in use from this pool.
-        """
-        entry = self._lookup(conn)
-        return 0.0 if entry is None else entry.acquired_at - entry.returned_at
 
     def connection(self, timeout: float | None = None) -> _Checkout[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
