@@ -1,8 +1,8 @@
 """sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
 
-from sqlgate.aiodb import AsyncDB, open_async
 from sqlgate.aiopool import AsyncPool
 from sqlgate.db import DB, Conn, Result, Rows, Tx, open
+from sqlgate.db_async import AsyncDB, open_async
 from sqlgate.errors import (
     CircuitOpen,
     ConnectError,

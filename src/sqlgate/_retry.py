@@ -21,7 +21,7 @@ A SQL error (constraint, syntax, serialization failure) never discards the
 connection, in either phase. Inside a transaction nothing is retried: the
 transaction's earlier statements lived on the connection that died.
 
-This module decides; ``db.py`` and ``aiodb.py`` carry the decision out.
+This module decides; the handle (``db_async.py``, ``db.py``) carries it out.
 """
 
 from __future__ import annotations

@@ -1,14 +1,22 @@
-"""DB: Go's ``database/sql`` handle over a ``Pool``, for threads.
+# Generated from db_async.py by tools/async_to_sync.py: do not edit.
+# Edit src/sqlgate/db_async.py, then run: python tools/async_to_sync.py
+"""DB: Go's ``database/sql`` handle over a pool (``Pool``).
 
-``sqlgate.open(target)`` parses the DSN, picks the driver adapter
-(``sqlgate.drivers``) and builds a ``Pool`` whose dial puts connections in
-autocommit mode and whose return path is the adapter's reset. ``DB`` then
-borrows a connection per call:
+The handle is written once, for asyncio, in ``db_async.py``; ``db.py``, its
+face for threads, is generated from it by ``tools/async_to_sync.py``
+(``await`` dropped, the asyncio names mapped to the blocking ones, and the
+few places marked ``if True:  # ASYNC`` reduced to their ``else:`` branch).
 
-- ``exec`` / ``query_row``: acquire, run, release, in the same call.
-- ``query``: the ``Rows`` own the connection until exhausted or closed.
-- ``begin``: the ``Tx`` owns it until commit or rollback.
-- ``conn``: the ``Conn`` owns it until closed.
+``open(target)`` parses the DSN, picks the driver adapter
+(``sqlgate.drivers``) and builds the pool, whose dial puts connections in
+autocommit mode and whose return path is the adapter's reset. ``DB``
+then borrows a connection per call:
+
+- ``exec`` / ``query_row`` / ``ping``: acquire, run, release, in the same call.
+- ``query``: the rows (``Rows``) own the connection until exhausted or
+  closed.
+- ``begin``: the transaction (``Tx``) owns it until commit or rollback.
+- ``conn``: the reserved connection (``Conn``) owns it until closed.
 
 Checkout and the retry rule (``sqlgate._retry``): a connection idle longer
 than ``ping_idle`` seconds is pinged before use; a dead one is discarded
@@ -18,26 +26,16 @@ was handed to the driver, an error goes to the caller (a dead link also
 discards the connection), never a second execution; nothing is retried inside
 a transaction. A SQL error never discards a connection.
 
-Idle age is the pool's own bookkeeping (``Pool.idle_for``): how long the
+Idle age is the pool's own bookkeeping (``idle_for``): how long the
 connection sat idle before this checkout, counted from its last release or,
 for one never used (a ``min_idle`` warm one), from its dial. A connection
 handed straight from a release or a dial to a waiting caller was never idle
 and is not pinged, whatever ``ping_idle`` is.
 
-Forgotten objects: a ``Rows``, ``Tx`` or ``Conn`` dropped without being closed
-still gives its connection back, at once. Its ``weakref.finalize`` callback
-only appends the connection to the DB's ``_orphans`` deque and puts a weak
-reference to the DB on a ``queue.SimpleQueue`` (both safe inside the garbage
-collector on any thread, even inside the pool's critical section: no lock is
-taken). One daemon thread per process, the reaper, waits on that queue and
-drains the DB's deque outside GC context: the driver's reset rolls back what
-was left open and the pool hands the connection to the first waiter, so a
-thread blocked in ``acquire`` is served without waiting for the DB's next
-call. The DB's next call from any thread, ``stats()`` and ``close()`` drain
-too (and wait for a drain in progress), so the counts they see are settled.
-The ``ResourceWarning`` that says what was forgotten is raised in the thread
-of the DB's next call (a warning raised on the reaper thread would reach no
-one).
+Forgotten objects: rows, a transaction or a reserved connection dropped
+without being closed still give their connection back, at once, and the
+DB's next call raises a ``ResourceWarning`` naming what was forgotten (see
+``sqlgate._reaper``).
 
 The pool is named after where it connects (``DSN.pool_name()``:
 ``host:port/database``, ``sqlite:<path>``, ``sqlite::memory:``), the
@@ -48,146 +46,51 @@ overrides it. The name never holds a user name or a password.
 from __future__ import annotations
 
 import logging
-import os
-import queue
 import threading
-import warnings
 import weakref
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
-from sqlgate import _retry
-from sqlgate._shell import forget_after_fork, keep
-from sqlgate.drivers import detect_sync, parse, sync_adapter
-from sqlgate.drivers._base import check_isolation, scrub
-from sqlgate.errors import Error
+from sqlgate import _reaper, _retry
+from sqlgate._handle import (
+    BATCH,
+    ConnState,
+    HandleBase,
+    Result,
+    TxState,
+    build,
+    check_begin,
+    check_ping_idle,
+    close_quietly,
+    dead,
+)
+from sqlgate._shell import forget_after_fork
+from sqlgate.drivers import detect_sync, sync_adapter
+from sqlgate.drivers._base import scrub
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from types import TracebackType
     from typing import TypeVar
 
-    from sqlgate.drivers._base import AsyncAdapter, SyncAdapter
+    from sqlgate.drivers._base import Cursor, SyncAdapter
     from sqlgate.drivers._dsn import DSN
     from sqlgate.stats import Stats
 
-    _H = TypeVar("_H")
     _T = TypeVar("_T")
 
-__all__ = ["DB", "Conn", "Result", "Rows", "Tx", "check_ping_idle", "open"]
+__all__ = [
+    "DB",
+    "Conn",
+    "Result",
+    "Rows",
+    "Tx",
+    "check_ping_idle",
+    "open",
+]
 
 log = logging.getLogger("sqlgate")
-
-#: Rows fetched from the driver at a time while iterating.
-_BATCH = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """What ``exec`` reports.
-
-    Attributes:
-        rows_affected: the driver's ``rowcount`` (-1 when it does not know).
-        last_insert_id: the id generated by an INSERT where the driver reports
-            one (SQLite, MySQL); None otherwise (PostgreSQL: use RETURNING).
-    """
-
-    rows_affected: int
-    last_insert_id: int | None
-
-
-def check_ping_idle(ping_idle: float | None) -> float | None:
-    """Validate the ``ping_idle`` knob.
-
-    Args:
-        ping_idle: seconds (>= 0, finite), or None for never.
-
-    Returns:
-        The value as a float, or None.
-
-    Raises:
-        TypeError: not a number (a bool is refused) nor None.
-        ValueError: negative, NaN or infinite.
-    """
-    if ping_idle is None:
-        return None
-    if isinstance(ping_idle, bool) or not isinstance(ping_idle, int | float):
-        raise TypeError(f"ping_idle must be seconds (float) or None, got {ping_idle!r}")
-    if not ping_idle >= 0 or ping_idle == float("inf"):
-        raise ValueError(f"ping_idle must be >= 0 and finite, got {ping_idle!r}")
-    return float(ping_idle)
-
-
-def check_name(name: object) -> str | None:
-    """Validate the ``name`` knob.
-
-    Args:
-        name: a non-empty string, or None for the default name.
-
-    Returns:
-        ``name`` unchanged.
-
-    Raises:
-        TypeError: neither a non-empty str nor None.
-    """
-    if name is not None and (not isinstance(name, str) or not name):
-        raise TypeError(f"name must be a non-empty str or None, got {name!r}")
-    return name
-
-
-def check_begin(isolation: str | None, read_only: bool) -> str | None:
-    """Validate ``begin``'s arguments (every face's ``begin`` calls this).
-
-    Args:
-        isolation: a level name (see ``check_isolation``) or None.
-        read_only: must be a bool.
-
-    Returns:
-        The normalised isolation level, or None.
-
-    Raises:
-        ValueError: unknown isolation level.
-        TypeError: ``isolation`` is not a str or None; ``read_only`` not a bool.
-    """
-    level = check_isolation(isolation)
-    if not isinstance(read_only, bool):
-        raise TypeError(f"read_only must be a bool, got {read_only!r}")
-    return level
-
-
-def _dead(adapter: SyncAdapter | AsyncAdapter, conn: Any, exc: BaseException) -> bool:
-    """Whether ``exc`` from a call on ``conn`` leaves it unusable.
-
-    A BaseException (a cancel, KeyboardInterrupt) mid-call leaves the
-    protocol state unknown: it counts as dead.
-    """
-    return not isinstance(exc, Exception) or adapter.is_dead(conn, exc)
-
-
-def _build(
-    cls: Callable[..., _H],
-    target: Any,
-    ping_idle: float | None,
-    name: str | None,
-    pool_knobs: dict[str, Any],
-    adapter_for: Callable[[str], Any],
-) -> _H:
-    """``open``/``open_async``: parse, pick the adapter, build the handle."""
-    ping = check_ping_idle(ping_idle)
-    check_name(name)
-    if callable(target):
-        return cls(target, None, None, None, ping, name, pool_knobs)
-    dsn = parse(target)
-    adapter = adapter_for(dsn.family).for_dsn(dsn)
-    connect, on_close = adapter.connector(dsn)
-    try:
-        return cls(connect, adapter, dsn, on_close, ping, name, pool_knobs)
-    except BaseException:
-        if on_close is not None:
-            on_close()
-        raise
 
 
 def open(
@@ -200,10 +103,13 @@ def open(
     """Open a database handle; no connection is made until one is needed.
 
     Args:
-        target: a DSN (``sqlite:///app.db``, ``sqlite:///:memory:``,
-            ``postgresql://user:pw@host/db``, ``mysql://...``,
-            ``mariadb://...``), or a callable returning a sqlite3, psycopg or
-            PyMySQL connection (it is switched to autocommit).
+        target: a DSN: ``sqlite:///app.db`` or ``sqlite:///:memory:``
+            (sqlite3 for threads, aiosqlite for asyncio),
+            ``postgresql://user:pw@host/db`` (psycopg),
+            ``postgresql+asyncpg://...`` (asyncpg, asyncio only),
+            ``mysql://...`` or ``mariadb://...`` (PyMySQL, threads only).
+            Or a callable returning one of those drivers' connections
+            (a coroutine function for asyncio); it is switched to autocommit.
         ping_idle: a connection idle longer than this many seconds is pinged
             at checkout (default 1.0, as pgx); 0 pings each one that sat idle
             at all (not one handed straight to a waiting caller); None never.
@@ -211,7 +117,7 @@ def open(
             (``db.client.connection.pool.name``); None names it after the
             DSN's ``host:port/database`` (``sqlite:<path>``,
             ``sqlite::memory:``), never with a user name or password.
-        **pool_knobs: ``Pool``'s keyword arguments (``max_open``,
+        **pool_knobs: the pool's keyword arguments (``max_open``,
             ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
             hook runs after the driver's own reset;
             ``rollback_on_return=False`` turns the driver's reset off.
@@ -223,231 +129,19 @@ def open(
         TypeError: ``target`` is neither a string nor callable; a knob has
             the wrong type.
         ValueError: unknown scheme, malformed DSN, unknown DSN parameter, bad
-            knob value; the message names it (the password masked).
+            knob value, a scheme this face has no driver for; the message
+            names it (the password masked).
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
-    return _build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
+    return build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
 
 
-# -- the reaper: gives back forgotten objects' connections promptly -------------
-
-#: Weak references to DBs with orphans to drain; ``put`` is reentrant-safe
-#: (documented for ``__del__`` and weakref callbacks), so a finalizer may call it.
-_wakeups: queue.SimpleQueue[weakref.ref[DB]] = queue.SimpleQueue()
-_reaper: threading.Thread | None = None
-_reaper_lock = threading.Lock()
-
-
-def _reap(wakeups: queue.SimpleQueue[weakref.ref[DB]]) -> None:
-    """The reaper thread: drain each DB a finalizer names (never in GC context)."""
-    while True:
-        db = wakeups.get()()
-        if db is not None:
-            try:
-                db._drain(warn=False)
-            except Exception as exc:  # keep reaping for the other DBs
-                log.warning("reaping a forgotten connection failed: %r", exc)
-        del db
-
-
-def _start_reaper() -> None:
-    """Start the reaper thread unless it runs (called when a DB is made)."""
-    global _reaper
-    if _reaper is not None and _reaper.is_alive():
-        return
-    with _reaper_lock:
-        if _reaper is None or not _reaper.is_alive():
-            _reaper = threading.Thread(
-                target=_reap, args=(_wakeups,), name="sqlgate-reaper", daemon=True
-            )
-            _reaper.start()
-
-
-#: How many forks this process is from the one that imported sqlgate: a
-#: forgotten object made before a fork holds a connection of the parent's.
-_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    # The parent's reaper did not survive the fork; its queue may be mid-get.
-    # Registered after the pools' handler (sqlgate._shell, imported first),
-    # so every DB has forgotten the parent's orphans when the reaper restarts.
-    global _wakeups, _reaper, _reaper_lock, _generation
-    running = _reaper is not None
-    _generation += 1
-    _wakeups, _reaper, _reaper_lock = queue.SimpleQueue(), None, threading.Lock()
-    if running:
-        _start_reaper()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _orphaned(db: DB, item: tuple[Any, Any, str], generation: int) -> None:
-    """A forgotten Rows/Tx/Conn's finalizer: hand its connection to the reaper.
-
-    Runs inside the garbage collector on any thread, maybe inside the pool's
-    critical section: an atomic append and a reentrant-safe put, no lock. An
-    object made before a fork, forgotten in the child, holds the parent's
-    connection: it is kept referenced, never given to the child's pool.
-    """
-    if generation != _generation:
-        keep(item)
-        return
-    db._orphans.append(item)
-    _wakeups.put(db._ref)
-
-
-class _Handle:
-    """What ``DB`` and ``AsyncDB`` share: knobs, checkout rule, bookkeeping.
-
-    Only pure work lives here (no I/O, no awaiting); each face carries out
-    the I/O itself.
-    """
-
-    _pool: Any
-    _adapter: SyncAdapter | AsyncAdapter | None
-    _orphans: deque[Any]
-    #: The pool's name (``pool.name``), for the fork registry's messages.
-    name: str
-
-    def _setup(
-        self,
-        dsn: DSN | None,
-        ping_idle: float | None,
-        name: str | None,
-        pool_knobs: dict[str, Any],
-    ) -> tuple[bool, Callable[[Any], object] | None]:
-        """Check the DB's own knobs and name the pool.
-
-        Returns:
-            (whether the driver's reset runs on return, the user's ``reset``).
-        """
-        self._ping_idle = ping_idle
-        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
-        # Warnings for orphans the reaper gave back, raised at the next call.
-        self._owed: deque[str] = deque()
-        user_reset = pool_knobs.pop("reset", None)
-        if user_reset is not None and not callable(user_reset):
-            raise TypeError(f"reset must be callable or None, got {user_reset!r}")
-        rollback = pool_knobs.pop("rollback_on_return", True)
-        if not isinstance(rollback, bool):
-            raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
-        if name is not None:
-            pool_knobs["name"] = name
-        elif dsn is not None:
-            pool_knobs["name"] = dsn.pool_name()
-        return rollback, user_reset
-
-    def _forget_parent(self) -> None:
-        """In a forked child: drop the bookkeeping of the parent's connections.
-
-        The orphans waiting to be drained name connections of the parent's
-        pool, which the child's fresh pool calls foreign; the owed warnings
-        are the parent's to raise. What the parent's objects referenced is
-        kept referenced (``_shell.keep``), so no driver finalizer runs on it
-        in the child.
-        """
-        keep(self._orphans)
-        self._orphans = deque()
-        self._owed = deque()
-
-    def _tries(self, retry: bool) -> Iterator[bool]:
-        """The checkout tries of one call, per the retry plan (``_retry.plan``).
-
-        Yields, for each try, whether its connection must be pinged (FRESH).
-        A failed checkout test is a dead link found before anything of the
-        caller's was sent: the face discards it and takes the next try.
-        """
-        for source in _retry.plan(retry):
-            if source is _retry.Source.POOLED:
-                yield False
-            else:  # FRESH: every dead idle connection met, up to a new dial
-                for _ in range(self._pool.stats().idle + 1):
-                    yield True
-
-    def _discarded(self, error: BaseException) -> None:
-        """Log a dead connection the checkout test discarded."""
-        log.info("%s: discarded a dead connection: %r", self._pool.name, error)
-
-    def _begin_failed(
-        self, conn: Any, exc: BaseException, tries_left: bool
-    ) -> _retry.Decision:
-        """After BEGIN failed: whether to discard the connection and try another.
-
-        BEGIN changes nothing, so it is part of the checkout: a dead link may
-        move to another connection while tries remain; an interrupt never.
-
-        Returns:
-            The decision.
-        """
-        return self._decide(
-            conn, exc, _retry.Phase.CHECKOUT, tries_left and isinstance(exc, Exception)
-        )
-
-    def _needs_ping(self, conn: Any, closed: bool, always: bool) -> bool:
-        """The checkout rule: ping when closed, asked to, or idle too long.
-
-        Idle too long: idle at all (never for a connection handed straight
-        to a waiter) and for at least ``ping_idle`` seconds.
-        """
-        if closed or always:
-            return True
-        ping = self._ping_idle
-        if ping is None:
-            return False
-        idle: float = self._pool.idle_for(conn)
-        return idle > 0.0 and idle >= ping
-
-    def _closed_error(self) -> Error:
-        return Error(f"{self._pool.name}: connection found closed at checkout")
-
-    def _failed(self, conn: Any, exc: BaseException) -> bool:
-        """After a statement failed: whether to discard (its error goes up)."""
-        return self._decide(conn, exc, _retry.Phase.SENT, False).discard
-
-    def _decide(
-        self, conn: Any, exc: BaseException, phase: _retry.Phase, retry: bool
-    ) -> _retry.Decision:
-        """``_retry.decide`` for a call outside a transaction on ``conn``."""
-        adapter = self._adapter
-        assert adapter is not None  # set by the dial that made conn
-        return _retry.decide(
-            dead=_dead(adapter, conn, exc), phase=phase, in_tx=False, retry=retry
-        )
-
-    def _forgotten(self, what: str, warn: bool) -> None:
-        """Say that a ``what`` was forgotten: now, or at the next call."""
-        article = "an" if what[0] in "AEIOU" else "a"
-        message = (
-            f"{self._pool.name}: {article} {what} was garbage-collected without "
-            "being closed; its connection was returned to the pool"
-        )
-        if warn:
-            warnings.warn(message, ResourceWarning, stacklevel=4)
-        else:
-            self._owed.append(message)
-
-    def _pay_owed(self) -> None:
-        """Raise the warnings the reaper owes, in the caller's thread."""
-        owed = self._owed
-        while owed:
-            try:
-                message = owed.popleft()
-            except IndexError:  # another thread took it
-                return
-            warnings.warn(message, ResourceWarning, stacklevel=4)
-
-    def __repr__(self) -> str:
-        state = "closed" if self._pool.closed else "open"
-        return f"<sqlgate.{type(self).__name__} {self._pool.name!r} {state}>"
-
-
-class DB(_Handle):
+class DB(HandleBase):
     """A pool of connections to one database, with Go's ``database/sql`` API.
 
-    Safe for concurrent use by many threads. Create it with ``sqlgate.open``.
+    Safe for concurrent use by many threads; under asyncio, by the tasks of
+    the one event loop it is first used in. Create it with ``open``.
     SQL and parameters pass to the driver unchanged, in its paramstyle
     (``db.paramstyle``).
 
@@ -468,34 +162,33 @@ class DB(_Handle):
         pool_knobs: dict[str, Any],
     ) -> None:
         self._adapter = adapter
-        self._dsn = dsn
         rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
-        # Connections dropped by forgotten Rows/Tx/Conn: (conn, cursor, what).
+        # Connections of forgotten rows/transactions/reserved connections:
+        # (conn, cursor or None, what).
         self._orphans: deque[tuple[Any, Any, str]] = deque()
-        # Held by whoever drains; _draining is set before an item is taken,
-        # so a caller that finds the deque empty still waits for that item.
-        self._drain_lock = threading.RLock()
+        # Set while a thread drains; whoever then finds the deque empty still
+        # waits for the drain (the lock). Never set under asyncio, where a
+        # drain runs on the loop.
         self._draining = False
+        self._drain_lock = threading.RLock()
         self._ref = weakref.ref(self)
-        reset = self._make_reset(rollback, user_reset)
         self._pool: Pool[Any] = Pool(
             self._dialer(connect),
             rollback_on_return=False,
-            reset=reset,
+            reset=self._make_reset(rollback, user_reset),
             **pool_knobs,
         )
-        self._closer = (
-            weakref.finalize(self, on_close) if on_close is not None else None
-        )
+        self._closer = weakref.finalize(self, on_close) if on_close else None
         self.name = self._pool.name
         forget_after_fork(self)
-        _start_reaper()
+        _reaper.start()
 
     def _forked(self) -> None:
         """In a forked child (``sqlgate._shell``'s registry): start clean.
 
-        The drain lock may have been held by the parent's reaper, which does
-        not exist here.
+        A drain task belongs to the parent's loop, and the pool binds to the
+        child's loop on first use; a drain lock may have been held by the
+        parent's reaper, which does not exist here.
         """
         self._forget_parent()
         self._drain_lock = threading.RLock()
@@ -531,9 +224,7 @@ class DB(_Handle):
 
         def reset(conn: Any) -> None:
             if rollback:
-                adapter = self._adapter
-                assert adapter is not None  # set by the dial that made conn
-                adapter.reset(conn)
+                self._drv.reset(conn)
             if user_reset is not None:
                 user_reset(conn)
 
@@ -544,6 +235,14 @@ class DB(_Handle):
         adapter = self._adapter
         assert adapter is not None  # set by the first dial
         return adapter
+
+    def _orphan(
+        self, obj: object, conn: Any, cursor: Any, what: str
+    ) -> weakref.finalize[Any, Any]:
+        """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
+        item = (conn, cursor, what)
+        gen = _reaper.generation()
+        return weakref.finalize(obj, _reaper.orphaned, self, item, gen)
 
     def _tidy(self) -> None:
         """Settle forgotten objects before a call: drained, warned about."""
@@ -584,7 +283,7 @@ class DB(_Handle):
         except Exception as exc:
             return exc
         except BaseException:
-            # An interrupt mid-ping leaves the protocol state unknown.
+            # A cancel or interrupt mid-ping leaves the protocol state unknown.
             self._pool.release(conn, broken=True)
             raise
         return self._closed_error() if closed else None
@@ -593,10 +292,10 @@ class DB(_Handle):
         self._pool.release(conn, broken=broken)
 
     def _drain(self, warn: bool) -> None:
-        """Give back the connections of forgotten Rows/Tx/Conn (no pool lock held).
+        """Give back the connections of forgotten objects (no pool lock held).
 
         Args:
-            warn: raise the ResourceWarning now (a caller's thread); False
+            warn: raise the ResourceWarning now (a caller's call); False
                 (the reaper) leaves it owed to the next call.
         """
         orphans = self._orphans
@@ -606,11 +305,32 @@ class DB(_Handle):
                 while orphans:
                     conn, cursor, what = orphans.popleft()
                     if cursor is not None:
-                        _close_quietly(cursor)
+                        close_quietly(cursor)
                     self._release(conn, False)
                     self._forgotten(what, warn)
             finally:
                 self._draining = False
+
+    def _once(self, retry: bool, run: Callable[[Any], _T]) -> _T:
+        """``exec``/``query_row``/``ping``: one call on a connection, released."""
+        conn = self._acquire(retry)
+        broken = False
+        try:
+            return run(conn)
+        except BaseException as exc:
+            broken = self._failed(conn, exc)
+            raise
+        finally:
+            self._release(conn, broken)
+
+    def _first_row(self, conn: Any, sql: str, params: Any) -> Any:
+        """The first row of a query on ``conn``, or None; the result closed."""
+        cur = self._drv.query(conn, sql, params)
+        try:
+            rows = cur.fetchmany(1) if cur.columns else []
+        finally:
+            cur.close()
+        return rows[0] if rows else None
 
     # -- the API ---------------------------------------------------------------
 
@@ -630,31 +350,11 @@ class DB(_Handle):
             The driver's error (a dead link also discards the connection);
             the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
         """
-        return self._once(sql, params, retry, self._result)
-
-    def _result(self, cur: Any) -> Result:
-        return Result(cur.rowcount, self._drv.last_insert_id(cur))
-
-    def _once(
-        self, sql: str, params: Any, retry: bool, read: Callable[[Any], _T]
-    ) -> _T:
-        """``exec``/``query_row``: one statement, read its cursor, release."""
-        conn = self._acquire(retry)
-        broken = False
-        try:
-            cur = self._drv.execute(conn, sql, params)
-            try:
-                return read(cur)
-            finally:
-                cur.close()
-        except BaseException as exc:
-            broken = self._failed(conn, exc)
-            raise
-        finally:
-            self._release(conn, broken)
+        count, last = self._once(retry, lambda c: self._drv.exec(c, sql, params))
+        return Result(count, last)
 
     def query(self, sql: str, params: Any = None, *, retry: bool = True) -> Rows:
-        """Run a query; the ``Rows`` hold the connection until exhausted or closed.
+        """Run a query; the rows hold the connection until exhausted or closed.
 
         Args:
             sql: the query, in the driver's dialect.
@@ -662,14 +362,15 @@ class DB(_Handle):
             retry: as for ``exec``.
 
         Returns:
-            The ``Rows``: iterate them, or use them as a context manager.
+            The ``Rows``: iterate them (``for``), or use them as a
+            context manager (``with``).
 
         Raises:
             As ``exec``.
         """
         conn = self._acquire(retry)
         try:
-            cur = self._drv.execute(conn, sql, params)
+            cur = self._drv.query(conn, sql, params)
         except BaseException as exc:
             self._release(conn, self._failed(conn, exc))
             raise
@@ -691,8 +392,11 @@ class DB(_Handle):
         Raises:
             As ``exec``.
         """
-        # No Rows (nor its finalizer): the row is read before the release.
-        return self._once(sql, params, retry, _first_row)
+        # No rows object (nor its finalizer): the row is read before the release.
+        row: tuple[Any, ...] | None = self._once(
+            retry, lambda c: self._first_row(c, sql, params)
+        )
+        return row
 
     def begin(
         self,
@@ -712,8 +416,8 @@ class DB(_Handle):
                 (which changes nothing) is replaced, as for ``exec``.
 
         Returns:
-            The ``Tx``; as a context manager it commits on success and rolls
-            back on an exception.
+            The ``Tx``; as a context manager (``with``) it commits
+            on success and rolls back on an exception.
 
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
@@ -743,8 +447,9 @@ class DB(_Handle):
                 ``exec``.
 
         Returns:
-            The ``Conn``; ``close()`` (or leaving its ``with`` block) gives it
-            back. ``Conn.raw`` is the driver's connection.
+            The ``Conn``; ``close()`` (or leaving its ``with``
+            block) gives it back. ``Conn.raw`` is the driver's
+            connection.
 
         Raises:
             The pool's errors; a dead link's, as ``exec``.
@@ -757,22 +462,15 @@ class DB(_Handle):
         Raises:
             The driver's error (a dead connection is discarded), or the pool's.
         """
-        conn = self._acquire(True)
-        broken = False
-        try:
-            self._drv.ping(conn)
-        except BaseException as exc:
-            broken = self._failed(conn, exc)
-            raise
-        finally:
-            self._release(conn, broken)
+        self._once(True, lambda c: self._drv.ping(c))
 
     @property
     def paramstyle(self) -> str:
         """The driver's DB-API paramstyle ("qmark", "pyformat"...).
 
-        With a connect callable the driver is known after the first dial:
-        this pings once first.
+        asyncpg's is "numeric_dollar" ($1). With a connect callable the
+        driver is known after the first dial: before it, the handle for
+        threads pings once, the asyncio one raises (ping it first).
 
         Raises:
             The errors of ``ping`` (only before the first connection).
@@ -787,14 +485,17 @@ class DB(_Handle):
         return self._pool
 
     def stats(self) -> Stats:
-        """The pool's figures, after returning forgotten objects' connections.
+        """The pool's figures.
+
+        Under threads, forgotten objects' connections are given back first;
+        under asyncio that is the drain task's job (see ``sqlgate._reaper``).
 
         Returns:
             The pool's ``Stats``.
 
         Warns:
-            ResourceWarning: for each forgotten ``Rows``/``Tx``/``Conn`` whose
-                warning is owed (see the module docstring).
+            ResourceWarning: for each forgotten ``Rows``/``Tx``/
+                ``Conn`` whose warning is owed.
         """
         if self._orphans or self._draining or self._owed:
             self._tidy()
@@ -806,10 +507,12 @@ class DB(_Handle):
         return self._pool.closed
 
     def close(self) -> None:
-        """Close the pool (see ``Pool.close``); idempotent.
+        """Close the pool and wait for its work (see ``Pool.close``).
 
-        Connections held by open ``Rows``, ``Tx`` or ``Conn`` are closed when
-        they are given back. A ``:memory:`` SQLite database ends here.
+        Forgotten objects' connections are given back first. Connections
+        held by open ``Rows``, ``Tx`` or ``Conn`` are closed
+        when they are given back. A ``:memory:`` SQLite database ends here.
+        Idempotent.
         """
         if self._orphans or self._draining or self._owed:
             self._tidy()
@@ -908,13 +611,13 @@ class DB(_Handle):
 
 
 class Rows:
-    """The result of ``query``: an iterator of row tuples.
+    """The result of ``query``: an iterator of row tuples (``for``).
 
-    From ``DB.query`` the Rows hold their connection until exhausted or
-    closed (also when dropped unclosed: see the module docstring). From a
-    ``Tx`` or ``Conn`` they hold only a cursor; a dead link or an interrupt
-    while they fetch or close marks that ``Tx``/``Conn`` lost, as it would
-    under ``exec``.
+    From ``DB.query`` the rows hold their connection until exhausted or
+    closed (also when dropped unclosed: see ``sqlgate._reaper``). From an
+    ``Tx`` or ``Conn`` they hold only a cursor; a dead link, a
+    cancel or an interrupt while they fetch or close marks that object lost,
+    as it would under ``exec``.
 
     Attributes:
         columns: the column names.
@@ -922,25 +625,26 @@ class Rows:
 
     def __init__(
         self,
-        cursor: Any,
+        cursor: Cursor,
         adapter: SyncAdapter,
         conn: Any,
         db: DB | None,
         session: _Session | None = None,
     ) -> None:
-        self._cursor: Any = cursor
+        self._cursor: Cursor | None = cursor
         self._adapter = adapter
         self._conn = conn
-        # Exactly one owns the connection: the DB (the Rows give it back) or
-        # a Tx/Conn (told when the connection is lost under the Rows).
+        # Exactly one owns the connection: the DB (the rows give it back) or
+        # a transaction/reserved connection (told when the connection is
+        # lost under the rows).
         self._db = db
         self._session = session
-        self._batch: Iterator[tuple[Any, ...]] = iter(())
-        desc = cursor.description
-        self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
+        self._batch: list[tuple[Any, ...]] = []
+        self._at = 0
+        self.columns: tuple[str, ...] = cursor.columns
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
-            weakref.finalize(self, _orphaned, db, (conn, cursor, "Rows"), _generation)
+            db._orphan(self, conn, cursor, type(self).__name__)
             if db is not None
             else None
         )
@@ -949,21 +653,23 @@ class Rows:
         return self
 
     def __next__(self) -> tuple[Any, ...]:
-        for row in self._batch:
+        if self._at < len(self._batch):
+            row = self._batch[self._at]
+            self._at += 1
             return row
         cursor = self._cursor
         if cursor is None:
             raise StopIteration
         try:
-            batch = cursor.fetchmany(_BATCH) if self.columns else []
+            batch = cursor.fetchmany(BATCH) if self.columns else []
         except BaseException as exc:
-            self._close(broken=_dead(self._adapter, self._conn, exc))
+            self._close(broken=dead(self._adapter, self._conn, exc))
             raise
         if not batch:
             self.close()
             raise StopIteration
-        self._batch = iter(batch)
-        return next(self._batch)
+        self._batch, self._at = batch, 1
+        return batch[0]
 
     def first(self) -> tuple[Any, ...] | None:
         """The next row, then close.
@@ -973,7 +679,7 @@ class Rows:
 
         Raises:
             The driver's error while fetching (a dead link discards the
-            connection); the Rows are closed either way.
+            connection); the rows are closed either way.
         """
         try:
             return next(self, None)
@@ -1008,21 +714,22 @@ class Rows:
         if cursor is None:
             return
         self._cursor = None
-        self._batch = iter(())
+        self._batch = []
         if self._finalizer is not None:
             self._finalizer.detach()
         try:
-            _close_quietly(cursor)
+            cursor.close()
+        except Exception as exc:  # the connection's fate is decided elsewhere
+            log.debug("closing a cursor failed: %r", exc)
         except BaseException:
             broken = True  # interrupted mid-close: the protocol state is unknown
             raise
         finally:
-            db = self._db
-            if db is not None:
-                db._release(self._conn, broken)
-            elif broken and self._session is not None:
-                self._session._lost_under_rows()
-            self._session = None
+            session, self._session = self._session, None
+            if self._db is not None:
+                self._db._release(self._conn, broken)
+            elif broken and session is not None:
+                session._lost_under_rows()
             self._conn = None
 
     def __enter__(self) -> Self:
@@ -1032,69 +739,8 @@ class Rows:
         self.close()
 
 
-class _TxState:
-    """A transaction's state, shared by ``Tx`` and ``AsyncTx`` (pure)."""
-
-    _conn: Any
-    #: None while open, else how it ended ("committed", "rolled back"...).
-    _ended: str | None
-    #: The Conn it was begun on (which holds the connection), or None.
-    _owner: _ConnState | None
-
-    def _live(self) -> Any:
-        if self._ended is None:
-            owner = self._owner
-            if owner is None or not (owner._broken or owner._closed):
-                return self._conn
-            # The Conn lost its connection (state unknown) or gave it back
-            # to the pool (another caller's now): never touch it again. The
-            # Conn alone settles it, so nothing is released here.
-            self._ended = (
-                "ended: its Conn was closed"
-                if owner._closed
-                else "ended: its connection was lost"
-            )
-        raise Error(f"transaction already {self._ended}")
-
-    @property
-    def done(self) -> bool:
-        """Whether the transaction was committed or rolled back."""
-        return self._ended is not None
-
-
-class _ConnState:
-    """A reserved connection's state, shared by ``Conn`` and ``AsyncConn`` (pure)."""
-
-    _conn: Any
-    _closed: bool
-    _broken: bool
-
-    @property
-    def raw(self) -> Any:
-        """The driver's connection object.
-
-        Raises:
-            sqlgate.Error: the Conn is closed.
-        """
-        if self._closed:
-            raise Error("connection already closed")
-        return self._conn
-
-    def _live(self) -> Any:
-        if self._closed:
-            raise Error("connection already closed")
-        if self._broken:
-            raise Error("connection was lost; close this Conn and take another")
-        return self._conn
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` was called."""
-        return self._closed
-
-
 class _Session:
-    """What ``Tx`` and ``Conn`` share: statements on one pinned connection."""
+    """What a transaction and a reserved connection share: one pinned connection."""
 
     _conn: Any
     _adapter: SyncAdapter
@@ -1108,21 +754,17 @@ class _Session:
         raise NotImplementedError
 
     def _lost_under_rows(self) -> None:
-        """The connection died under this session's Rows (fetch or close).
+        """The connection died under this object's rows (fetch or close).
 
-        The Rows may outlive their statement's session state: only a
+        The rows may outlive their statement's session state: only a
         connection this object still holds is marked lost.
         """
         raise NotImplementedError
 
-    def _run(self, sql: str, params: Any) -> Any:
-        conn = self._live()
-        try:
-            return self._adapter.execute(conn, sql, params)
-        except BaseException as exc:
-            if _dead(self._adapter, conn, exc):
-                self._lost()
-            raise
+    def _guard(self, exc: BaseException, conn: Any) -> None:
+        """After a call on ``conn`` raised ``exc``: a dead link ends this object."""
+        if dead(self._adapter, conn, exc):
+            self._lost()
 
     def exec(self, sql: str, params: Any = None) -> Result:
         """Run a statement on this connection (never retried).
@@ -1138,28 +780,36 @@ class _Session:
             sqlgate.Error: finished, or the connection was lost earlier.
             The driver's error; a dead link ends this object.
         """
-        cur = self._run(sql, params)
+        conn = self._live()
         try:
-            return Result(cur.rowcount, self._adapter.last_insert_id(cur))
-        finally:
-            cur.close()
+            count, last = self._adapter.exec(conn, sql, params)
+        except BaseException as exc:
+            self._guard(exc, conn)
+            raise
+        return Result(count, last)
 
     def query(self, sql: str, params: Any = None) -> Rows:
-        """Run a query on this connection; the Rows hold only the cursor.
+        """Run a query on this connection; the rows hold only the cursor.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
 
         Returns:
-            The ``Rows``; closing them leaves the connection with this object.
-            A dead link or an interrupt while they fetch or close ends this
-            object as it would under ``exec``.
+            The ``Rows``; closing them leaves the connection with this
+            object. A dead link or an interrupt while they fetch or close
+            ends this object as it would under ``exec``.
 
         Raises:
             As ``exec``.
         """
-        return Rows(self._run(sql, params), self._adapter, self._conn, None, self)
+        conn = self._live()
+        try:
+            cur = self._adapter.query(conn, sql, params)
+        except BaseException as exc:
+            self._guard(exc, conn)
+            raise
+        return Rows(cur, self._adapter, conn, None, self)
 
     def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         """The first row of a query on this connection.
@@ -1177,14 +827,14 @@ class _Session:
         return self.query(sql, params).first()
 
 
-class Tx(_TxState, _Session):
+class Tx(TxState, _Session):
     """A transaction pinned to one connection: ``DB.begin`` / ``Conn.begin``.
 
-    As a context manager it commits when the block succeeds and rolls back
-    when it raises. After commit or rollback every method raises
-    ``sqlgate.Error``; so does a Tx from ``Conn.begin`` once that Conn was
-    lost or closed (the Conn alone gives the connection back). Nothing in a
-    Tx is ever retried.
+    As a context manager (``with``) it commits when the block succeeds
+    and rolls back when it raises. After commit or rollback every method
+    raises ``sqlgate.Error``; so does one begun on a ``Conn`` once that
+    ``Conn`` was lost or closed (the ``Conn`` alone gives the
+    connection back). Nothing in a transaction is ever retried.
     """
 
     _owner: Conn | None
@@ -1204,9 +854,7 @@ class Tx(_TxState, _Session):
         self._owner = owner
         self._ended = None
         self._finalizer = (
-            weakref.finalize(self, _orphaned, db, (conn, None, "Tx"), _generation)
-            if owner is None
-            else None
+            db._orphan(self, conn, None, type(self).__name__) if owner is None else None
         )
 
     def _lost(self) -> None:
@@ -1215,7 +863,7 @@ class Tx(_TxState, _Session):
     def _lost_under_rows(self) -> None:
         if self._ended is None:
             self._lost()
-        elif self._owner is not None:  # ended, but its Conn holds the connection
+        elif self._owner is not None:  # ended, but its owner holds the connection
             self._owner._lost_under_rows()
 
     def _end(self, how: str, broken: bool) -> None:
@@ -1237,14 +885,13 @@ class Tx(_TxState, _Session):
                 self._adapter.rollback(conn, self._read_only)
         except BaseException as exc:
             # Not dead: the return-path reset rolls back whatever is left.
-            self._end(
-                "ended by a failed " + how, broken=_dead(self._adapter, conn, exc)
-            )
+            broken = dead(self._adapter, conn, exc)
+            self._end("ended by a failed " + how, broken=broken)
             raise
         self._end(how, broken=False)
 
     def commit(self) -> None:
-        """Commit; the Tx is finished whatever happens.
+        """Commit; the transaction is finished whatever happens.
 
         Raises:
             sqlgate.Error: already finished. The driver's error (e.g. a
@@ -1253,7 +900,7 @@ class Tx(_TxState, _Session):
         self._finish("committed", commit=True)
 
     def rollback(self) -> None:
-        """Roll back; the Tx is finished whatever happens.
+        """Roll back; the transaction is finished whatever happens.
 
         Raises:
             sqlgate.Error: already finished. The driver's error.
@@ -1282,12 +929,12 @@ class Tx(_TxState, _Session):
             log.info("rollback after an error failed: %r", rollback_error)
 
 
-class Conn(_ConnState, _Session):
+class Conn(ConnState, _Session):
     """One reserved connection (``DB.conn``): a session across calls.
 
     ``raw`` is the driver's connection, for what sqlgate does not wrap;
     leave it in autocommit with no transaction open, or the return-path reset
-    will restore that. Nothing on a Conn is retried.
+    will restore that. Nothing on a ``Conn`` is retried.
     """
 
     def __init__(self, conn: Any, adapter: SyncAdapter, db: DB) -> None:
@@ -1296,9 +943,7 @@ class Conn(_ConnState, _Session):
         self._db = db
         self._broken = False
         self._closed = False
-        self._finalizer = weakref.finalize(
-            self, _orphaned, db, (conn, None, "Conn"), _generation
-        )
+        self._finalizer = db._orphan(self, conn, None, type(self).__name__)
 
     def _lost(self) -> None:
         self._broken = True
@@ -1315,21 +960,21 @@ class Conn(_ConnState, _Session):
             read_only: as for ``DB.begin``.
 
         Returns:
-            The ``Tx``; when it ends, the connection stays with this Conn.
+            The ``Tx``; when it ends, the connection stays with this
+            ``Conn``.
 
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
             TypeError: ``read_only`` is not a bool.
-            sqlgate.Error: the Conn is closed or its connection was lost.
-            The driver's error; a dead link marks the Conn lost.
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``Conn`` lost.
         """
         level = check_begin(isolation, read_only)
         conn = self._live()
         try:
             self._adapter.begin(conn, level, read_only)
         except BaseException as exc:
-            if _dead(self._adapter, conn, exc):
-                self._lost()
+            self._guard(exc, conn)
             raise
         return Tx(conn, self._adapter, read_only, self._db, self)
 
@@ -1337,14 +982,14 @@ class Conn(_ConnState, _Session):
         """A round trip on this connection.
 
         Raises:
-            The driver's error; a dead link marks the Conn lost.
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``Conn`` lost.
         """
         conn = self._live()
         try:
             self._adapter.ping(conn)
         except BaseException as exc:
-            if _dead(self._adapter, conn, exc):
-                self._lost()
+            self._guard(exc, conn)
             raise
 
     def close(self) -> None:
@@ -1360,16 +1005,3 @@ class Conn(_ConnState, _Session):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _first_row(cur: Any) -> tuple[Any, ...] | None:
-    """A cursor's first row; None when it has none or returns no rows."""
-    row: tuple[Any, ...] | None = cur.fetchone() if cur.description else None
-    return row
-
-
-def _close_quietly(cursor: Any) -> None:
-    try:
-        cursor.close()
-    except Exception as exc:  # the connection's fate is decided elsewhere
-        log.debug("closing a cursor failed: %r", exc)

@@ -22,12 +22,12 @@ TX_CLOSED = r"^transaction already ended: its Conn was closed$"
 
 
 class _Cut:
-    """Wraps a real sqlite3 cursor: its fetch raises ``exc``."""
+    """Wraps the adapter's real cursor: its fetch raises ``exc``."""
 
     def __init__(self, real: Any, exc: BaseException) -> None:
         self._real = real
         self._exc = exc
-        self.description = real.description
+        self.columns = real.columns
 
     def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
         raise self._exc
@@ -53,7 +53,7 @@ def db() -> Any:
 def _lose(conn: sqlgate.Conn) -> None:
     """Mark ``conn`` lost: an interrupt while its own Rows fetch."""
     rows = conn.query("select 1")
-    rows._cursor = _Cut(rows._cursor, KeyboardInterrupt())
+    rows._cursor = _Cut(rows._cursor, KeyboardInterrupt())  # type: ignore[assignment]
     with pytest.raises(KeyboardInterrupt):
         next(rows)
 

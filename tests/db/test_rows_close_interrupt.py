@@ -13,9 +13,9 @@ import sqlgate
 
 
 class _InterruptingCursor:
-    """Stands in for the driver's cursor: its close is interrupted."""
+    """Stands in for the adapter's cursor: its close is interrupted."""
 
-    description = (("x",),)
+    columns = ("x",)
 
     def close(self) -> None:
         raise KeyboardInterrupt
@@ -25,7 +25,7 @@ def test_interrupt_in_rows_close_discards_the_connection() -> None:
     db = sqlgate.open(lambda: sqlite3.connect(":memory:", check_same_thread=False))
     try:
         rows = db.query("select 1")
-        rows._cursor = _InterruptingCursor()
+        rows._cursor = _InterruptingCursor()  # type: ignore[assignment]
         with pytest.raises(KeyboardInterrupt):
             rows.close()
         assert rows.closed

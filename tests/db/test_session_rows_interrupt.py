@@ -26,7 +26,7 @@ CONN_LOST = r"^connection was lost; close this Conn and take another$"
 
 
 class _Cut:
-    """Wraps a real sqlite3 cursor: its fetch (or close) raises ``exc``."""
+    """Wraps the adapter's real cursor: its fetch (or close) raises ``exc``."""
 
     def __init__(
         self, real: Any, exc: BaseException, *, in_close: bool = False
@@ -34,7 +34,7 @@ class _Cut:
         self._real = real
         self._exc = exc
         self._in_close = in_close
-        self.description = real.description
+        self.columns = real.columns
 
     def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
         if self._in_close:
@@ -73,7 +73,7 @@ def db() -> Any:
 
 
 def _cut(rows: sqlgate.Rows, exc: BaseException, *, in_close: bool = False) -> None:
-    rows._cursor = _Cut(rows._cursor, exc, in_close=in_close)
+    rows._cursor = _Cut(rows._cursor, exc, in_close=in_close)  # type: ignore[assignment]
 
 
 # -- sync -------------------------------------------------------------------
@@ -99,13 +99,13 @@ def test_interrupt_in_tx_rows_fetch_ends_the_tx_and_discards_its_connection(
 
 def test_interrupt_in_tx_query_row_ends_the_tx(db: sqlgate.DB) -> None:
     tx = db.begin()
-    real = tx._adapter.execute
+    real = tx._adapter.query
 
-    def execute(conn: Any, sql: str, params: Any) -> Any:
+    def query(conn: Any, sql: str, params: Any) -> Any:
         return _Cut(real(conn, sql, params), KeyboardInterrupt())
 
     tx._adapter = SqliteAdapter()
-    tx._adapter.execute = execute  # type: ignore[method-assign]
+    tx._adapter.query = query  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         tx.query_row("select 1")
     assert tx.done

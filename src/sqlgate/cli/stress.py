@@ -25,18 +25,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlgate.aiodb import open_async
 from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
 from sqlgate.db import open as open_db
+from sqlgate.db_async import open_async
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sqlgate.aiodb import AsyncDB
     from sqlgate.cli._target import Target
     from sqlgate.db import DB
+    from sqlgate.db_async import AsyncDB
     from sqlgate.stats import Stats
 
 __all__ = [

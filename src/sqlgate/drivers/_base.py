@@ -3,8 +3,11 @@
 An adapter is a stateless object that knows one driver: how to dial from a
 parsed DSN, how to tell a dead link from a SQL error, how to ping cheaply, how
 to start and end a transaction, and how to make a returned connection clean
-again. ``db.py`` (sync) and ``aiodb.py`` (async) call nothing of a driver
-directly; they go through an adapter.
+again. The handle (``db_async.py``, and ``db.py`` generated from it) calls
+nothing of a driver directly; it goes through an adapter. Both adapter kinds
+have one shape, the blocking one's methods being the asyncio one's without
+``await``: ``exec`` returns (rows affected, last insert id), ``query`` a
+cursor with ``columns``, ``fetchmany`` and ``close`` (``aclose`` awaited).
 
 Every adapter puts its connections in autocommit mode (Go's semantics: a
 statement outside a transaction commits by itself) and starts transactions
@@ -28,6 +31,7 @@ __all__ = [
     "ISOLATION_LEVELS",
     "AsyncAdapter",
     "AsyncCursor",
+    "Cursor",
     "SyncAdapter",
     "check_isolation",
     "parse_params",
@@ -295,7 +299,7 @@ class SyncAdapter(_Adapter):
         """
         conn.rollback()
 
-    def execute(self, conn: Any, sql: str, params: Any) -> Any:
+    def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
         """Run one statement.
 
         Args:
@@ -304,7 +308,36 @@ class SyncAdapter(_Adapter):
             params: its parameters in the driver's paramstyle, or None.
 
         Returns:
-            The driver's open cursor (the caller closes it).
+            (rows affected, or -1 when unknown; the id an INSERT generated,
+            or None: ``last_insert_id``).
+
+        Raises:
+            The driver's error (also one closing the cursor afterwards).
+        """
+        cur = self._execute(conn, sql, params)
+        try:
+            return cur.rowcount, self.last_insert_id(cur)
+        finally:
+            cur.close()
+
+    def query(self, conn: Any, sql: str, params: Any) -> Cursor:
+        """Run one query.
+
+        Args:
+            conn: the driver's connection.
+            sql: the query, in the driver's dialect.
+            params: its parameters in the driver's paramstyle, or None.
+
+        Returns:
+            Its result, to fetch from and close.
+
+        Raises:
+            The driver's error (no cursor is left open).
+        """
+        return Cursor(self._execute(conn, sql, params))
+
+    def _execute(self, conn: Any, sql: str, params: Any) -> Any:
+        """Run one statement on a new DB-API cursor and return it.
 
         Raises:
             The driver's error; the cursor is closed first.
@@ -324,13 +357,53 @@ class SyncAdapter(_Adapter):
         """The row id an INSERT generated, where the driver reports one.
 
         Args:
-            cursor: the cursor the statement ran on.
+            cursor: the DB-API cursor the statement ran on.
 
         Returns:
             The driver's ``lastrowid`` when a positive int, else None.
         """
         value = getattr(cursor, "lastrowid", None)
         return value if isinstance(value, int) and value > 0 else None
+
+
+class Cursor:
+    """A blocking driver's result, as ``Rows`` read it: columns, batches, close.
+
+    The twin of ``AsyncCursor``, over a DB-API cursor.
+
+    Attributes:
+        columns: the column names; empty for a statement returning no rows.
+    """
+
+    __slots__ = ("_cur", "columns")
+
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+        desc = cur.description
+        self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        """Fetch more rows.
+
+        Args:
+            n: most rows to return.
+
+        Returns:
+            Up to ``n`` rows; an empty list at the end.
+
+        Raises:
+            The driver's error.
+        """
+        rows: list[tuple[Any, ...]] = self._cur.fetchmany(n)
+        return rows
+
+    def close(self) -> None:
+        """Free the cursor.
+
+        Raises:
+            The driver's error (the caller decides what it means).
+        """
+        self._cur.close()
 
 
 class AsyncCursor:

@@ -1,0 +1,1188 @@
+"""AsyncDB: Go's ``database/sql`` handle over a pool (``AsyncPool``).
+
+The handle is written once, for asyncio, in ``db_async.py``; ``db.py``, its
+face for threads, is generated from it by ``tools/async_to_sync.py``
+(``await`` dropped, the asyncio names mapped to the blocking ones, and the
+few places marked ``if True:  # ASYNC`` reduced to their ``else:`` branch).
+
+``open_async(target)`` parses the DSN, picks the driver adapter
+(``sqlgate.drivers``) and builds the pool, whose dial puts connections in
+autocommit mode and whose return path is the adapter's reset. ``AsyncDB``
+then borrows a connection per call:
+
+- ``exec`` / ``query_row`` / ``ping``: acquire, run, release, in the same call.
+- ``query``: the rows (``AsyncRows``) own the connection until exhausted or
+  closed.
+- ``begin``: the transaction (``AsyncTx``) owns it until commit or rollback.
+- ``conn``: the reserved connection (``AsyncConn``) owns it until closed.
+
+Checkout and the retry rule (``sqlgate._retry``): a connection idle longer
+than ``ping_idle`` seconds is pinged before use; a dead one is discarded
+(``release(broken=True)``, counted in ``Stats.broken_closed``) and the call
+goes on with another: two pooled tries, then a fresh one. Once a statement
+was handed to the driver, an error goes to the caller (a dead link also
+discards the connection), never a second execution; nothing is retried inside
+a transaction. A SQL error never discards a connection.
+
+Idle age is the pool's own bookkeeping (``idle_for``): how long the
+connection sat idle before this checkout, counted from its last release or,
+for one never used (a ``min_idle`` warm one), from its dial. A connection
+handed straight from a release or a dial to a waiting caller was never idle
+and is not pinged, whatever ``ping_idle`` is.
+
+Forgotten objects: rows, a transaction or a reserved connection dropped
+without being closed still give their connection back, at once, and the
+DB's next call raises a ``ResourceWarning`` naming what was forgotten (see
+``sqlgate._reaper``).
+
+The pool is named after where it connects (``DSN.pool_name()``:
+``host:port/database``, ``sqlite:<path>``, ``sqlite::memory:``), the
+OpenTelemetry default for ``db.client.connection.pool.name``; ``name=``
+overrides it. The name never holds a user name or a password.
+
+Cancellation: every method is a cancellation point where it awaits the pool
+or the driver. A cancel while a statement runs discards the connection (its
+protocol state is unknown), so no half-read result is handed to the next
+user; a cancel while waiting for a connection leaves nothing behind (the
+pool's guarantee).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any, Self
+
+from sqlgate import _reaper, _retry
+from sqlgate._handle import (
+    BATCH,
+    ConnState,
+    HandleBase,
+    Result,
+    TxState,
+    build,
+    check_begin,
+    check_ping_idle,
+    close_quietly,
+    dead,
+)
+from sqlgate._shell import forget_after_fork, keep
+from sqlgate.aiopool import AsyncPool
+from sqlgate.drivers import async_adapter, detect_async
+from sqlgate.drivers._base import scrub
+from sqlgate.errors import Error
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from types import TracebackType
+    from typing import TypeVar
+
+    from sqlgate.drivers._base import AsyncAdapter, AsyncCursor
+    from sqlgate.drivers._dsn import DSN
+    from sqlgate.stats import Stats
+
+    _T = TypeVar("_T")
+
+__all__ = [
+    "AsyncConn",
+    "AsyncDB",
+    "AsyncRows",
+    "AsyncTx",
+    "Result",
+    "check_ping_idle",
+    "open_async",
+]
+
+log = logging.getLogger("sqlgate")
+
+
+def open_async(
+    target: str | Callable[[], Awaitable[Any]],
+    *,
+    ping_idle: float | None = 1.0,
+    name: str | None = None,
+    **pool_knobs: Any,
+) -> AsyncDB:
+    """Open a database handle; no connection is made until one is needed.
+
+    Args:
+        target: a DSN: ``sqlite:///app.db`` or ``sqlite:///:memory:``
+            (sqlite3 for threads, aiosqlite for asyncio),
+            ``postgresql://user:pw@host/db`` (psycopg),
+            ``postgresql+asyncpg://...`` (asyncpg, asyncio only),
+            ``mysql://...`` or ``mariadb://...`` (PyMySQL, threads only).
+            Or a callable returning one of those drivers' connections
+            (a coroutine function for asyncio); it is switched to autocommit.
+        ping_idle: a connection idle longer than this many seconds is pinged
+            at checkout (default 1.0, as pgx); 0 pings each one that sat idle
+            at all (not one handed straight to a waiting caller); None never.
+        name: the pool's name in messages and metrics
+            (``db.client.connection.pool.name``); None names it after the
+            DSN's ``host:port/database`` (``sqlite:<path>``,
+            ``sqlite::memory:``), never with a user name or password.
+        **pool_knobs: the pool's keyword arguments (``max_open``,
+            ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
+            hook runs after the driver's own reset;
+            ``rollback_on_return=False`` turns the driver's reset off.
+
+    Returns:
+        The ``AsyncDB``.
+
+    Raises:
+        TypeError: ``target`` is neither a string nor callable; a knob has
+            the wrong type.
+        ValueError: unknown scheme, malformed DSN, unknown DSN parameter, bad
+            knob value, a scheme this face has no driver for; the message
+            names it (the password masked).
+        ImportError: the driver package is missing; the message names the
+            extra to install (``pip install 'sqlgate[postgres]'``).
+    """
+    return build(AsyncDB, target, ping_idle, name, pool_knobs, async_adapter)
+
+
+class AsyncDB(HandleBase):
+    """A pool of connections to one database, with Go's ``database/sql`` API.
+
+    Safe for concurrent use by many threads; under asyncio, by the tasks of
+    the one event loop it is first used in. Create it with ``open_async``.
+    SQL and parameters pass to the driver unchanged, in its paramstyle
+    (``db.paramstyle``).
+
+    Attributes:
+        name: the pool's name (as ``pool.name``; never holds a password).
+    """
+
+    _adapter: AsyncAdapter | None
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Any]],
+        adapter: AsyncAdapter | None,
+        dsn: DSN | None,
+        on_close: Callable[[], None] | None,
+        ping_idle: float | None,
+        name: str | None,
+        pool_knobs: dict[str, Any],
+    ) -> None:
+        self._adapter = adapter
+        rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
+        # Connections of forgotten rows/transactions/reserved connections:
+        # (conn, cursor or None, what).
+        self._orphans: deque[tuple[Any, Any, str]] = deque()
+        # Set while a thread drains; whoever then finds the deque empty still
+        # waits for the drain (the lock). Never set under asyncio, where a
+        # drain runs on the loop.
+        self._draining = False
+        if True:  # ASYNC
+            # The drain task started by a finalizer's wake-up, while it runs.
+            self._reaping: asyncio.Task[None] | None = None
+        else:
+            self._drain_lock = threading.RLock()
+            self._ref = weakref.ref(self)
+        self._pool: AsyncPool[Any] = AsyncPool(
+            self._dialer(connect),
+            rollback_on_return=False,
+            reset=self._make_reset(rollback, user_reset),
+            **pool_knobs,
+        )
+        self._closer = weakref.finalize(self, on_close) if on_close else None
+        self.name = self._pool.name
+        forget_after_fork(self)
+        if False:  # ASYNC
+            _reaper.start()
+
+    def _forked(self) -> None:
+        """In a forked child (``sqlgate._shell``'s registry): start clean.
+
+        A drain task belongs to the parent's loop, and the pool binds to the
+        child's loop on first use; a drain lock may have been held by the
+        parent's reaper, which does not exist here.
+        """
+        self._forget_parent()
+        if True:  # ASYNC
+            keep(self._reaping)
+            self._reaping = None
+        else:
+            self._drain_lock = threading.RLock()
+            self._draining = False
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _dialer(self, connect: Callable[[], Awaitable[Any]]) -> Callable[[], Any]:
+        secrets = self._secrets
+
+        async def dial() -> Any:
+            try:
+                conn = await connect()
+            except BaseException as exc:
+                raise scrub(exc, secrets) from None
+            try:
+                adapter = self._adapter
+                if adapter is None:
+                    adapter = self._adapter = detect_async(conn)
+                await adapter.prepare(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            return conn
+
+        return dial
+
+    def _make_reset(
+        self, rollback: bool, user_reset: Callable[[Any], object] | None
+    ) -> Callable[[Any], Awaitable[None]] | None:
+        if not rollback and user_reset is None:
+            return None
+
+        async def reset(conn: Any) -> None:
+            if rollback:
+                await self._drv.reset(conn)
+            if user_reset is not None:
+                if True:  # ASYNC
+                    result = user_reset(conn)
+                    if hasattr(result, "__await__"):
+                        await result
+                else:
+                    user_reset(conn)
+
+        return reset
+
+    @property
+    def _drv(self) -> AsyncAdapter:
+        adapter = self._adapter
+        assert adapter is not None  # set by the first dial
+        return adapter
+
+    def _orphan(
+        self, obj: object, conn: Any, cursor: Any, what: str
+    ) -> weakref.finalize[Any, Any]:
+        """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
+        if True:  # ASYNC
+            # The cursor would need awaiting to close: the reset cleans up.
+            loop = asyncio.get_running_loop()
+            item = (conn, None, what)
+            gen = _reaper.generation()
+            return weakref.finalize(obj, _reaper.orphaned_async, self, item, loop, gen)
+        else:
+            item = (conn, cursor, what)
+            gen = _reaper.generation()
+            return weakref.finalize(obj, _reaper.orphaned, self, item, gen)
+
+    if True:  # ASYNC
+
+        def _wake(self) -> None:
+            """On the loop, after a finalizer: start a drain task unless one runs."""
+            if self._orphans and (self._reaping is None or self._reaping.done()):
+                self._reaping = asyncio.get_running_loop().create_task(self._reap())
+
+        async def _reap(self) -> None:
+            try:
+                await self._drain(warn=False)
+            except Exception as exc:  # a task's error would reach no one
+                log.warning("reaping a forgotten connection failed: %r", exc)
+
+    async def _tidy(self) -> None:
+        """Settle forgotten objects before a call: drained, warned about."""
+        if self._orphans or self._draining:
+            await self._drain(warn=True)
+        if self._owed:
+            self._pay_owed()
+
+    async def _acquire(self, retry: bool) -> Any:
+        """Check out a connection judged alive, per the retry plan.
+
+        Raises:
+            The pool's errors; the dead link's error when every try met one
+            (or the first, with ``retry=False``); nothing was sent.
+        """
+        if self._orphans or self._draining or self._owed:
+            await self._tidy()
+        pool = self._pool
+        error: BaseException | None = None
+        for always in self._tries(retry):
+            conn = await pool.acquire()
+            error = await self._check(conn, always=always)
+            if error is None:
+                return conn
+            await pool.release(conn, broken=True)
+            self._discarded(error)
+        assert error is not None
+        raise error
+
+    async def _check(self, conn: Any, *, always: bool) -> BaseException | None:
+        """The checkout test; the dead link's error, or None when alive."""
+        adapter = self._drv
+        closed = adapter.is_closed(conn)
+        if not self._needs_ping(conn, closed, always):
+            return None
+        try:
+            await adapter.ping(conn)
+        except Exception as exc:
+            return exc
+        except BaseException:
+            # A cancel or interrupt mid-ping leaves the protocol state unknown.
+            await self._pool.release(conn, broken=True)
+            raise
+        return self._closed_error() if closed else None
+
+    async def _release(self, conn: Any, broken: bool) -> None:
+        await self._pool.release(conn, broken=broken)
+
+    async def _drain(self, warn: bool) -> None:
+        """Give back the connections of forgotten objects (no pool lock held).
+
+        Args:
+            warn: raise the ResourceWarning now (a caller's call); False
+                (the reaper) leaves it owed to the next call.
+        """
+        orphans = self._orphans
+        if True:  # ASYNC
+            while orphans:
+                conn, _, what = orphans.popleft()
+                await self._release(conn, False)
+                self._forgotten(what, warn)
+        else:
+            with self._drain_lock:
+                self._draining = True
+                try:
+                    while orphans:
+                        conn, cursor, what = orphans.popleft()
+                        if cursor is not None:
+                            close_quietly(cursor)
+                        self._release(conn, False)
+                        self._forgotten(what, warn)
+                finally:
+                    self._draining = False
+
+    async def _once(self, retry: bool, run: Callable[[Any], Awaitable[_T]]) -> _T:
+        """``exec``/``query_row``/``ping``: one call on a connection, released."""
+        conn = await self._acquire(retry)
+        broken = False
+        try:
+            return await run(conn)
+        except BaseException as exc:
+            broken = self._failed(conn, exc)
+            raise
+        finally:
+            await self._release(conn, broken)
+
+    async def _first_row(self, conn: Any, sql: str, params: Any) -> Any:
+        """The first row of a query on ``conn``, or None; the result closed."""
+        cur = await self._drv.query(conn, sql, params)
+        try:
+            rows = await cur.fetchmany(1) if cur.columns else []
+        finally:
+            await cur.aclose()
+        return rows[0] if rows else None
+
+    # -- the API ---------------------------------------------------------------
+
+    async def exec(self, sql: str, params: Any = None, *, retry: bool = True) -> Result:
+        """Run a statement that returns no rows.
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: on a dead connection found before sending, try another
+                (two pooled, then a fresh one); False: one try.
+
+        Returns:
+            ``Result(rows_affected, last_insert_id)``.
+
+        Raises:
+            The driver's error (a dead link also discards the connection);
+            the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
+        """
+        count, last = await self._once(retry, lambda c: self._drv.exec(c, sql, params))
+        return Result(count, last)
+
+    async def query(
+        self, sql: str, params: Any = None, *, retry: bool = True
+    ) -> AsyncRows:
+        """Run a query; the rows hold the connection until exhausted or closed.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: as for ``exec``.
+
+        Returns:
+            The ``AsyncRows``: iterate them (``async for``), or use them as a
+            context manager (``async with``).
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            As ``exec``; once the rows are returned they own the connection.
+        """
+        conn = await self._acquire(retry)
+        try:
+            cur = await self._drv.query(conn, sql, params)
+        except BaseException as exc:
+            await self._release(conn, self._failed(conn, exc))
+            raise
+        return AsyncRows(cur, self._drv, conn, self)
+
+    async def query_row(
+        self, sql: str, params: Any = None, *, retry: bool = True
+    ) -> tuple[Any, ...] | None:
+        """Run a query and return its first row (the rest are discarded).
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in ``db.paramstyle``; None for none.
+            retry: as for ``exec``.
+
+        Returns:
+            The first row, or None when there is none.
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
+        """
+        # No rows object (nor its finalizer): the row is read before the release.
+        row: tuple[Any, ...] | None = await self._once(
+            retry, lambda c: self._first_row(c, sql, params)
+        )
+        return row
+
+    async def begin(
+        self,
+        isolation: str | None = None,
+        read_only: bool = False,
+        *,
+        retry: bool = True,
+    ) -> AsyncTx:
+        """Start a transaction on a connection of its own.
+
+        Args:
+            isolation: "read uncommitted", "read committed", "repeatable
+                read", "serializable" (any case, ``_`` for spaces), or None
+                for the server's default.
+            read_only: start a READ ONLY transaction.
+            retry: a dead connection met at checkout or by the BEGIN itself
+                (which changes nothing) is replaced, as for ``exec``.
+
+        Returns:
+            The ``AsyncTx``; as a context manager (``async with``) it commits
+            on success and rolls back on an exception.
+
+        Raises:
+            ValueError: unknown isolation level, or one the database lacks.
+            TypeError: ``read_only`` is not a bool.
+            The driver's and the pool's errors, as ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind. During
+            the checkout ping or the BEGIN: the connection is discarded and
+            no transaction is returned.
+        """
+        level = check_begin(isolation, read_only)
+        tries = len(_retry.plan(retry))
+        while True:
+            tries -= 1
+            conn = await self._acquire(retry)
+            try:
+                await self._drv.begin(conn, level, read_only)
+            except BaseException as exc:
+                decision = self._begin_failed(conn, exc, retry and tries > 0)
+                await self._release(conn, decision.discard)
+                if decision.retry:
+                    continue
+                raise
+            return AsyncTx(conn, self._drv, read_only, self, None)
+
+    async def conn(self, *, retry: bool = True) -> AsyncConn:
+        """Reserve one connection for a series of calls (a session).
+
+        Args:
+            retry: a dead connection met at checkout is replaced, as for
+                ``exec``.
+
+        Returns:
+            The ``AsyncConn``; ``close()`` (or leaving its ``async with``
+            block) gives it back. ``AsyncConn.raw`` is the driver's
+            connection.
+
+        Raises:
+            The pool's errors; a dead link's, as ``exec``.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind. During
+            the checkout ping: the connection is discarded.
+        """
+        return AsyncConn(await self._acquire(retry), self._drv, self)
+
+    async def ping(self) -> None:
+        """Check that the database answers (always a round trip).
+
+        Raises:
+            The driver's error (a dead connection is discarded), or the pool's.
+
+        Cancellation:
+            While waiting for a connection: nothing is left behind (the
+            pool's guarantee). During the checkout ping or the statement:
+            the connection is discarded (its protocol state is unknown),
+            never handed to the next user.
+        """
+        await self._once(True, lambda c: self._drv.ping(c))
+
+    @property
+    def paramstyle(self) -> str:
+        """The driver's DB-API paramstyle ("qmark", "pyformat"...).
+
+        asyncpg's is "numeric_dollar" ($1). With a connect callable the
+        driver is known after the first dial: before it, the handle for
+        threads pings once, the asyncio one raises (ping it first).
+
+        Raises:
+            The errors of ``ping`` (only before the first connection).
+        """
+        if self._adapter is None:  # a connect callable not yet dialed
+            if True:  # ASYNC
+                raise Error(
+                    "paramstyle is known after the first connection: ping first"
+                )
+            else:
+                self.ping()
+        return self._drv.paramstyle
+
+    @property
+    def pool(self) -> AsyncPool[Any]:
+        """The ``AsyncPool`` underneath."""
+        return self._pool
+
+    def stats(self) -> Stats:
+        """The pool's figures.
+
+        Under threads, forgotten objects' connections are given back first;
+        under asyncio that is the drain task's job (see ``sqlgate._reaper``).
+
+        Returns:
+            The pool's ``Stats``.
+
+        Warns:
+            ResourceWarning: for each forgotten ``AsyncRows``/``AsyncTx``/
+                ``AsyncConn`` whose warning is owed.
+        """
+        if True:  # ASYNC
+            if self._owed:
+                self._pay_owed()
+        else:
+            if self._orphans or self._draining or self._owed:
+                self._tidy()
+        return self._pool.stats()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._pool.closed
+
+    async def close(self) -> None:
+        """Close the pool and wait for its work (see ``AsyncPool.close``).
+
+        Forgotten objects' connections are given back first. Connections
+        held by open ``AsyncRows``, ``AsyncTx`` or ``AsyncConn`` are closed
+        when they are given back. A ``:memory:`` SQLite database ends here.
+        Idempotent.
+
+        Raises:
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            While giving back forgotten objects' connections: those not yet
+            given back stay queued for the next ``close()``. While waiting
+            for the pool: as ``AsyncPool.close`` (the pool is closed already;
+            call ``close()`` again to wait).
+        """
+        if self._orphans or self._draining or self._owed:
+            await self._tidy()
+        await self._pool.close()
+        if self._closer is not None:
+            self._closer()
+
+    async def set_max_open_conns(self, n: int) -> None:
+        """Set ``max_open``; takes effect at once.
+
+        See ``AsyncPool.set_max_open_conns``.
+
+        Args:
+            n: most connections open at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_max_open_conns(n)
+
+    async def set_max_idle_conns(self, n: int) -> None:
+        """Set ``max_idle``; surplus idle connections close now.
+
+        See ``AsyncPool.set_max_idle_conns``.
+
+        Args:
+            n: most idle connections kept; <= 0 keeps none.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_max_idle_conns(n)
+
+    async def set_min_idle_conns(self, n: int) -> None:
+        """Set the warm floor of idle connections.
+
+        See ``AsyncPool.set_min_idle_conns``.
+
+        Args:
+            n: idle connections kept warm (at most the idle cap).
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative or above the idle cap.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_min_idle_conns(n)
+
+    async def set_max_connecting(self, n: int) -> None:
+        """Set how many dials may be in flight at once.
+
+        See ``AsyncPool.set_max_connecting``.
+
+        Args:
+            n: most dials in flight at once; 0 = unlimited.
+
+        Raises:
+            TypeError: ``n`` is not an int.
+            ValueError: ``n`` is negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_max_connecting(n)
+
+    async def set_conn_max_lifetime(self, seconds: float | None) -> None:
+        """Set the connections' lifetime; expired idle ones close now.
+
+        See ``AsyncPool.set_conn_max_lifetime``.
+
+        Args:
+            seconds: a connection's longest life; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_conn_max_lifetime(seconds)
+
+    async def set_conn_max_idle_time(self, seconds: float | None) -> None:
+        """Set the idle time limit; expired idle ones close now.
+
+        See ``AsyncPool.set_conn_max_idle_time``.
+
+        Args:
+            seconds: longest idle spell; None = forever.
+
+        Raises:
+            TypeError: ``seconds`` is not a number or None.
+            ValueError: ``seconds`` is NaN, zero or negative.
+            sqlgate.Error: the pool is bound to another event loop.
+
+        Cancellation:
+            Nothing to leave behind: the change is made without awaiting,
+            so a cancel cannot interrupt it.
+        """
+        await self._pool.set_conn_max_idle_time(seconds)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class AsyncRows:
+    """The result of ``query``: an iterator of row tuples (``async for``).
+
+    From ``AsyncDB.query`` the rows hold their connection until exhausted or
+    closed (also when dropped unclosed: see ``sqlgate._reaper``). From an
+    ``AsyncTx`` or ``AsyncConn`` they hold only a cursor; a dead link, a
+    cancel or an interrupt while they fetch or close marks that object lost,
+    as it would under ``exec``.
+
+    Attributes:
+        columns: the column names.
+    """
+
+    def __init__(
+        self,
+        cursor: AsyncCursor,
+        adapter: AsyncAdapter,
+        conn: Any,
+        db: AsyncDB | None,
+        session: _AsyncSession | None = None,
+    ) -> None:
+        self._cursor: AsyncCursor | None = cursor
+        self._adapter = adapter
+        self._conn = conn
+        # Exactly one owns the connection: the DB (the rows give it back) or
+        # a transaction/reserved connection (told when the connection is
+        # lost under the rows).
+        self._db = db
+        self._session = session
+        self._batch: list[tuple[Any, ...]] = []
+        self._at = 0
+        self.columns: tuple[str, ...] = cursor.columns
+        # Runs at most once: the GC hands the connection to the DB's orphans.
+        self._finalizer = (
+            db._orphan(self, conn, cursor, type(self).__name__)
+            if db is not None
+            else None
+        )
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> tuple[Any, ...]:
+        if self._at < len(self._batch):
+            row = self._batch[self._at]
+            self._at += 1
+            return row
+        cursor = self._cursor
+        if cursor is None:
+            raise StopAsyncIteration
+        try:
+            batch = await cursor.fetchmany(BATCH) if self.columns else []
+        except BaseException as exc:
+            await self._close(broken=dead(self._adapter, self._conn, exc))
+            raise
+        if not batch:
+            await self.close()
+            raise StopAsyncIteration
+        self._batch, self._at = batch, 1
+        return batch[0]
+
+    async def first(self) -> tuple[Any, ...] | None:
+        """The next row, then close.
+
+        Returns:
+            The next row, or None when there is none left.
+
+        Raises:
+            The driver's error while fetching (a dead link discards the
+            connection); the rows are closed either way.
+
+        Cancellation:
+            The rows are closed and the connection's protocol state is
+            unknown: rows from ``AsyncDB.query`` discard their connection;
+            rows from a transaction end it (its connection discarded, or its
+            ``AsyncConn`` marked lost); rows from an ``AsyncConn`` mark it
+            lost (its ``close()`` discards the connection).
+        """
+        try:
+            return await anext(self, None)
+        finally:
+            await self.close()
+
+    async def all(self) -> list[tuple[Any, ...]]:
+        """Every remaining row, then close.
+
+        Returns:
+            The rows not yet read, in order.
+
+        Raises:
+            As ``first``.
+
+        Cancellation:
+            As ``first``; the rows read so far are lost with the call.
+        """
+        try:
+            return [row async for row in self]
+        finally:
+            await self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the rows were exhausted or closed."""
+        return self._cursor is None
+
+    async def close(self) -> None:
+        """Free the cursor and give back the connection; idempotent.
+
+        Cancellation:
+            The rows are closed; a cancel while the result is freed leaves
+            the connection's protocol state unknown: as for ``first``.
+        """
+        await self._close(broken=False)
+
+    async def _close(self, broken: bool) -> None:
+        cursor = self._cursor
+        if cursor is None:
+            return
+        self._cursor = None
+        self._batch = []
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        try:
+            await cursor.aclose()
+        except Exception as exc:  # the connection's fate is decided elsewhere
+            log.debug("closing a cursor failed: %r", exc)
+        except BaseException:
+            broken = True  # interrupted mid-close: the protocol state is unknown
+            raise
+        finally:
+            session, self._session = self._session, None
+            if self._db is not None:
+                await self._db._release(self._conn, broken)
+            elif broken and session is not None:
+                await session._lost_under_rows()
+            self._conn = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class _AsyncSession:
+    """What a transaction and a reserved connection share: one pinned connection."""
+
+    _conn: Any
+    _adapter: AsyncAdapter
+    _db: AsyncDB
+
+    def _live(self) -> Any:
+        raise NotImplementedError
+
+    async def _lost(self) -> None:
+        """The connection died under a statement."""
+        raise NotImplementedError
+
+    async def _lost_under_rows(self) -> None:
+        """The connection died under this object's rows (fetch or close).
+
+        The rows may outlive their statement's session state: only a
+        connection this object still holds is marked lost.
+        """
+        raise NotImplementedError
+
+    async def _guard(self, exc: BaseException, conn: Any) -> None:
+        """After a call on ``conn`` raised ``exc``: a dead link ends this object."""
+        if dead(self._adapter, conn, exc):
+            await self._lost()
+
+    async def exec(self, sql: str, params: Any = None) -> Result:
+        """Run a statement on this connection (never retried).
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            ``Result(rows_affected, last_insert_id)``.
+
+        Raises:
+            sqlgate.Error: finished, or the connection was lost earlier.
+            The driver's error; a dead link ends this object.
+
+        Cancellation:
+            While the statement runs: a transaction ends, its connection
+            discarded; an ``AsyncConn`` is marked lost (its ``close()``
+            discards the connection).
+        """
+        conn = self._live()
+        try:
+            count, last = await self._adapter.exec(conn, sql, params)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return Result(count, last)
+
+    async def query(self, sql: str, params: Any = None) -> AsyncRows:
+        """Run a query on this connection; the rows hold only the cursor.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The ``AsyncRows``; closing them leaves the connection with this
+            object. A dead link or an interrupt while they fetch or close
+            ends this object as it would under ``exec``.
+
+        Raises:
+            As ``exec``.
+
+        Cancellation:
+            While the statement runs, or later while the rows fetch or
+            close: a transaction ends, its connection discarded; an
+            ``AsyncConn`` is marked lost (its ``close()`` discards the
+            connection).
+        """
+        conn = self._live()
+        try:
+            cur = await self._adapter.query(conn, sql, params)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return AsyncRows(cur, self._adapter, conn, None, self)
+
+    async def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        """The first row of a query on this connection.
+
+        Args:
+            sql: the query, in the driver's dialect.
+            params: its parameters, in the driver's paramstyle; None for none.
+
+        Returns:
+            The first row, or None when there is none.
+
+        Raises:
+            As ``exec``, while the query runs or its row is fetched.
+
+        Cancellation:
+            While the query runs or its row is fetched: as ``exec`` (the
+            result is closed too).
+        """
+        return await (await self.query(sql, params)).first()
+
+
+class AsyncTx(TxState, _AsyncSession):
+    """A transaction pinned to one connection: ``AsyncDB.begin`` / ``AsyncConn.begin``.
+
+    As a context manager (``async with``) it commits when the block succeeds
+    and rolls back when it raises. After commit or rollback every method
+    raises ``sqlgate.Error``; so does one begun on an ``AsyncConn`` once that
+    ``AsyncConn`` was lost or closed (the ``AsyncConn`` alone gives the
+    connection back). Nothing in a transaction is ever retried.
+    """
+
+    _owner: AsyncConn | None
+
+    def __init__(
+        self,
+        conn: Any,
+        adapter: AsyncAdapter,
+        read_only: bool,
+        db: AsyncDB,
+        owner: AsyncConn | None,
+    ) -> None:
+        self._conn = conn
+        self._adapter = adapter
+        self._read_only = read_only
+        self._db = db
+        self._owner = owner
+        self._ended = None
+        self._finalizer = (
+            db._orphan(self, conn, None, type(self).__name__) if owner is None else None
+        )
+
+    async def _lost(self) -> None:
+        await self._end("ended: its connection was lost", broken=True)
+
+    async def _lost_under_rows(self) -> None:
+        if self._ended is None:
+            await self._lost()
+        elif self._owner is not None:  # ended, but its owner holds the connection
+            await self._owner._lost_under_rows()
+
+    async def _end(self, how: str, broken: bool) -> None:
+        self._ended = how
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._owner is not None:
+            if broken:
+                await self._owner._lost()
+        else:
+            await self._db._release(self._conn, broken)
+
+    async def _finish(self, how: str, commit: bool) -> None:
+        conn = self._live()
+        try:
+            if commit:
+                await self._adapter.commit(conn, self._read_only)
+            else:
+                await self._adapter.rollback(conn, self._read_only)
+        except BaseException as exc:
+            # Not dead: the return-path reset rolls back whatever is left.
+            broken = dead(self._adapter, conn, exc)
+            await self._end("ended by a failed " + how, broken=broken)
+            raise
+        await self._end(how, broken=False)
+
+    async def commit(self) -> None:
+        """Commit; the transaction is finished whatever happens.
+
+        Raises:
+            sqlgate.Error: already finished. The driver's error (e.g. a
+                serialization failure); the transaction is then rolled back.
+
+        Cancellation:
+            The transaction is finished and whether the COMMIT took effect
+            is unknown: the connection is discarded (from ``AsyncConn.begin``:
+            that ``AsyncConn`` is marked lost).
+        """
+        await self._finish("committed", commit=True)
+
+    async def rollback(self) -> None:
+        """Roll back; the transaction is finished whatever happens.
+
+        Raises:
+            sqlgate.Error: already finished. The driver's error.
+
+        Cancellation:
+            The transaction is finished and the connection discarded (from
+            ``AsyncConn.begin``: that ``AsyncConn`` is marked lost); the
+            server rolls back what was left when the session ends.
+        """
+        await self._finish("rolled back", commit=False)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._ended is not None:
+            return
+        if exc_type is None:
+            await self.commit()
+            return
+        try:
+            await self.rollback()
+        except Exception as rollback_error:
+            # The block's exception is the one to see; the connection was
+            # handled by rollback() already.
+            log.info("rollback after an error failed: %r", rollback_error)
+
+
+class AsyncConn(ConnState, _AsyncSession):
+    """One reserved connection (``AsyncDB.conn``): a session across calls.
+
+    ``raw`` is the driver's connection, for what sqlgate does not wrap;
+    leave it in autocommit with no transaction open, or the return-path reset
+    will restore that. Nothing on an ``AsyncConn`` is retried.
+    """
+
+    def __init__(self, conn: Any, adapter: AsyncAdapter, db: AsyncDB) -> None:
+        self._conn = conn
+        self._adapter = adapter
+        self._db = db
+        self._broken = False
+        self._closed = False
+        self._finalizer = db._orphan(self, conn, None, type(self).__name__)
+
+    async def _lost(self) -> None:
+        self._broken = True
+
+    async def _lost_under_rows(self) -> None:
+        if not self._closed:
+            await self._lost()
+
+    async def begin(
+        self, isolation: str | None = None, read_only: bool = False
+    ) -> AsyncTx:
+        """Start a transaction on this connection (see ``AsyncDB.begin``).
+
+        Args:
+            isolation: as for ``AsyncDB.begin``.
+            read_only: as for ``AsyncDB.begin``.
+
+        Returns:
+            The ``AsyncTx``; when it ends, the connection stays with this
+            ``AsyncConn``.
+
+        Raises:
+            ValueError: unknown isolation level, or one the database lacks.
+            TypeError: ``read_only`` is not a bool.
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``AsyncConn`` lost.
+
+        Cancellation:
+            During the BEGIN: this ``AsyncConn`` is marked lost and no
+            transaction is returned.
+        """
+        level = check_begin(isolation, read_only)
+        conn = self._live()
+        try:
+            await self._adapter.begin(conn, level, read_only)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return AsyncTx(conn, self._adapter, read_only, self._db, self)
+
+    async def ping(self) -> None:
+        """A round trip on this connection.
+
+        Raises:
+            sqlgate.Error: closed, or the connection was lost earlier.
+            The driver's error; a dead link marks this ``AsyncConn`` lost.
+
+        Cancellation:
+            This ``AsyncConn`` is marked lost (its ``close()`` discards the
+            connection).
+        """
+        conn = self._live()
+        try:
+            await self._adapter.ping(conn)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+
+    async def close(self) -> None:
+        """Give the connection back (discarded if it was lost); idempotent.
+
+        Cancellation:
+            The ``AsyncConn`` is closed; a cancel during the return-path
+            reset discards the connection (the pool's guarantee).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._finalizer.detach()
+        await self._db._release(self._conn, self._broken)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
