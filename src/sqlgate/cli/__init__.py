@@ -13,9 +13,8 @@ import math
 import os
 import sys
 from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import urlsplit
 
-from sqlgate.cli._target import BadInput, load_callable, make_target
+from sqlgate.cli._target import BadInput, load_callable, make_target, password_of
 from sqlgate.cli.report import build_report, render, summary_line
 from sqlgate.cli.stress import Config, run
 
@@ -169,12 +168,7 @@ def _stress(args: argparse.Namespace) -> int:
                 "--plot needs matplotlib: pip install 'sqlgate[plot]'"
             ) from None
     connect = None if args.connect is None else load_callable(args.connect)
-    password = None
-    if args.dsn is not None:
-        try:
-            password = urlsplit(args.dsn).password
-        except ValueError:
-            raise BadInput("DSN is malformed (cannot be parsed as a URL)") from None
+    password = None if args.dsn is None else password_of(args.dsn)
     target = make_target(
         args.dsn, query=args.query, connect=connect, use_async=cfg.use_async
     )

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlgate.drivers import DSN, async_adapter, parse, sync_adapter
+from sqlgate.drivers._dsn import with_quoted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +45,7 @@ __all__ = [
     "is_open",
     "load_callable",
     "make_target",
+    "password_of",
 ]
 
 #: The table the embedded SQLite database is given (prefixed: shared servers).
@@ -61,10 +63,22 @@ class BadInput(Exception):
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """``text`` with ``secret`` (and its URL-quoted form) masked out."""
-    if secret:
-        text = text.replace(secret, "***")
+    """``text`` with ``secret`` (as given and percent-encoded) masked out."""
+    for word in with_quoted([secret or ""]):
+        text = text.replace(word, "***")
     return text
+
+
+def password_of(dsn: str) -> str | None:
+    """The password a DSN gives (in its user information or ``password=``).
+
+    None when it gives none or does not parse (``make_target`` then reports
+    the DSN, redacted).
+    """
+    try:
+        return parse(dsn).password
+    except (TypeError, ValueError):
+        return None
 
 
 def first_line(exc: BaseException) -> str:

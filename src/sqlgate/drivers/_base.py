@@ -22,6 +22,8 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any, Self
 
+from sqlgate.drivers._dsn import with_quoted
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -112,8 +114,10 @@ def scrub(exc: BaseException, secrets: Sequence[str]) -> BaseException:
     """Remove every secret from an exception, its chain and its notes, in place.
 
     Drivers sometimes echo the connection string in their messages; a
-    password must never reach a log line or a traceback. The exception keeps
-    its type (callers catch driver errors by type); its ``args`` are rewritten.
+    password must never reach a log line or a traceback. Each secret is
+    masked as given and in its percent-encoded spellings (``with_quoted``).
+    The exception keeps its type (callers catch driver errors by type); its
+    ``args`` are rewritten.
 
     Args:
         exc: the exception (its ``__cause__`` and ``__context__`` too).
@@ -122,7 +126,7 @@ def scrub(exc: BaseException, secrets: Sequence[str]) -> BaseException:
     Returns:
         ``exc`` itself, for ``raise scrub(exc, ...)``.
     """
-    words = [s for s in secrets if s]
+    words = with_quoted(secrets)
     if not words:
         return exc
     seen: set[int] = set()
