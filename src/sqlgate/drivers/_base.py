@@ -146,8 +146,34 @@ def scrub(exc: BaseException, secrets: Sequence[str]) -> BaseException:
                 # A read-only property keeps its value; args are masked anyway.
                 with contextlib.suppress(AttributeError, TypeError):
                     setattr(e, attr, _mask(value, words))
+        _scrub_attributes(e, words)
         todo += (e.__cause__, e.__context__)
     return exc
+
+
+def _scrub_attributes(e: BaseException, words: Sequence[str]) -> None:
+    """Mask secrets in ``e``'s own attributes; drop an object that shows one.
+
+    psycopg keeps the failed connection on its errors (``pgconn``), whose
+    repr lists every conninfo option, the password among them: such an
+    attribute is set to None.
+    """
+    shown = [*words, *(repr(w.encode())[2:-1] for w in words)]
+    for name, value in list(getattr(e, "__dict__", {}).items()):
+        if isinstance(value, str | bytes):
+            masked = _mask(value, words)
+            if masked == value:
+                continue
+        else:
+            try:
+                text = repr(value)
+            except Exception:
+                continue
+            if not any(w in text for w in shown):
+                continue
+            masked = None
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(e, name, masked)
 
 
 def _mask(value: Any, words: Sequence[str]) -> Any:

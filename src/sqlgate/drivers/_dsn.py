@@ -370,7 +370,10 @@ def _params(target: str, query: str | None) -> dict[str, str]:
         key, eq, value = pair.partition("=")
         if not eq or not key:
             raise ValueError(f"malformed query string in target {redact(target)!r}")
-        params[unquote(key)] = unquote(value)
+        key = unquote(key)
+        if key.lower() == "password" and any(k.lower() == key.lower() for k in params):
+            raise ValueError(f"target {redact(target)!r} gives the password twice")
+        params[key] = unquote(value)
     return params
 
 
