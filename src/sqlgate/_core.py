@@ -104,6 +104,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
@@ -167,6 +168,11 @@ REFILL_BACKOFF: Final = (0.1, 10.0)
 CIRCUIT_BACKOFF: Final = (0.05, 0.5)
 #: Default ``circuit_after``: consecutive failed dials that open the circuit.
 CIRCUIT_AFTER: Final = 3
+#: The longest duration a thread can wait for (s; ``threading.TIMEOUT_MAX``,
+#: about 292 years on Linux). A duration knob or timeout above it means "no
+#: limit", as ``math.inf`` does: no wait could last that long anyway, and a
+#: lock's timed acquire refuses anything longer with ``OverflowError``.
+FOREVER: Final = threading.TIMEOUT_MAX
 
 
 class InvariantError(AssertionError):
@@ -287,7 +293,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 
 
 def check_duration(name: str, value: object, *, zero_ok: bool = False) -> float | None:
-    """Validate a duration knob: None or ``math.inf`` mean "no limit".
+    """Validate a duration knob: None, ``math.inf`` (or > ``FOREVER``) mean no limit.
 
     Args:
         name: the knob's name, for the error message.
@@ -295,7 +301,9 @@ def check_duration(name: str, value: object, *, zero_ok: bool = False) -> float 
         zero_ok: whether 0 is allowed (a timeout of 0 is; a lifetime of 0 is not).
 
     Returns:
-        The value as a float, or None for "no limit".
+        The value as a float, or None for "no limit" (None, ``math.inf``, or
+        more seconds than a thread can wait: ``sys.maxsize`` and ``1e10``
+        included, which a timed lock acquire would refuse).
 
     Raises:
         TypeError: not a number.
@@ -305,13 +313,16 @@ def check_duration(name: str, value: object, *, zero_ok: bool = False) -> float 
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float: as far as infinity goes
+        seconds = math.inf if value > 0 else -math.inf
     if math.isnan(seconds):
         raise ValueError(f"{name} must be a number of seconds, got {value!r}")
     if seconds < 0 or (seconds == 0 and not zero_ok):
         bound = ">= 0" if zero_ok else "> 0"
         raise ValueError(f"{name} must be {bound} seconds or None, got {value!r}")
-    return None if seconds == math.inf else seconds
+    return None if seconds > FOREVER else seconds
 
 
 class PoolCore(Generic[C]):

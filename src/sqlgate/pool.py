@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -12,12 +13,12 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from sqlgate._core import (
     BROKEN,
     CIRCUIT_AFTER,
+    CLOSING,
     FAILED,
     IN_USE,
     MAX_CONNECTING,
     SERVED,
     WAITING,
-    Close,
     Connect,
     Entry,
     Waiter,
@@ -41,7 +42,7 @@ from sqlgate._shell import (
 from sqlgate.errors import PoolTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from sqlgate._core import Effect
     from sqlgate.observe import Observer
@@ -57,6 +58,9 @@ log = logging.getLogger("sqlgate")
 DEFAULT_MAX_CONNECTING = MAX_CONNECTING
 
 _new_gate = threading.Lock
+
+#: "Nothing to carry out": one shared empty tuple, so no path allocates for it.
+_NO_EFFECTS: tuple[()] = ()
 
 
 class Pool(ShellBase[C]):
@@ -173,6 +177,13 @@ class Pool(ShellBase[C]):
         )
         #: Set when the pool is closed and nothing is in use any more.
         self._all_back = threading.Event()
+        #: Tickets whose dial a thread has claimed and not yet settled: a dial
+        #: started again after an interrupt (``_redo``) finds it here and stops.
+        self._dialing: set[int] = set()
+        #: CLOSING entries whose driver ``close()`` was called (and did or did
+        #: not raise): an interrupted Close carried out again never closes the
+        #: driver connection twice. Emptied as each is settled.
+        self._shut: dict[Entry[C], object] = {}
         # Critical section: every core call, and nothing else, runs under it.
         self._lock = threading.Lock()
         # Wakes the maintenance thread when a knob changes or the pool closes.
@@ -220,28 +231,35 @@ class Pool(ShellBase[C]):
         if timeout is not None:
             check_duration("timeout", timeout, zero_ok=True)
         core = self._core
+        got: Entry[C] | Waiter[C] | None = None
+        out: Sequence[Effect[C]] = _NO_EFFECTS
         try:
             with self._lock:
                 got = core.acquire(monotonic())
-                out = core.outbox
-                if out:
-                    core.outbox = []
                 if type(got) is Entry:  # the common path: an idle one was there
-                    if not out:
+                    if not core.outbox:
                         return got.conn
                 else:
                     got.token = gate = _new_gate()  # type: ignore[union-attr]
                     gate.acquire()
+                # Effects are taken in the same hold as the input that made
+                # them: a list left in the outbox would be carried out by the
+                # next thread to take it as well (issue 11, defect 1).
+                if core.outbox:
+                    out = core.take_effects()
+            # Slow path: effects to carry out (outside the lock), or a wait.
+            if out:
+                self._run(out)
+                out = _NO_EFFECTS
+            if type(got) is Entry:
+                return got.conn
+            return self._wait(got, timeout)  # type: ignore[arg-type]
         except BaseException:
-            # Refused (closed, too many waiters) after closing expired idle
-            # connections on the way: carry those closes out, then raise.
-            self._call(_nothing)
+            # Refused (closed, too many waiters), timed out, failed, or cut
+            # short by an interrupt anywhere above: give back whatever the core
+            # decided for this call and carry out every effect, then raise.
+            self._acquire_failed(got, out)
             raise
-        # Slow path: effects to carry out (outside the lock), or a wait.
-        self._run(out)
-        if isinstance(got, Waiter):
-            return self._wait(got, timeout)
-        return got.conn
 
     def release(self, conn: C, *, broken: bool = False) -> None:
         """Give back a connection that ``acquire`` returned.
@@ -264,30 +282,43 @@ class Pool(ShellBase[C]):
             entry = self._lookup(conn)
             if entry is None:
                 return
-        if not broken and not core._closed:
-            try:
-                if self._rollback_on_return:
-                    # rollback_open_transaction(conn), inlined: one call fewer.
-                    cls = type(conn)
-                    (_rollbacks.get(cls) or rollback_for(cls))(conn)
-                if self._reset is not None:
-                    self._reset(conn)
-            except Exception as exc:
-                log.info(
-                    "%s: discarding a connection that failed reset: %s",
-                    self.name,
-                    repr(exc),
-                )
-                broken = True
-        with self._lock:
-            core.release(entry, monotonic(), broken)
-            out = core.outbox
-            if out:
-                core.outbox = []
-        if out:
+        # None until the core has taken the connection back (then the effects
+        # to carry out): what an interrupt at any point must still do.
+        out: Sequence[Effect[C]] | None = None
+        try:
+            if not broken and not core._closed:
+                try:
+                    if self._rollback_on_return:
+                        # rollback_open_transaction(conn), inlined: one call fewer.
+                        cls = type(conn)
+                        (_rollbacks.get(cls) or rollback_for(cls))(conn)
+                    if self._reset is not None:
+                        self._reset(conn)
+                except Exception as exc:
+                    log.info(
+                        "%s: discarding a connection that failed reset: %s",
+                        self.name,
+                        repr(exc),
+                    )
+                    broken = True
+            with self._lock:
+                try:
+                    core.release(entry, monotonic(), broken)
+                    if not core.outbox:
+                        return
+                    out = core.take_effects()
+                except BaseException as exc:
+                    out = self._release_cut_locked(entry)
+                    if not (type(exc) is ValueError and entry.key in self._taken):
+                        raise
+                    # close(timeout) took it while it was being reset: as
+                    # documented, its late release is a no-op (defect 4).
             if core._closed:
                 self._check_all_back()
             self._run(out)
+        except BaseException:
+            self._release_failed(entry, out)
+            raise
 
     def connection(self, timeout: float | None = None) -> _Checkout[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
@@ -307,61 +338,180 @@ class Pool(ShellBase[C]):
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
         if self._lost:
             self._drain_lost()
-        conn = Pool.acquire(self, timeout)
-        if self._leak_threshold is not None:
-            track(self._core, conn, self._held, self._lost)
-        hook = self._on_acquire
-        if hook is not None:
-            try:
+        conn: C | None = None
+        try:
+            conn = Pool.acquire(self, timeout)
+            if self._leak_threshold is not None:
+                track(self._core, conn, self._held, self._lost)
+            hook = self._on_acquire
+            if hook is not None:
                 hook(conn)
-            except BaseException:
+            return conn
+        except BaseException:
+            # The hook raised, or an interrupt came after the connection was
+            # handed over: the caller never gets it, so it is discarded.
+            if conn is not None:
                 entry = self._lookup(conn)
                 if entry is not None:
                     self._held.pop(entry, None)  # tracked above: forget it
                     Pool.release(self, conn, broken=True)
-                raise
-        return conn
+            raise
 
     def _release_hooked(self, conn: C, *, broken: bool = False) -> None:
-        """The ``on_release`` hook and the ``used`` event, then ``release``."""
+        """The ``on_release`` hook and the ``used`` event, then ``release``.
+
+        Written out in full rather than calling ``release``: an interrupt
+        between the two would leave nobody responsible for the connection.
+        """
+        core = self._core
         entry = self._lookup(conn)  # a foreign conn raises before any hook
         if entry is None:
             return
-        if self._leak_threshold is not None:
-            self._held.pop(entry, None)
         error: BaseException | None = None
-        hook = self._on_release
-        if hook is not None and not broken:
-            try:
-                hook(conn)
-            except Exception as exc:
-                log.info(
-                    "%s: discarding a connection: on_release raised %s",
-                    self.name,
-                    repr(exc),
-                )
-                error = exc
-                broken = True
-        observer = self._observer
-        if observer is not None:
-            observer.used(monotonic() - entry.acquired_at)
-        Pool.release(self, conn, broken=broken)
+        out: Sequence[Effect[C]] | None = None  # as in ``release``
+        try:
+            if self._leak_threshold is not None:
+                self._held.pop(entry, None)
+            hook = self._on_release
+            if hook is not None and not broken:
+                try:
+                    hook(conn)
+                except Exception as exc:
+                    log.info(
+                        "%s: discarding a connection: on_release raised %s",
+                        self.name,
+                        repr(exc),
+                    )
+                    error = exc
+                    broken = True
+            observer = self._observer
+            if observer is not None:
+                observer.used(monotonic() - entry.acquired_at)
+            if not broken and not core._closed:
+                broken = self._clean(conn)
+            with self._lock:
+                try:
+                    core.release(entry, monotonic(), broken)
+                    out = core.take_effects()
+                except BaseException as exc:
+                    out = self._release_cut_locked(entry)
+                    if not (type(exc) is ValueError and entry.key in self._taken):
+                        raise
+            if core._closed:
+                self._check_all_back()
+            self._run(out)
+        except BaseException:
+            self._release_failed(entry, out)
+            raise
         if error is not None:
             raise error
+
+    def _clean(self, conn: C) -> bool:
+        """Roll back and reset ``conn`` for reuse; whether it must be discarded.
+
+        An ``Exception`` is logged and means discard; anything else (an
+        interrupt) propagates, and the caller gives the connection back as
+        broken before re-raising it.
+        """
+        try:
+            if self._rollback_on_return:
+                cls = type(conn)
+                (_rollbacks.get(cls) or rollback_for(cls))(conn)
+            if self._reset is not None:
+                self._reset(conn)
+        except Exception as exc:
+            log.info(
+                "%s: discarding a connection that failed reset: %s",
+                self.name,
+                repr(exc),
+            )
+            return True
+        return False
+
+    def _release_cut_locked(self, entry: Entry[C]) -> list[Effect[C]]:
+        """Under the lock, after a release's critical section raised.
+
+        Called in the same hold as the ``core.release`` that may or may not
+        have run, so nobody else has touched ``entry`` since: if the core did
+        not take it back (still in use, and not handed straight to a waiter,
+        whose Wake would be in the outbox), it is given back now, as broken.
+
+        Returns:
+            The effects to carry out.
+        """
+        core = self._core
+        if entry.state == IN_USE and not any(
+            type(e) is Wake and e.waiter.entry is entry for e in core.outbox
+        ):
+            core.release(entry, monotonic(), True)
+        return core.take_effects()
+
+    def _acquire_failed(
+        self, got: Entry[C] | Waiter[C] | None, out: Sequence[Effect[C]]
+    ) -> None:
+        """``acquire`` is raising: undo what the core decided for it, run effects.
+
+        Args:
+            got: what ``core.acquire`` returned, or None if it did not return.
+                An entry not returned to the caller goes back (it was never
+                used: no rollback needed); a waiter gives up (if it was served
+                meanwhile, that connection goes on to the next waiter or idle).
+            out: the effects this call took and may not have carried out.
+        """
+        core = self._core
+        with self._lock:
+            if type(got) is Entry:
+                if got.state == IN_USE:  # else close(timeout) took it
+                    core.release(got, monotonic())
+            elif got is not None:
+                core.abandon(got, monotonic(), timed_out=False)  # type: ignore[arg-type]
+        self._recover(out)
+
+    def _release_failed(self, entry: Entry[C], out: Sequence[Effect[C]] | None) -> None:
+        """``release`` is raising: the connection must still go back, once.
+
+        Args:
+            entry: the connection's entry.
+            out: None if the core had not taken it back yet (an interrupt in
+                the rollback, ``reset`` or a hook: ``AsyncPool`` settles that
+                case as broken, and so does this); else the effects taken.
+        """
+        if out is None:
+            with self._lock:
+                # Not taken back by this call, so still this caller's (or
+                # force-closed by close(timeout), then CLOSING: nothing to do).
+                if entry.state == IN_USE:
+                    self._core.release(entry, monotonic(), True)
+            out = _NO_EFFECTS
+        self._recover(out)
 
     # -- leak tracking (only while leak_threshold is set) ----------------------
 
     def _drain_lost(self) -> None:
-        """Reclaim the slots of connections collected while handed out."""
-        while self._lost:
-            entry = self._lost.popleft()
-            with self._lock:
-                reclaimed = self._core.reclaim(entry, monotonic())
-                out = self._core.take_effects()
-            held = self._held.pop(entry, None)
-            if reclaimed:
-                report_reclaimed(self.name, held)
-            self._run(out)
+        """Reclaim the slots of connections collected while handed out.
+
+        Each entry leaves ``_lost`` only after ``reclaim`` (idempotent) ran on
+        it, in the same hold: an interrupt never loses one.
+        """
+        lost = self._lost
+        core = self._core
+        while lost:
+            out: Sequence[Effect[C]] = _NO_EFFECTS
+            try:
+                with self._lock:
+                    if not lost:
+                        return
+                    entry = lost[0]
+                    reclaimed = core.reclaim(entry, monotonic())
+                    lost.popleft()
+                    out = core.take_effects()
+                held = self._held.pop(entry, None)
+                if reclaimed:
+                    report_reclaimed(self.name, held)
+                self._run(out)
+            except BaseException:
+                self._recover(out)
+                raise
 
     def _check_leaks(self, now: float) -> float | None:
         """Warn once about each connection held past ``leak_threshold``.
@@ -385,23 +535,21 @@ class Pool(ShellBase[C]):
             observer.waited(monotonic() - waiter.enqueued_at)
 
     def _wait_settled(self, waiter: Waiter[C], timeout: float | None) -> C:
-        """Block until ``waiter`` is settled or the timeout passes."""
+        """Block until ``waiter`` is settled or the timeout passes.
+
+        If anything is raised here (an interrupt in the wait), ``acquire``
+        abandons the waiter: a connection handed over meanwhile goes back.
+        """
         if timeout is None:
             limit = self._timeout
         else:
             limit = check_duration("timeout", timeout, zero_ok=True)
         gate = waiter.token
         assert isinstance(gate, type(self._lock))
-        try:
-            if limit is None:
-                woken = gate.acquire()
-            else:
-                woken = limit > 0 and gate.acquire(timeout=limit)
-        except BaseException:
-            # Interrupted (KeyboardInterrupt in the main thread): give up, and
-            # give back anything handed over meanwhile.
-            self._call(self._core.abandon, waiter, timed_out=False)
-            raise
+        if limit is None:
+            woken = gate.acquire()
+        else:
+            woken = limit > 0 and gate.acquire(timeout=limit)
         if not woken:
             core = self._core
             with self._lock:
@@ -418,39 +566,123 @@ class Pool(ShellBase[C]):
     # -- carrying out effects -------------------------------------------------
 
     def _call(self, method: Callable[..., object], *args: object, **kw: object) -> None:
-        """Run one core input under the lock (with ``now``), then its effects."""
-        core = self._core
-        with self._lock:
-            try:
-                method(*args, monotonic(), **kw)
-            finally:
-                out = core.take_effects()
-        if out:
-            self._run(out)
+        """Run one core input under the lock (with ``now``), then its effects.
 
-    def _run(self, effects: list[Effect[C]]) -> None:
-        """Carry out effects, outside the lock, in order."""
-        for effect in effects:
-            kind = type(effect)
-            if kind is Wake:
-                effect.waiter.token.release()  # type: ignore[union-attr]
-            elif kind is Connect:
-                ticket = effect.ticket  # type: ignore[union-attr]
+        Whatever is raised (by the input, an effect, or an interrupt at any
+        point), every effect the input made is carried out before it
+        propagates.
+        """
+        core = self._core
+        out: Sequence[Effect[C]] = _NO_EFFECTS
+        try:
+            with self._lock:
+                method(*args, monotonic(), **kw)
+                if core.outbox:
+                    out = core.take_effects()
+            self._run(out)
+        except BaseException:
+            self._recover(out)
+            raise
+
+    def _run(self, effects: Sequence[Effect[C]]) -> None:
+        """Carry out effects, outside the lock, in order, and all of them.
+
+        ``effects`` must be this thread's own: taken from the outbox in the
+        same hold as the input that made them. If one raises (a hook or the
+        driver, or an interrupt anywhere), the rest are still carried out
+        (``_recover``), then the error propagates.
+        """
+        try:
+            for effect in effects:
+                kind = type(effect)
+                if kind is Wake:
+                    gate = effect.waiter.token  # type: ignore[union-attr]
+                    # None: its acquire was cut short before it could wait;
+                    # that acquire gives the connection back itself.
+                    if gate is not None:
+                        gate.release()  # type: ignore[union-attr]
+                elif kind is Connect:
+                    self._start_dial(effect.ticket)  # type: ignore[union-attr]
+                else:
+                    self._close_conn(effect.entry, effect.reason)  # type: ignore[union-attr]
+        except BaseException:
+            self._recover(effects)
+            raise
+
+    def _recover(self, effects: Sequence[Effect[C]]) -> None:
+        """Finish a call cut short: carry out what was not carried out yet.
+
+        Each of ``effects`` is done again only as far as it was not done
+        (``_redo``), then whatever an interrupted input left in the outbox is
+        taken and done too. Errors here are logged, never raised: the caller
+        re-raises the one that cut it short.
+        """
+        while True:
+            for effect in effects:
                 try:
-                    threading.Thread(
-                        target=self._dial,
-                        args=(ticket,),
-                        name=f"sqlgate-dial {self.name}",
-                        daemon=True,
-                    ).start()
-                except BaseException as exc:  # no thread: the ticket still settles
-                    self._call(self._core.connect_failed, ticket, exc)
+                    self._redo(effect)
+                except BaseException as exc:  # a hook raising again: go on
+                    log.warning(
+                        "%s: error finishing %r: %s", self.name, effect, repr(exc)
+                    )
+            with self._lock:
+                effects = self._core.take_effects()
+            if not effects:
+                return
+
+    def _redo(self, effect: Effect[C]) -> None:
+        """Carry out ``effect`` unless it was already: idempotent, unlike ``_run``.
+
+        A Wake releases its gate unless released; a Connect starts a dial
+        unless its ticket was claimed by a dial thread or settled; a Close
+        finishes whichever of closing the driver connection and settling it
+        is not done yet.
+        """
+        kind = type(effect)
+        if kind is Wake:
+            gate = effect.waiter.token  # type: ignore[union-attr]
+            if gate is not None:
+                with contextlib.suppress(RuntimeError):  # released already
+                    gate.release()  # type: ignore[union-attr]
+        elif kind is Connect:
+            ticket = effect.ticket  # type: ignore[union-attr]
+            with self._lock:
+                pending = ticket in self._core._tickets and ticket not in self._dialing
+            if pending:
+                # Maybe the first thread started and has not claimed it yet:
+                # whichever claims it second stops (see ``_dial``).
+                self._start_dial(ticket)
+        else:
+            entry = effect.entry  # type: ignore[union-attr]
+            if entry.state == CLOSING:
+                self._close_conn(entry, effect.reason)  # type: ignore[union-attr]
             else:
-                assert isinstance(effect, Close)
-                self._close_conn(effect.entry, effect.reason)
+                self._shut.pop(entry, None)
+
+    def _start_dial(self, ticket: int) -> None:
+        """Start the opener thread for ``ticket``."""
+        try:
+            threading.Thread(
+                target=self._dial,
+                args=(ticket,),
+                name=f"sqlgate-dial {self.name}",
+                daemon=True,
+            ).start()
+        except RuntimeError as exc:  # no thread: the ticket still settles
+            core = self._core
+            with self._lock:
+                if ticket in core._tickets and ticket not in self._dialing:
+                    core.connect_failed(ticket, exc, monotonic())
+                out = core.take_effects()
+            self._run(out)
 
     def _dial(self, ticket: int) -> None:
         """Opener thread: dial once and settle ``ticket`` exactly once."""
+        core = self._core
+        with self._lock:
+            if ticket not in core._tickets or ticket in self._dialing:
+                return  # started again after an interrupt: carried out already
+            self._dialing.add(ticket)  # claimed: settled below, whatever happens
         started = monotonic()
         try:
             conn = self._connect()
@@ -462,8 +694,8 @@ class Pool(ShellBase[C]):
             # Records carry text, never the error: a handler that keeps them
             # would keep its traceback and every frame that reaches.
             log.warning("%s: connect failed: %s", self.name, repr(exc))
-            core = self._core
             with self._lock:
+                self._dialing.discard(ticket)
                 was_open = core.circuit_open
                 core.connect_failed(ticket, exc, monotonic())
                 now_open = core.circuit_open
@@ -473,8 +705,8 @@ class Pool(ShellBase[C]):
             if now_open and not core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
             return
-        core = self._core
         with self._lock:
+            self._dialing.discard(ticket)
             was_open = core.circuit_open
             if core.holds(conn):
                 dup = ValueError(f"{self.name}: connect() returned a live connection")
@@ -501,24 +733,46 @@ class Pool(ShellBase[C]):
             raise
 
     def _close_conn(self, entry: Entry[C], reason: str = "") -> None:
-        """Close a driver connection, then settle it in the core, whatever happens."""
-        if entry.conn is None:  # collected while loosened: nothing to close
-            self._call(self._core.closed, entry)
-            return
-        if reason == BROKEN:
-            log.info(
-                "%s: discarding a broken connection %s", self.name, repr(entry.conn)
-            )
+        """Close a driver connection, then settle it in the core, whatever happens.
+
+        ``on_close`` errors are logged and the close goes ahead; the driver's
+        ``close()`` is called at most once (``_shut``), and an error from it
+        counts as closed. If an interrupt cuts this short, ``_redo`` finishes
+        what is left.
+        """
+        conn = entry.conn
         try:
-            try:
-                if self._on_close is not None:
-                    self._on_close(entry.conn)
-            finally:
-                entry.conn.close()  # type: ignore[attr-defined]
-        except Exception as exc:
-            log.info("%s: error closing a connection: %s", self.name, repr(exc))
+            if conn is not None and entry not in self._shut:
+                if reason == BROKEN:
+                    log.info(
+                        "%s: discarding a broken connection %s", self.name, repr(conn)
+                    )
+                try:
+                    if self._on_close is not None:
+                        self._on_close(conn)
+                except Exception as exc:
+                    log.info("%s: on_close raised: %s", self.name, repr(exc))
+                finally:
+                    self._close_driver(entry, conn)
         finally:
-            self._call(self._core.closed, entry)
+            # Settled only once the driver connection is closed (or was
+            # collected while loosened: nothing to close).
+            if conn is None or entry in self._shut:
+                self._call(self._core.closed, entry)
+                self._shut.pop(entry, None)
+
+    def _close_driver(self, entry: Entry[C], conn: C) -> None:
+        """Call the driver's ``close()`` once and mark it done in ``_shut``."""
+        try:
+            # One statement, so the mark lands with the close: a Close done
+            # again after an interrupt never closes twice.
+            self._shut[entry] = conn.close()  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._shut[entry] = None  # it was tried: counts as closed
+            log.info("%s: error closing a connection: %s", self.name, repr(exc))
+        except BaseException:
+            self._shut[entry] = None
+            raise
 
     # -- maintenance ---------------------------------------------------------
 
@@ -616,11 +870,16 @@ class Pool(ShellBase[C]):
             if self._lost:
                 self._drain_lost()
             self._check_all_back()
-        with self._lock:
-            taken = take_in_use(self, monotonic())
-            out = self._core.take_effects()
-        report_taken(self.name, taken, limit)
-        self._run(out)
+        out: Sequence[Effect[C]] = _NO_EFFECTS
+        try:
+            with self._lock:
+                taken = take_in_use(self, monotonic())
+                out = self._core.take_effects()
+            report_taken(self.name, taken, limit)
+            self._run(out)
+        except BaseException:
+            self._recover(out)
+            raise
         return taken
 
     def _check_all_back(self) -> None:
@@ -643,6 +902,8 @@ class Pool(ShellBase[C]):
         self._lost = deque()
         self._held = {}
         self._taken = set()
+        self._dialing = set()
+        self._shut = {}
         self._all_back = threading.Event()
         self._maintenance_wakeup = threading.Event()
         self._maintenance = None
@@ -664,10 +925,6 @@ class _Checkout(Generic[C]):
 
     def __exit__(self, *exc_info: object) -> None:
         self._pool.release(self._conn)
-
-
-def _nothing(now: float) -> None:
-    """A core input that changes nothing: ``_call(_nothing)`` drains the outbox."""
 
 
 def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> None:
