@@ -700,8 +700,10 @@ class Pool(ShellBase[C]):
                 core.connect_failed(ticket, exc, monotonic())
                 now_open = core.circuit_open
                 out = core.take_effects()
-            self._run(out)
+            # Logged before anyone is woken: the opening always precedes the
+            # closing a probe may log next.
             report_circuit(self.name, was_open, now_open, core)
+            self._run(out)
             if now_open and not core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
             return
@@ -717,8 +719,8 @@ class Pool(ShellBase[C]):
             out = core.take_effects()
         if self._observer is not None:
             self._observer.created(monotonic() - started)
-        self._run(out)
         report_circuit(self.name, was_open, now_open, core)
+        self._run(out)
 
     def _configure(self, conn: C) -> None:
         """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
@@ -751,7 +753,7 @@ class Pool(ShellBase[C]):
                     if self._on_close is not None:
                         self._on_close(conn)
                 except Exception as exc:
-                    log.info("%s: on_close raised: %s", self.name, repr(exc))
+                    log.info("%s: error closing a connection: %s", self.name, repr(exc))
                 finally:
                     self._close_driver(entry, conn)
         finally:
