@@ -108,6 +108,12 @@ def test_circuit_opening_and_closing_are_logged_once_each(
         assert pool.stats().circuit_open
         # The probe (the maintenance thread, after its backoff) connects.
         wait_until(lambda: not pool.stats().circuit_open, what="the probe")
+        # The probe's thread logs just after it closes the circuit (outside
+        # the lock): wait for its record, then require exactly these two.
+        wait_until(
+            lambda: any("circuit closed" in msg for _, msg in records(caplog)),
+            what="the probe's record",
+        )
         settle(pool)
     circuit = [(lvl, msg) for lvl, msg in records(caplog) if "circuit" in msg]
     assert circuit == [
