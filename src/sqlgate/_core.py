@@ -54,6 +54,15 @@ A failed dial fails the head waiter with the driver's error (nobody hangs on a
 dial that will never come) and, if others still wait, dials again for them.
 Refilling ``min_idle`` after a failure backs off exponentially instead.
 
+A dial that raises a programming error (``is_programming_error``: TypeError,
+ValueError and the other built-in classes that say the code is wrong, never an
+OSError) fails its waiter with that error, but it is not a failed dial: the
+database answered nothing, so it neither counts toward the circuit breaker
+nor shows in ``last_dial_error`` or ``dial_failures``. Only the ``min_idle``
+refill backs off, so a broken connect callable is not redialed in a hot loop.
+While the circuit is already open such a dial counts as the probe's failure,
+so the probe keeps its backoff.
+
 Invariants (``check()`` verifies each and names the one that fails)
 -------------------------------------------------------------------
 I1 conservation   num_open == dialing + idle + in_use + closing
@@ -120,6 +129,7 @@ __all__ = [
     "CLOSING",
     "IDLE",
     "IN_USE",
+    "PROGRAMMING_ERRORS",
     "Close",
     "Connect",
     "Effect",
@@ -128,6 +138,7 @@ __all__ = [
     "PoolCore",
     "Waiter",
     "Wake",
+    "is_programming_error",
 ]
 
 C = TypeVar("C")
@@ -173,6 +184,29 @@ CIRCUIT_AFTER: Final = 3
 #: limit", as ``math.inf`` does: no wait could last that long anyway, and a
 #: lock's timed acquire refuses anything longer with ``OverflowError``.
 FOREVER: Final = threading.TIMEOUT_MAX
+#: Built-in exception classes a dial raises when the code is wrong (a connect
+#: callable or adapter bug, a bad argument), not when the database is down.
+PROGRAMMING_ERRORS: Final = (
+    TypeError,
+    ValueError,
+    AttributeError,
+    NameError,
+    LookupError,
+    ArithmeticError,
+    AssertionError,
+    ImportError,
+    NotImplementedError,
+)
+
+
+def is_programming_error(error: BaseException) -> bool:
+    """Whether a dial's ``error`` says the code is wrong, not the database down.
+
+    Any ``OSError`` is a connection failure, even one that is also a
+    ValueError (``ssl.SSLCertVerificationError``); a driver's own error
+    classes are never programming errors here.
+    """
+    return isinstance(error, PROGRAMMING_ERRORS) and not isinstance(error, OSError)
 
 
 class InvariantError(AssertionError):
@@ -411,9 +445,13 @@ class PoolCore(Generic[C]):
         #: True while a lifetime or idle-time knob is set: the acquire path must
         #: then look at each idle connection's age.
         self._expiring = False
-        #: Consecutive failed dials, and when refilling min_idle may resume.
+        #: Consecutive failed dials (the circuit's count), and when refilling
+        #: min_idle may resume.
         self._fails_in_row = 0
         self._refill_at = 0.0
+        #: Consecutive dials that raised a programming error: the refill's
+        #: backoff grows with them, the circuit ignores them.
+        self._bugs_in_row = 0
         #: The most recent dial failure while dials are failing, for chaining
         #: onto PoolTimeout and CircuitOpen; None once a dial succeeds (so its
         #: traceback, and every frame that reaches, is let go).
@@ -636,6 +674,7 @@ class PoolCore(Generic[C]):
         self._dials += 1
         self._dial_duration += now - issued_at
         self._fails_in_row = 0
+        self._bugs_in_row = 0
         self.last_dial_error = None
         self._refill_at = 0.0
         self._circuit_since = None  # I9: one good dial closes the circuit
@@ -652,7 +691,10 @@ class PoolCore(Generic[C]):
         any, fails with ``error``; dials are re-issued for remaining waiters;
         refilling ``min_idle`` backs off. After ``circuit_after`` failures in
         a row the circuit opens (or stays open): every waiter fails with
-        ``CircuitOpen`` and the next probe is scheduled (I9).
+        ``CircuitOpen`` and the next probe is scheduled (I9). A programming
+        error (``is_programming_error``) fails the head waiter with it but,
+        unless the circuit is open already, is not a failed dial: no count,
+        no ``last_dial_error``, only the refill's backoff.
 
         Raises:
             ValueError: unknown or already settled ticket; nothing changes.
@@ -661,6 +703,16 @@ class PoolCore(Generic[C]):
             raise ValueError(f"{self.name}: ticket {ticket} is not in flight")
         del self._tickets[ticket]  # settles the reservation
         self.num_open -= 1
+        if self._circuit_since is None and is_programming_error(error):
+            # The code is wrong, not the database down: its waiter gets the
+            # error, nothing counts toward the circuit (I9), refills back off.
+            self._bugs_in_row += 1
+            first, cap = REFILL_BACKOFF
+            self._refill_at = now + min(cap, first * 2 ** (self._bugs_in_row - 1))
+            if self._waiters:
+                self._fail_head(error, now)
+            self._maybe_dial(now)
+            return
         self._dial_failures += 1
         self._fails_in_row += 1
         self.last_dial_error = error
@@ -1028,6 +1080,7 @@ class PoolCore(Generic[C]):
             self.conn_max_idle_time,
             self.circuit_after,
             self._fails_in_row,
+            self._bugs_in_row,
             self._refill_at,
             self._circuit_since is not None,
             self.probe_at,

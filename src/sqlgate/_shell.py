@@ -16,7 +16,13 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from sqlgate._core import IN_USE, Entry, PoolCore, check_duration
+from sqlgate._core import (
+    IN_USE,
+    Entry,
+    PoolCore,
+    check_duration,
+    is_programming_error,
+)
 from sqlgate.errors import ConnectError, PoolTimeout
 
 if TYPE_CHECKING:
@@ -323,10 +329,16 @@ def timeout_error(name: str, core: PoolCore[Any], limit: float | None) -> PoolTi
 
 
 def waiter_error(name: str, waiter: Waiter[Any]) -> BaseException:
-    """The exception a FAILED waiter raises: sqlgate's own, or the dial's chained."""
+    """The exception a FAILED waiter raises.
+
+    sqlgate's own errors and programming errors (``is_programming_error``)
+    as they are; any other dial error as ``ConnectError``, the error chained.
+    """
     error = waiter.error
     assert error is not None
-    if type(error).__module__ == "sqlgate":
+    if type(error).__module__ == "sqlgate" or is_programming_error(error):
+        # A programming error (a TypeError from the connect callable, say)
+        # is the caller's to see as it is: it is no failed dial.
         return error
     # Anything else, even a KeyboardInterrupt or SystemExit raised by the
     # connect callable in a dial, reaches the caller as ConnectError.

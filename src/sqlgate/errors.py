@@ -41,7 +41,13 @@ class TooManyWaiters(Error):
 
 
 class ConnectError(Error):
-    """The driver failed to open a connection; its exception is ``__cause__``."""
+    """The driver failed to open a connection; its exception is ``__cause__``.
+
+    A programming error raised while dialing (a TypeError, ValueError,
+    AttributeError... from the connect callable or a driver adapter, never an
+    OSError) is not wrapped: the caller gets it as it is, and it counts as no
+    failed dial (the circuit breaker ignores it).
+    """
 
     __module__ = "sqlgate"
 

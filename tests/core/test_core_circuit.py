@@ -8,6 +8,7 @@ from sqlgate._core import (
     CIRCUIT_AFTER,
     CIRCUIT_BACKOFF,
     FAILED,
+    REFILL_BACKOFF,
     SERVED,
     WAITING,
     Connect,
@@ -348,3 +349,112 @@ def test_renew_keeps_knobs_and_forgets_state() -> None:
     s = fresh.stats()
     assert (s.open_connections, s.dialing, s.dials) == (0, 0, 0)
     fresh.check()
+
+
+# -- programming errors are no failed dials (issue 14) ---------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TypeError("connect() takes 0 arguments"),
+        ValueError("bad port"),
+        AttributeError("no cursor"),
+        KeyError("host"),
+        ImportError("no driver"),
+        NotImplementedError("later"),
+    ],
+)
+def test_issue14_programming_error_fails_its_waiter_and_counts_nothing(
+    error: BaseException,
+) -> None:
+    rig = Rig(max_open=2, circuit_after=2)
+    waiters = [waiter_of(rig.acquire()) for _ in range(3)]
+    assert len(rig.dials) == 2
+    for n in range(1, 6):
+        rig.fail(error)
+        rig.check()
+        # Each failure fails exactly the head waiter, with the error itself.
+        assert waiters[0].state == FAILED
+        assert waiters[0].error is error
+        assert not rig.core.circuit_open
+        assert rig.core.last_dial_error is None
+        assert not rig.core.failing
+        s = rig.core.stats()
+        assert (s.dial_failures, s.dials) == (0, 0)
+        waiters.pop(0)
+        if not waiters:
+            waiters.append(waiter_of(rig.acquire()))
+        assert n == rig.core._bugs_in_row
+    # The expiry tick has nothing to probe.
+    assert rig.core.expire(rig.now) is None
+    # One good dial resets the streak.
+    rig.connect()
+    rig.check()
+    assert rig.core._bugs_in_row == 0
+
+
+def test_issue14_oserror_that_is_a_valueerror_is_a_failed_dial() -> None:
+    import ssl
+
+    rig = Rig(max_open=1, circuit_after=2)
+    waiter_of(rig.acquire())
+    for _ in range(2):
+        rig.fail(ssl.SSLCertVerificationError("certificate verify failed"))
+        if not rig.core.circuit_open:
+            waiter_of(rig.acquire())
+    assert rig.core.circuit_open
+    assert rig.core.stats().dial_failures == 2
+
+
+def test_issue14_programming_error_between_failures_neither_counts_nor_resets() -> None:
+    rig = Rig(max_open=1, circuit_after=3)
+    waiter_of(rig.acquire())
+    rig.fail(OSError("refused"))
+    waiter_of(rig.acquire())
+    rig.fail(TypeError("bug"))
+    waiter_of(rig.acquire())
+    rig.fail(OSError("refused"))
+    assert rig.core._fails_in_row == 2
+    assert not rig.core.circuit_open
+    waiter_of(rig.acquire())
+    rig.fail(OSError("refused"))
+    assert rig.core.circuit_open
+    assert rig.core.stats().dial_failures == 3
+    rig.check()
+
+
+def test_issue14_programming_error_of_the_probe_keeps_the_circuit_backing_off() -> None:
+    rig = Rig(max_open=2, circuit_after=2)
+    open_circuit(rig, waiters=1)
+    rig.clock.advance(rig.core.probe_at - rig.now)
+    rig.core.expire(rig.now)
+    rig.drain()
+    assert len(rig.dials) == 1
+    before = rig.core.stats().dial_failures
+    rig.fail(TypeError("bug in the probe"))
+    rig.check()
+    # Counted while open: the probe is rescheduled later, not issued again now.
+    assert rig.core.circuit_open
+    assert rig.core.probe_at > rig.now
+    assert rig.core.stats().dial_failures == before + 1
+    assert rig.dials == []
+
+
+def test_issue14_refill_backs_off_after_programming_errors() -> None:
+    rig = Rig(max_open=2, max_idle=2, min_idle=1, max_connecting=1)
+    first, cap = REFILL_BACKOFF
+    rig.core.expire(rig.now)
+    rig.drain()
+    for n in range(1, 10):
+        assert len(rig.dials) == 1, n
+        rig.fail(ValueError("bad option"))
+        rig.check()
+        delay = min(cap, first * 2 ** (n - 1))
+        assert rig.core._refill_at == pytest.approx(rig.now + delay)
+        assert rig.dials == []
+        assert not rig.core.circuit_open
+        rig.clock.advance(delay)
+        rig.core.expire(rig.now)
+        rig.drain()
+    assert rig.core.stats().dial_failures == 0

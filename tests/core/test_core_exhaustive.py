@@ -65,7 +65,7 @@ class World:
             out += [("release_served", 0), ("abandon_served", 0)]
         out += [("abandon_waiting", i) for i in range(len(self.queue))]
         if rig.dials:
-            out += [("connected", 0), ("connect_failed", 0)]
+            out += [("connected", 0), ("connect_failed", 0), ("connect_bug", 0)]
         if rig.closes:
             out.append(("closed", 0))
         if not rig.core.is_closed:
@@ -106,6 +106,13 @@ class World:
             rig.connect()
         elif what == "connect_failed":
             rig.fail(OSError("refused"))
+        elif what == "connect_bug":  # a programming error (issue 14)
+            failures = rig.core.stats().dial_failures
+            was_open = rig.core.circuit_open
+            rig.fail(TypeError("bad argument"))
+            if not was_open:
+                assert not rig.core.circuit_open
+                assert rig.core.stats().dial_failures == failures
         elif what == "closed":
             rig.finish_close()
         elif what == "close":

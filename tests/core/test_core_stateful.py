@@ -227,6 +227,25 @@ class CoreMachine(RuleBasedStateMachine):
         self.settle()
 
     @rule(i=index)
+    @precondition(lambda self: self.rig.dials)
+    def connect_bug(self, i: int) -> None:
+        """A dial raises a programming error: never a failed dial (issue 14)."""
+        rig = self.rig
+        core = rig.core
+        head = self.queue[0] if self.queue else None
+        was_open = core.circuit_open
+        before = (core.stats().dial_failures, core._fails_in_row)
+        error = TypeError(f"dial {i}: bad argument")
+        rig.fail(error, rig.dials[i % len(rig.dials)])
+        if head is not None:
+            assert head.state == FAILED
+            assert head.error is error or was_open
+        if not was_open:
+            assert not core.circuit_open
+            assert (core.stats().dial_failures, core._fails_in_row) == before
+        self.settle()
+
+    @rule(i=index)
     @precondition(lambda self: self.rig.closes)
     def closed(self, i: int) -> None:
         rig = self.rig

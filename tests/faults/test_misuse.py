@@ -142,9 +142,8 @@ def test_acquire_timeout_argument(bad: object) -> None:
 def test_connect_returns_none() -> None:
     driver = FakeDriver(return_none=True)
     pool: Pool[Any] = Pool(driver.connect, circuit_after=0)
-    with pytest.raises(ConnectError, match="returned None") as info:
+    with pytest.raises(TypeError, match="returned None"):
         pool.acquire(timeout=5)
-    assert isinstance(info.value.__cause__, TypeError)
     settled(pool)
     assert pool.stats().open_connections == 0
     pool.close()
