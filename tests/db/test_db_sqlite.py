@@ -282,19 +282,35 @@ def test_callable_target_is_detected_and_put_in_autocommit(tmp_path: Path) -> No
     db.close()
 
 
-def test_callable_target_of_unknown_driver() -> None:
-    class Weird:
-        def close(self) -> None:
-            pass
+def test_issue14_callable_returning_no_dbapi_connection_is_a_type_error() -> None:
+    """Not a connection: the caller sees the TypeError; no circuit, no probe."""
+    made: list[object] = []
 
-    db = sqlgate.db.open(Weird)
-    with pytest.raises(sqlgate.ConnectError) as info:
-        db.exec("select 1")
-    assert isinstance(info.value.__cause__, TypeError)
-    assert "sqlgate.open knows sqlite3, psycopg and PyMySQL" in str(
-        info.value.__cause__
-    )
+    class Weird:
+        def __init__(self) -> None:
+            made.append(self)
+            self.closed = 0
+
+        def close(self) -> None:
+            self.closed += 1
+
+    db = sqlgate.db.open(Weird, circuit_after=2)
+    for n in range(1, 6):
+        with pytest.raises(TypeError, match=r"not a DB-API 2\.0 connection") as info:
+            db.exec("select 1")
+        assert "(no cursor, commit, rollback)" in str(info.value)
+        s = db.stats()
+        assert (len(made), s.dials, s.dial_failures, s.open_connections) == (
+            n,
+            0,
+            0,
+            0,
+        )
+        assert not s.circuit_open
+        assert db.pool._maintenance is None  # no probe loop
+    assert all(w.closed == 1 for w in made)  # type: ignore[attr-defined]
     db.close()
+    assert len(made) == 5
 
 
 def test_setters_delegate_and_user_reset_runs(tmp_path: Path) -> None:

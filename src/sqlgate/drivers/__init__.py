@@ -3,6 +3,11 @@
 ``sync_adapter(family)`` and ``async_adapter(family)`` import the adapter
 module on first use, so a missing driver package is reported only for the
 database actually asked for, with the extra that installs it.
+
+Blocking connections that no specific adapter claims (sqlite3, psycopg,
+PyMySQL) go to the generic PEP 249 adapter (``drivers/dbapi.py``), as do the
+DSN families it has a connect recipe for (pg8000, psycopg2,
+mysql-connector-python).
 """
 
 from __future__ import annotations
@@ -90,8 +95,16 @@ def _load(module: str, package: str, extra: str | None) -> Any:
         ) from exc
 
 
+#: DSN families the generic DB-API adapter serves (blocking only).
+_GENERIC = frozenset({"pg8000", "psycopg2", "mysqlconnector"})
+
+
 def _adapter(face: _Face, family: str) -> Any:
     """The adapter of ``face`` for ``family``, its module imported on first use."""
+    if face is _SYNC and family in _GENERIC:
+        from sqlgate.drivers import dbapi
+
+        return dbapi.for_family(family)
     spec = face.families.get(family)
     if spec is None:
         raise ValueError(face.no_driver.format(family=family))
@@ -101,6 +114,10 @@ def _adapter(face: _Face, family: str) -> Any:
 def _detect(face: _Face, conn: object) -> Any:
     """The adapter of ``face`` for a connection a user's callable made."""
     family = face.roots.get(type(conn).__module__.split(".")[0])
+    if family is None and face is _SYNC:
+        from sqlgate.drivers import dbapi
+
+        return dbapi.for_connection(conn)
     if family is None:
         raise TypeError(
             f"connect returned a {type(conn).__module__}.{type(conn).__qualname__}; "
@@ -114,7 +131,8 @@ def sync_adapter(family: str) -> SyncAdapter:
     """The blocking adapter for a driver family.
 
     Args:
-        family: ``DSN.family`` ("sqlite", "postgresql", "mysql").
+        family: ``DSN.family`` ("sqlite", "postgresql", "mysql"; "pg8000",
+            "psycopg2", "mysqlconnector" through the generic adapter).
 
     Returns:
         The adapter (one shared instance per driver).
@@ -150,13 +168,14 @@ def detect_sync(conn: object) -> SyncAdapter:
     """The adapter for a connection made by a user's connect callable.
 
     Args:
-        conn: the connection (sqlite3, psycopg or PyMySQL).
+        conn: the connection: sqlite3, psycopg or PyMySQL (their specific
+            adapters), or any other PEP 249 driver's (the generic adapter).
 
     Returns:
         The adapter for its driver.
 
     Raises:
-        TypeError: the connection's driver is not one sqlgate knows.
+        TypeError: ``conn`` is not a PEP 249 connection.
         ImportError: as ``sync_adapter``.
     """
     adapter: SyncAdapter = _detect(_SYNC, conn)

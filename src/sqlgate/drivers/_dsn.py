@@ -9,6 +9,10 @@ Accepted forms::
     postgresql+psycopg://...            the same, naming the driver
     postgresql+asyncpg://...            asyncpg (open_async only)
     mysql://user:pw@host:3306/db        PyMySQL (also mariadb://, mysql+pymysql://)
+    postgresql+pg8000://...             pg8000, through the generic DB-API adapter
+    postgresql+psycopg2://...           psycopg2, through the generic DB-API adapter
+    mysql+mysqlconnector://...          mysql-connector-python, through the generic
+                                        DB-API adapter (also mariadb+mysqlconnector://)
     host=h port=5432 user=u password=pw dbname=db    libpq key=value (psycopg)
 
 User, password, database and query values are percent-decoded (``%40`` is
@@ -62,10 +66,22 @@ SCHEMES = {
     "mariadb": "mysql",
     "mysql+pymysql": "mysql",
     "mariadb+pymysql": "mysql",
+    # Drivers served by the generic DB-API adapter (drivers/dbapi.py).
+    "postgresql+pg8000": "pg8000",
+    "postgresql+psycopg2": "psycopg2",
+    "mysql+mysqlconnector": "mysqlconnector",
+    "mariadb+mysqlconnector": "mysqlconnector",
 }
 
 #: Driver family -> the port its driver dials when the DSN names none.
-DEFAULT_PORTS = {"postgresql": 5432, "asyncpg": 5432, "mysql": 3306}
+DEFAULT_PORTS = {
+    "postgresql": 5432,
+    "asyncpg": 5432,
+    "mysql": 3306,
+    "pg8000": 5432,
+    "psycopg2": 5432,
+    "mysqlconnector": 3306,
+}
 
 #: Parameter names (lower case) whose values are never shown.
 SECRET_PARAMS = frozenset({"password", "passwd", "sslpassword"})
@@ -107,7 +123,9 @@ class DSN:
     Attributes:
         scheme: as written, lower-cased ("postgres", "mariadb", ...);
             "postgresql" for a libpq key=value string.
-        family: the driver family: "sqlite", "postgresql", "asyncpg", "mysql".
+        family: the driver family: "sqlite", "postgresql", "asyncpg", "mysql",
+            or one the generic DB-API adapter serves: "pg8000", "psycopg2",
+            "mysqlconnector".
         user: the user name, or None.
         password: the password, or None; never shown in ``repr``.
         host: the host name, or None.
