@@ -349,3 +349,59 @@ def test_query_without_result_columns(db: DB) -> None:
     assert rows.columns == ()
     assert list(rows) == []
     assert db.stats().in_use == 0
+
+
+def test_issue14_adapter_raising_a_programming_error_opens_no_circuit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter's own bug on a healthy database: the caller's error, as is."""
+    from sqlgate.drivers import sqlite as sqlite_driver
+
+    calls: list[object] = []
+
+    def broken_prepare(conn: object) -> None:
+        calls.append(conn)
+        raise ValueError("prepare: bad option")
+
+    monkeypatch.setattr(sqlite_driver.SYNC, "prepare", broken_prepare)
+    db = sqlgate.db.open(f"sqlite:///{tmp_path / 'a.db'}", circuit_after=2)
+    for n in range(1, 6):
+        with pytest.raises(ValueError, match="prepare: bad option"):
+            db.exec("select 1")
+        s = db.stats()
+        assert (len(calls), s.dials, s.dial_failures, s.open_connections) == (
+            n,
+            0,
+            0,
+            0,
+        )
+        assert not s.circuit_open
+        assert db.pool._maintenance is None
+    db.close()
+
+
+def test_issue14_async_callable_of_unknown_driver_opens_no_circuit() -> None:
+    import asyncio
+
+    made: list[object] = []
+
+    class Weird:
+        async def close(self) -> None:
+            pass
+
+    async def connect() -> Weird:
+        made.append(Weird())
+        return made[-1]  # type: ignore[return-value]
+
+    async def main() -> None:
+        db = sqlgate.open_async(connect, circuit_after=2)
+        for n in range(1, 6):
+            with pytest.raises(TypeError, match="sqlgate.open_async knows"):
+                await db.exec("select 1")
+            s = db.stats()
+            assert (len(made), s.dials, s.dial_failures) == (n, 0, 0)
+            assert not s.circuit_open
+            assert db.pool._maintenance is None
+        await db.close()
+
+    asyncio.run(main())
