@@ -396,7 +396,7 @@ def test_issue14_async_callable_of_unknown_driver_opens_no_circuit() -> None:
     async def main() -> None:
         db = sqlgate.open_async(connect, circuit_after=2)
         for n in range(1, 6):
-            with pytest.raises(TypeError, match="sqlgate.open_async knows"):
+            with pytest.raises(TypeError, match=r"sqlgate\.open_async knows"):
                 await db.exec("select 1")
             s = db.stats()
             assert (len(made), s.dials, s.dial_failures) == (n, 0, 0)
