@@ -113,9 +113,15 @@ def open_async(
             (sqlite3 for threads, aiosqlite for asyncio),
             ``postgresql://user:pw@host/db`` (psycopg),
             ``postgresql+asyncpg://...`` (asyncpg, asyncio only),
-            ``mysql://...`` or ``mariadb://...`` (PyMySQL, threads only).
-            Or a callable returning one of those drivers' connections
-            (a coroutine function for asyncio); it is switched to autocommit.
+            ``mysql://...`` or ``mariadb://...`` (PyMySQL, threads only);
+            ``postgresql+pg8000://``, ``postgresql+psycopg2://``,
+            ``mysql+mysqlconnector://`` (the generic DB-API adapter, threads
+            only). Or a callable returning one of those drivers' connections
+            (a coroutine function for asyncio), switched to autocommit; for
+            threads, any other PEP 249 driver's connection too (the generic
+            adapter, in manual commit). A callable raising a programming
+            error (TypeError, ValueError...) gets it back as it is, never
+            counted as a failed dial.
         ping_idle: a connection idle longer than this many seconds is pinged
             at checkout (default 1.0, as pgx); 0 pings each one that sat idle
             at all (not one handed straight to a waiting caller); None never.

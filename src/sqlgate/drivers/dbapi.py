@@ -59,7 +59,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlgate.drivers._base import SyncAdapter, parse_params
+from sqlgate.drivers._base import Cursor, SyncAdapter, parse_params
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -85,8 +85,10 @@ FAMILIES = {
 PROBE = "SELECT 1"
 
 
-class DBAPIResult:
+class DBAPIResult(Cursor):
     """A statement's buffered result: what ``Rows`` and ``Result`` read.
+
+    A ``Cursor`` whose rows are already fetched: its driver cursor is closed.
 
     Attributes:
         description: the cursor's ``description`` (None for no rows).
@@ -95,7 +97,7 @@ class DBAPIResult:
         lastrowid: the driver's ``lastrowid``, or None.
     """
 
-    __slots__ = ("_at", "_rows", "columns", "description", "lastrowid", "rowcount")
+    __slots__ = ("_at", "_rows", "description", "lastrowid", "rowcount")
 
     def __init__(
         self,
@@ -104,10 +106,9 @@ class DBAPIResult:
         rowcount: int,
         lastrowid: Any,
     ) -> None:
+        self._cur = None  # nothing left open: the rows are all here
         self.description = description
-        self.columns: tuple[str, ...] = (
-            tuple(d[0] for d in description) if description else ()
-        )
+        self.columns = tuple(d[0] for d in description) if description else ()
         self._rows = rows
         self._at = 0
         self.rowcount = rowcount
@@ -410,8 +411,8 @@ class DBAPIAdapter(SyncAdapter):
 
     # -- statements ------------------------------------------------------------
 
-    def execute(self, conn: Any, sql: str, params: Any) -> DBAPIResult:
-        """Run one statement, buffer its rows; commit outside a transaction.
+    def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
+        """See ``SyncAdapter.exec``; committed at once outside a transaction.
 
         Args:
             conn: the driver's connection.
@@ -419,8 +420,26 @@ class DBAPIAdapter(SyncAdapter):
             params: its parameters in the driver's paramstyle, or None.
 
         Returns:
-            The buffered result (rows, ``description``, ``rowcount``,
-            ``lastrowid``).
+            (the driver's ``rowcount``, its ``lastrowid`` when a positive int
+            or None).
+
+        Raises:
+            As ``query``.
+        """
+        result = self.query(conn, sql, params)
+        return result.rowcount, self.last_insert_id(result)
+
+    def query(self, conn: Any, sql: str, params: Any) -> DBAPIResult:
+        """See ``SyncAdapter.query``: run, buffer every row, commit outside a Tx.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            params: its parameters in the driver's paramstyle, or None.
+
+        Returns:
+            The buffered result (``columns``, rows, ``rowcount``,
+            ``lastrowid``); closing it does no I/O.
 
         Raises:
             The driver's error. Outside a transaction the implicit one the
