@@ -1,5 +1,6 @@
 """sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
 
+from sqlgate._handle import RowFactory, dict_row, namedtuple_row, tuple_row
 from sqlgate.aiopool import AsyncPool
 from sqlgate.db import DB, Conn, Result, Rows, Tx, open
 from sqlgate.db_async import AsyncDB, open_async
@@ -26,10 +27,14 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "Result",
+    "RowFactory",
     "Rows",
     "Stats",
     "TooManyWaiters",
     "Tx",
+    "dict_row",
+    "namedtuple_row",
     "open",
     "open_async",
+    "tuple_row",
 ]

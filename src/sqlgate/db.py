@@ -61,12 +61,16 @@ from sqlgate._handle import (
     build,
     check_begin,
     check_ping_idle,
+    check_row_factory,
+    check_seq_of_params,
     close_quietly,
     dead,
+    row_maker,
 )
 from sqlgate._shell import forget_after_fork
 from sqlgate.drivers import detect_sync, sync_adapter
 from sqlgate.drivers._base import scrub
+from sqlgate.errors import Error
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
@@ -74,6 +78,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import TypeVar
 
+    from sqlgate._handle import RowFactory
     from sqlgate.drivers._base import Cursor, SyncAdapter
     from sqlgate.drivers._dsn import DSN
     from sqlgate.stats import Stats
@@ -98,6 +103,7 @@ def open(
     *,
     ping_idle: float | None = 1.0,
     name: str | None = None,
+    row_factory: RowFactory | None = None,
     **pool_knobs: Any,
 ) -> DB:
     """Open a database handle; no connection is made until one is needed.
@@ -123,6 +129,10 @@ def open(
             (``db.client.connection.pool.name``); None names it after the
             DSN's ``host:port/database`` (``sqlite:<path>``,
             ``sqlite::memory:``), never with a user name or password.
+        row_factory: how rows are built when a call names none: None (or
+            ``sqlgate.tuple_row``) for tuples, ``sqlgate.dict_row``,
+            ``sqlgate.namedtuple_row``, or a callable taking the column
+            names and returning a function from a row tuple to the row.
         **pool_knobs: the pool's keyword arguments (``max_open``,
             ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
             hook runs after the driver's own reset;
@@ -133,13 +143,14 @@ def open(
 
     Raises:
         TypeError: ``target`` is neither a string nor callable; a knob has
-            the wrong type.
+            the wrong type (``row_factory`` not callable).
         ValueError: unknown scheme, malformed DSN, unknown DSN parameter, bad
             knob value, a scheme this face has no driver for; the message
             names it (the password masked).
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
+    pool_knobs["row_factory"] = check_row_factory(row_factory)
     return build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
 
 
@@ -329,14 +340,19 @@ class DB(HandleBase):
         finally:
             self._release(conn, broken)
 
-    def _first_row(self, conn: Any, sql: str, params: Any) -> Any:
+    def _first_row(
+        self, conn: Any, sql: str, params: Any, row_factory: RowFactory | None
+    ) -> Any:
         """The first row of a query on ``conn``, or None; the result closed."""
         cur = self._drv.query(conn, sql, params)
         try:
             rows = cur.fetchmany(1) if cur.columns else []
+            if not rows:
+                return None
+            make = row_maker(row_factory or self._row_factory, cur.columns)
+            return rows[0] if make is None else make(rows[0])
         finally:
             cur.close()
-        return rows[0] if rows else None
 
     # -- the API ---------------------------------------------------------------
 
@@ -359,13 +375,51 @@ class DB(HandleBase):
         count, last = self._once(retry, lambda c: self._drv.exec(c, sql, params))
         return Result(count, last)
 
-    def query(self, sql: str, params: Any = None, *, retry: bool = True) -> Rows:
+    def exec_many(self, sql: str, seq_of_params: Any, *, retry: bool = True) -> Result:
+        """Run a statement once per parameter set, on one connection.
+
+        The driver's ``executemany``: one round trip where it batches them
+        (psycopg's pipeline, PyMySQL's multi-row INSERT, asyncpg's prepared
+        statement), else one per set. Retried as ``exec`` is: only on a dead
+        connection found before anything was sent.
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets (tuples or dicts, in
+                ``db.paramstyle``); read once.
+            retry: as for ``exec``.
+
+        Returns:
+            ``Result(rows_affected, None)``: the total where the driver sums
+            it (-1 where it does not, as asyncpg).
+
+        Raises:
+            TypeError: ``seq_of_params`` is a str, bytes, dict or not
+                iterable (nothing was sent).
+            As ``exec``.
+        """
+        check_seq_of_params(seq_of_params)
+        count, last = self._once(
+            retry, lambda c: self._drv.exec_many(c, sql, seq_of_params)
+        )
+        return Result(count, last)
+
+    def query(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        row_factory: RowFactory | None = None,
+    ) -> Rows:
         """Run a query; the rows hold the connection until exhausted or closed.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: as for ``exec``.
+            row_factory: how to build this query's rows (see ``open``);
+                None: the handle's.
 
         Returns:
             The ``Rows``: iterate them (``for``), or use them as a
@@ -374,35 +428,43 @@ class DB(HandleBase):
         Raises:
             As ``exec``.
         """
+        check_row_factory(row_factory)
         conn = self._acquire(retry)
         try:
             cur = self._drv.query(conn, sql, params)
         except BaseException as exc:
             self._release(conn, self._failed(conn, exc))
             raise
-        return Rows(cur, self._drv, conn, self)
+        make = row_maker(row_factory or self._row_factory, cur.columns)
+        return Rows(cur, self._drv, conn, self, None, make)
 
     def query_row(
-        self, sql: str, params: Any = None, *, retry: bool = True
-    ) -> tuple[Any, ...] | None:
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        row_factory: RowFactory | None = None,
+    ) -> Any:
         """Run a query and return its first row (the rest are discarded).
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: as for ``exec``.
+            row_factory: how to build the row (see ``open``); None:
+                the handle's.
 
         Returns:
-            The first row, or None when there is none.
+            The first row (a tuple unless a row factory says otherwise), or
+            None when there is none.
 
         Raises:
             As ``exec``.
         """
+        check_row_factory(row_factory)
         # No rows object (nor its finalizer): the row is read before the release.
-        row: tuple[Any, ...] | None = self._once(
-            retry, lambda c: self._first_row(c, sql, params)
-        )
-        return row
+        return self._once(retry, lambda c: self._first_row(c, sql, params, row_factory))
 
     def begin(
         self,
@@ -617,7 +679,10 @@ class DB(HandleBase):
 
 
 class Rows:
-    """The result of ``query``: an iterator of row tuples (``for``).
+    """The result of ``query``: an iterator of rows (``for``).
+
+    Rows are tuples unless a row factory (``open``/``query``'s
+    ``row_factory``) builds them as dicts, named tuples or the caller's own.
 
     From ``DB.query`` the rows hold their connection until exhausted or
     closed (also when dropped unclosed: see ``sqlgate._reaper``). From an
@@ -626,7 +691,8 @@ class Rows:
     as it would under ``exec``.
 
     Attributes:
-        columns: the column names.
+        columns: the column names, for every driver (empty for a statement
+            that returns no rows).
     """
 
     def __init__(
@@ -636,6 +702,7 @@ class Rows:
         conn: Any,
         db: DB | None,
         session: _Session | None = None,
+        make: Callable[[tuple[Any, ...]], Any] | None = None,
     ) -> None:
         self._cursor: Cursor | None = cursor
         self._adapter = adapter
@@ -645,8 +712,10 @@ class Rows:
         # lost under the rows).
         self._db = db
         self._session = session
-        self._batch: list[tuple[Any, ...]] = []
+        self._batch: list[Any] = []
         self._at = 0
+        # Builds each row from the driver's tuple; None keeps the tuples.
+        self._make = make
         self.columns: tuple[str, ...] = cursor.columns
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
@@ -658,7 +727,7 @@ class Rows:
     def __iter__(self) -> Self:
         return self
 
-    def __next__(self) -> tuple[Any, ...]:
+    def __next__(self) -> Any:
         if self._at < len(self._batch):
             row = self._batch[self._at]
             self._at += 1
@@ -674,37 +743,52 @@ class Rows:
         if not batch:
             self.close()
             raise StopIteration
+        make = self._make
+        if make is not None:
+            batch = [make(row) for row in batch]
         self._batch, self._at = batch, 1
         return batch[0]
 
-    def first(self) -> tuple[Any, ...] | None:
+    def first(self) -> Any:
         """The next row, then close.
 
         Returns:
             The next row, or None when there is none left.
 
         Raises:
+            sqlgate.Error: the rows were closed already (by ``close()``,
+                ``first()``, ``all()`` or a loop that read them all).
             The driver's error while fetching (a dead link discards the
             connection); the rows are closed either way.
         """
+        self._check_open("first")
         try:
             return next(self, None)
         finally:
             self.close()
 
-    def all(self) -> list[tuple[Any, ...]]:
+    def all(self) -> list[Any]:
         """Every remaining row, then close.
 
         Returns:
             The rows not yet read, in order.
 
         Raises:
-            As ``first``.
+            As ``first``: after ``first()``, ``all()`` raises rather than
+            return an empty list.
         """
+        self._check_open("all")
         try:
             return list(self)
         finally:
             self.close()
+
+    def _check_open(self, what: str) -> None:
+        if self._cursor is None and self._at >= len(self._batch):
+            raise Error(
+                f"{what}() on rows already closed (by close(), first(), all() "
+                "or a loop that read them all)"
+            )
 
     @property
     def closed(self) -> bool:
@@ -794,12 +878,41 @@ class _Session:
             raise
         return Result(count, last)
 
-    def query(self, sql: str, params: Any = None) -> Rows:
+    def exec_many(self, sql: str, seq_of_params: Any) -> Result:
+        """Run a statement once per parameter set on this connection (never retried).
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets, in the driver's
+                paramstyle; read once.
+
+        Returns:
+            ``Result(rows_affected, None)``, as ``DB.exec_many``.
+
+        Raises:
+            TypeError: ``seq_of_params`` is a str, bytes, dict or not
+                iterable (nothing was sent).
+            As ``exec``.
+        """
+        check_seq_of_params(seq_of_params)
+        conn = self._live()
+        try:
+            count, last = self._adapter.exec_many(conn, sql, seq_of_params)
+        except BaseException as exc:
+            self._guard(exc, conn)
+            raise
+        return Result(count, last)
+
+    def query(
+        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+    ) -> Rows:
         """Run a query on this connection; the rows hold only the cursor.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            row_factory: how to build the rows (see ``open``); None:
+                the handle's.
 
         Returns:
             The ``Rows``; closing them leaves the connection with this
@@ -809,20 +922,26 @@ class _Session:
         Raises:
             As ``exec``.
         """
+        check_row_factory(row_factory)
         conn = self._live()
         try:
             cur = self._adapter.query(conn, sql, params)
         except BaseException as exc:
             self._guard(exc, conn)
             raise
-        return Rows(cur, self._adapter, conn, None, self)
+        make = row_maker(row_factory or self._db._row_factory, cur.columns)
+        return Rows(cur, self._adapter, conn, None, self, make)
 
-    def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+    def query_row(
+        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+    ) -> Any:
         """The first row of a query on this connection.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            row_factory: how to build the row (see ``open``); None:
+                the handle's.
 
         Returns:
             The first row, or None when there is none.
@@ -830,7 +949,8 @@ class _Session:
         Raises:
             As ``exec``, while the query runs or its row is fetched.
         """
-        return self.query(sql, params).first()
+        rows = self.query(sql, params, row_factory=row_factory)
+        return rows.first()
 
 
 class Tx(TxState, _Session):

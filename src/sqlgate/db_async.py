@@ -66,8 +66,11 @@ from sqlgate._handle import (
     build,
     check_begin,
     check_ping_idle,
+    check_row_factory,
+    check_seq_of_params,
     close_quietly,
     dead,
+    row_maker,
 )
 from sqlgate._shell import forget_after_fork, keep
 from sqlgate.aiopool import AsyncPool
@@ -80,6 +83,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import TypeVar
 
+    from sqlgate._handle import RowFactory
     from sqlgate.drivers._base import AsyncAdapter, AsyncCursor
     from sqlgate.drivers._dsn import DSN
     from sqlgate.stats import Stats
@@ -104,6 +108,7 @@ def open_async(
     *,
     ping_idle: float | None = 1.0,
     name: str | None = None,
+    row_factory: RowFactory | None = None,
     **pool_knobs: Any,
 ) -> AsyncDB:
     """Open a database handle; no connection is made until one is needed.
@@ -129,6 +134,10 @@ def open_async(
             (``db.client.connection.pool.name``); None names it after the
             DSN's ``host:port/database`` (``sqlite:<path>``,
             ``sqlite::memory:``), never with a user name or password.
+        row_factory: how rows are built when a call names none: None (or
+            ``sqlgate.tuple_row``) for tuples, ``sqlgate.dict_row``,
+            ``sqlgate.namedtuple_row``, or a callable taking the column
+            names and returning a function from a row tuple to the row.
         **pool_knobs: the pool's keyword arguments (``max_open``,
             ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
             hook runs after the driver's own reset;
@@ -139,13 +148,14 @@ def open_async(
 
     Raises:
         TypeError: ``target`` is neither a string nor callable; a knob has
-            the wrong type.
+            the wrong type (``row_factory`` not callable).
         ValueError: unknown scheme, malformed DSN, unknown DSN parameter, bad
             knob value, a scheme this face has no driver for; the message
             names it (the password masked).
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
+    pool_knobs["row_factory"] = check_row_factory(row_factory)
     return build(AsyncDB, target, ping_idle, name, pool_knobs, async_adapter)
 
 
@@ -375,14 +385,19 @@ class AsyncDB(HandleBase):
         finally:
             await self._release(conn, broken)
 
-    async def _first_row(self, conn: Any, sql: str, params: Any) -> Any:
+    async def _first_row(
+        self, conn: Any, sql: str, params: Any, row_factory: RowFactory | None
+    ) -> Any:
         """The first row of a query on ``conn``, or None; the result closed."""
         cur = await self._drv.query(conn, sql, params)
         try:
             rows = await cur.fetchmany(1) if cur.columns else []
+            if not rows:
+                return None
+            make = row_maker(row_factory or self._row_factory, cur.columns)
+            return rows[0] if make is None else make(rows[0])
         finally:
             await cur.aclose()
-        return rows[0] if rows else None
 
     # -- the API ---------------------------------------------------------------
 
@@ -411,8 +426,49 @@ class AsyncDB(HandleBase):
         count, last = await self._once(retry, lambda c: self._drv.exec(c, sql, params))
         return Result(count, last)
 
+    async def exec_many(
+        self, sql: str, seq_of_params: Any, *, retry: bool = True
+    ) -> Result:
+        """Run a statement once per parameter set, on one connection.
+
+        The driver's ``executemany``: one round trip where it batches them
+        (psycopg's pipeline, PyMySQL's multi-row INSERT, asyncpg's prepared
+        statement), else one per set. Retried as ``exec`` is: only on a dead
+        connection found before anything was sent.
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets (tuples or dicts, in
+                ``db.paramstyle``); read once.
+            retry: as for ``exec``.
+
+        Returns:
+            ``Result(rows_affected, None)``: the total where the driver sums
+            it (-1 where it does not, as asyncpg).
+
+        Raises:
+            TypeError: ``seq_of_params`` is a str, bytes, dict or not
+                iterable (nothing was sent).
+            As ``exec``.
+
+        Cancellation:
+            As ``exec``: once the statement was sent, the connection is
+            discarded and an unknown number of the sets took effect (unless
+            the driver runs them in one transaction, as asyncpg does).
+        """
+        check_seq_of_params(seq_of_params)
+        count, last = await self._once(
+            retry, lambda c: self._drv.exec_many(c, sql, seq_of_params)
+        )
+        return Result(count, last)
+
     async def query(
-        self, sql: str, params: Any = None, *, retry: bool = True
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        row_factory: RowFactory | None = None,
     ) -> AsyncRows:
         """Run a query; the rows hold the connection until exhausted or closed.
 
@@ -420,6 +476,8 @@ class AsyncDB(HandleBase):
             sql: the query, in the driver's dialect.
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: as for ``exec``.
+            row_factory: how to build this query's rows (see ``open_async``);
+                None: the handle's.
 
         Returns:
             The ``AsyncRows``: iterate them (``async for``), or use them as a
@@ -431,26 +489,36 @@ class AsyncDB(HandleBase):
         Cancellation:
             As ``exec``; once the rows are returned they own the connection.
         """
+        check_row_factory(row_factory)
         conn = await self._acquire(retry)
         try:
             cur = await self._drv.query(conn, sql, params)
         except BaseException as exc:
             await self._release(conn, self._failed(conn, exc))
             raise
-        return AsyncRows(cur, self._drv, conn, self)
+        make = row_maker(row_factory or self._row_factory, cur.columns)
+        return AsyncRows(cur, self._drv, conn, self, None, make)
 
     async def query_row(
-        self, sql: str, params: Any = None, *, retry: bool = True
-    ) -> tuple[Any, ...] | None:
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        row_factory: RowFactory | None = None,
+    ) -> Any:
         """Run a query and return its first row (the rest are discarded).
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: as for ``exec``.
+            row_factory: how to build the row (see ``open_async``); None:
+                the handle's.
 
         Returns:
-            The first row, or None when there is none.
+            The first row (a tuple unless a row factory says otherwise), or
+            None when there is none.
 
         Raises:
             As ``exec``.
@@ -461,11 +529,11 @@ class AsyncDB(HandleBase):
             the connection is discarded (its protocol state is unknown),
             never handed to the next user.
         """
+        check_row_factory(row_factory)
         # No rows object (nor its finalizer): the row is read before the release.
-        row: tuple[Any, ...] | None = await self._once(
-            retry, lambda c: self._first_row(c, sql, params)
+        return await self._once(
+            retry, lambda c: self._first_row(c, sql, params, row_factory)
         )
-        return row
 
     async def begin(
         self,
@@ -743,7 +811,10 @@ class AsyncDB(HandleBase):
 
 
 class AsyncRows:
-    """The result of ``query``: an iterator of row tuples (``async for``).
+    """The result of ``query``: an iterator of rows (``async for``).
+
+    Rows are tuples unless a row factory (``open_async``/``query``'s
+    ``row_factory``) builds them as dicts, named tuples or the caller's own.
 
     From ``AsyncDB.query`` the rows hold their connection until exhausted or
     closed (also when dropped unclosed: see ``sqlgate._reaper``). From an
@@ -752,7 +823,8 @@ class AsyncRows:
     as it would under ``exec``.
 
     Attributes:
-        columns: the column names.
+        columns: the column names, for every driver (empty for a statement
+            that returns no rows).
     """
 
     def __init__(
@@ -762,6 +834,7 @@ class AsyncRows:
         conn: Any,
         db: AsyncDB | None,
         session: _AsyncSession | None = None,
+        make: Callable[[tuple[Any, ...]], Any] | None = None,
     ) -> None:
         self._cursor: AsyncCursor | None = cursor
         self._adapter = adapter
@@ -771,8 +844,10 @@ class AsyncRows:
         # lost under the rows).
         self._db = db
         self._session = session
-        self._batch: list[tuple[Any, ...]] = []
+        self._batch: list[Any] = []
         self._at = 0
+        # Builds each row from the driver's tuple; None keeps the tuples.
+        self._make = make
         self.columns: tuple[str, ...] = cursor.columns
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
@@ -784,7 +859,7 @@ class AsyncRows:
     def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> tuple[Any, ...]:
+    async def __anext__(self) -> Any:
         if self._at < len(self._batch):
             row = self._batch[self._at]
             self._at += 1
@@ -800,16 +875,21 @@ class AsyncRows:
         if not batch:
             await self.close()
             raise StopAsyncIteration
+        make = self._make
+        if make is not None:
+            batch = [make(row) for row in batch]
         self._batch, self._at = batch, 1
         return batch[0]
 
-    async def first(self) -> tuple[Any, ...] | None:
+    async def first(self) -> Any:
         """The next row, then close.
 
         Returns:
             The next row, or None when there is none left.
 
         Raises:
+            sqlgate.Error: the rows were closed already (by ``close()``,
+                ``first()``, ``all()`` or a loop that read them all).
             The driver's error while fetching (a dead link discards the
             connection); the rows are closed either way.
 
@@ -820,27 +900,37 @@ class AsyncRows:
             ``AsyncConn`` marked lost); rows from an ``AsyncConn`` mark it
             lost (its ``close()`` discards the connection).
         """
+        self._check_open("first")
         try:
             return await anext(self, None)
         finally:
             await self.close()
 
-    async def all(self) -> list[tuple[Any, ...]]:
+    async def all(self) -> list[Any]:
         """Every remaining row, then close.
 
         Returns:
             The rows not yet read, in order.
 
         Raises:
-            As ``first``.
+            As ``first``: after ``first()``, ``all()`` raises rather than
+            return an empty list.
 
         Cancellation:
             As ``first``; the rows read so far are lost with the call.
         """
+        self._check_open("all")
         try:
             return [row async for row in self]
         finally:
             await self.close()
+
+    def _check_open(self, what: str) -> None:
+        if self._cursor is None and self._at >= len(self._batch):
+            raise Error(
+                f"{what}() on rows already closed (by close(), first(), all() "
+                "or a loop that read them all)"
+            )
 
     @property
     def closed(self) -> bool:
@@ -940,12 +1030,44 @@ class _AsyncSession:
             raise
         return Result(count, last)
 
-    async def query(self, sql: str, params: Any = None) -> AsyncRows:
+    async def exec_many(self, sql: str, seq_of_params: Any) -> Result:
+        """Run a statement once per parameter set on this connection (never retried).
+
+        Args:
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets, in the driver's
+                paramstyle; read once.
+
+        Returns:
+            ``Result(rows_affected, None)``, as ``AsyncDB.exec_many``.
+
+        Raises:
+            TypeError: ``seq_of_params`` is a str, bytes, dict or not
+                iterable (nothing was sent).
+            As ``exec``.
+
+        Cancellation:
+            As ``exec``.
+        """
+        check_seq_of_params(seq_of_params)
+        conn = self._live()
+        try:
+            count, last = await self._adapter.exec_many(conn, sql, seq_of_params)
+        except BaseException as exc:
+            await self._guard(exc, conn)
+            raise
+        return Result(count, last)
+
+    async def query(
+        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+    ) -> AsyncRows:
         """Run a query on this connection; the rows hold only the cursor.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            row_factory: how to build the rows (see ``open_async``); None:
+                the handle's.
 
         Returns:
             The ``AsyncRows``; closing them leaves the connection with this
@@ -961,20 +1083,26 @@ class _AsyncSession:
             ``AsyncConn`` is marked lost (its ``close()`` discards the
             connection).
         """
+        check_row_factory(row_factory)
         conn = self._live()
         try:
             cur = await self._adapter.query(conn, sql, params)
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
-        return AsyncRows(cur, self._adapter, conn, None, self)
+        make = row_maker(row_factory or self._db._row_factory, cur.columns)
+        return AsyncRows(cur, self._adapter, conn, None, self, make)
 
-    async def query_row(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+    async def query_row(
+        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+    ) -> Any:
         """The first row of a query on this connection.
 
         Args:
             sql: the query, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            row_factory: how to build the row (see ``open_async``); None:
+                the handle's.
 
         Returns:
             The first row, or None when there is none.
@@ -986,7 +1114,8 @@ class _AsyncSession:
             While the query runs or its row is fetched: as ``exec`` (the
             result is closed too).
         """
-        return await (await self.query(sql, params)).first()
+        rows = await self.query(sql, params, row_factory=row_factory)
+        return await rows.first()
 
 
 class AsyncTx(TxState, _AsyncSession):

@@ -86,7 +86,7 @@ def test_isolation_levels_behave(
             before = tx.query_row(f"select count(*) from {table}")
             _admin(my_admin, f"insert into {table} values (1)")
             after = tx.query_row(f"select count(*) from {table}")
-        return before != after
+        return bool(before != after)
 
     assert not sees_concurrent_insert("repeatable read")
     assert sees_concurrent_insert("read committed")

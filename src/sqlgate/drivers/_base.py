@@ -350,6 +350,34 @@ class SyncAdapter(_Adapter):
         finally:
             cur.close()
 
+    def exec_many(
+        self, conn: Any, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """Run one statement once per parameter set: the cursor's ``executemany``.
+
+        One round trip where the driver batches it (psycopg's pipeline,
+        PyMySQL's multi-row INSERT), else one per set.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets, in its paramstyle.
+
+        Returns:
+            (rows affected, the driver's ``rowcount``: the total where it sums
+            it, -1 when unknown; None: drivers disagree on the id an
+            ``executemany`` reports).
+
+        Raises:
+            The driver's error; the cursor is closed first.
+        """
+        cur = conn.cursor()
+        try:
+            cur.executemany(sql, seq_of_params)
+            return cur.rowcount, None
+        finally:
+            _close_quietly(cur)
+
     def query(self, conn: Any, sql: str, params: Any) -> Cursor:
         """Run one query.
 
@@ -614,6 +642,28 @@ class AsyncAdapter(_Adapter):
         Returns:
             (rows affected, or -1 when unknown; the id an INSERT generated,
             or None).
+
+        Raises:
+            The driver's error.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
+        raise NotImplementedError
+
+    async def exec_many(
+        self, conn: Any, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """Run one statement once per parameter set.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            seq_of_params: an iterable of parameter sets, in its paramstyle.
+
+        Returns:
+            (rows affected, the total where the driver sums it, -1 when
+            unknown; None).
 
         Raises:
             The driver's error.

@@ -202,6 +202,28 @@ class AiosqliteAdapter(AsyncAdapter):
             last = cur.lastrowid
             return cur.rowcount, last if last else None
 
+    async def exec_many(
+        self, conn: aiosqlite.Connection, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """See ``AsyncAdapter.exec_many``; sqlite3's ``executemany``.
+
+        Args:
+            conn: the aiosqlite connection.
+            sql: one SQLite statement.
+            seq_of_params: ``?`` / ``:name`` parameter sets.
+
+        Returns:
+            (the total ``rowcount``, None).
+
+        Raises:
+            sqlite3.Error: a statement failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
+        async with conn.executemany(sql, seq_of_params) as cur:
+            return cur.rowcount, None
+
     async def query(
         self, conn: aiosqlite.Connection, sql: str, params: Any
     ) -> AsyncCursor:

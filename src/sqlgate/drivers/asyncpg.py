@@ -249,6 +249,32 @@ class AsyncpgAdapter(AsyncAdapter):
         last = tag.rsplit(" ", 1)[-1] if isinstance(tag, str) else ""
         return (int(last) if last.isdigit() else -1), None
 
+    async def exec_many(
+        self, conn: asyncpg.Connection, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """See ``AsyncAdapter.exec_many``; ``conn.executemany`` (one prepare).
+
+        Args:
+            conn: the asyncpg connection.
+            sql: the statement, with ``$1, $2...`` placeholders.
+            seq_of_params: tuples or lists of positional parameters.
+
+        Returns:
+            (-1: asyncpg reports no count for it; None).
+
+        Raises:
+            TypeError: a parameter set is a dict or not a tuple/list (nothing
+                was sent).
+            asyncpg.PostgresError: a statement failed (none took effect:
+                asyncpg runs them in one implicit transaction).
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
+        args = [_args(p) for p in seq_of_params]
+        await conn.executemany(sql, args)
+        return -1, None
+
     async def query(
         self, conn: asyncpg.Connection, sql: str, params: Any
     ) -> AsyncCursor:

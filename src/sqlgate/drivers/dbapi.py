@@ -459,6 +459,42 @@ class DBAPIAdapter(SyncAdapter):
             raise
         return result
 
+    def exec_many(
+        self, conn: Any, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """See ``SyncAdapter.exec_many``; committed at once outside a transaction.
+
+        Args:
+            conn: the driver's connection.
+            sql: the statement, in the driver's dialect.
+            seq_of_params: parameter sets in the driver's paramstyle.
+
+        Returns:
+            (the driver's ``rowcount``, None).
+
+        Raises:
+            As ``query`` (a failure outside a transaction is rolled back:
+            none of the sets took effect).
+        """
+        manual = not self._explicit and not self._inside(conn)
+        own = self._explicit and callable(getattr(conn, "executemany", None))
+        try:
+            cur = conn if own else conn.cursor()
+            try:
+                cur.executemany(sql, seq_of_params)
+                count = cur.rowcount
+            finally:
+                if cur is not conn:
+                    _close_quietly(cur)
+            if manual:
+                conn.commit()
+        except Exception:
+            if manual:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+            raise
+        return count if isinstance(count, int) else -1, None
+
     def _run(self, conn: Any, sql: str, params: Any) -> DBAPIResult:
         """Run ``sql`` on ``conn``'s session and buffer its result.
 

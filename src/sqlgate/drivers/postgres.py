@@ -404,6 +404,29 @@ class PsycopgAsyncAdapter(AsyncAdapter):
             await cur.execute(sql, params)
             return cur.rowcount, None
 
+    async def exec_many(
+        self, conn: psycopg.AsyncConnection[Any], sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """See ``AsyncAdapter.exec_many``; psycopg's ``executemany`` (pipelined).
+
+        Args:
+            conn: the psycopg connection.
+            sql: the statement.
+            seq_of_params: ``%s`` / ``%(name)s`` parameter sets.
+
+        Returns:
+            (the total ``rowcount``, None).
+
+        Raises:
+            psycopg.Error: a statement failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
+        async with conn.cursor() as cur:
+            await cur.executemany(sql, seq_of_params)
+            return cur.rowcount, None
+
     async def query(
         self, conn: psycopg.AsyncConnection[Any], sql: str, params: Any
     ) -> AsyncCursor:
