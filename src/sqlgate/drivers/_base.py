@@ -427,41 +427,28 @@ class SyncAdapter(_Adapter):
 class Cursor:
     """A blocking driver's result, as ``Rows`` read it: columns, batches, close.
 
-    The twin of ``AsyncCursor``, over a DB-API cursor.
+    The twin of ``AsyncCursor``, over a DB-API cursor whose own ``fetchmany``
+    and ``close`` it hands out (no call of its own in between).
 
     Attributes:
         columns: the column names; empty for a statement returning no rows.
+        fetchmany: ``fetchmany(n)``: up to ``n`` more rows, an empty list at
+            the end; raises the driver's error.
+        close: ``close()``: free the cursor; raises the driver's error (the
+            caller decides what it means).
     """
 
-    __slots__ = ("_cur", "columns")
+    __slots__ = ("close", "columns", "fetchmany")
+
+    columns: tuple[str, ...]
+    fetchmany: Callable[[int], list[tuple[Any, ...]]]
+    close: Callable[[], None]
 
     def __init__(self, cur: Any) -> None:
-        self._cur = cur
         desc = cur.description
-        self.columns: tuple[str, ...] = tuple(d[0] for d in desc) if desc else ()
-
-    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        """Fetch more rows.
-
-        Args:
-            n: most rows to return.
-
-        Returns:
-            Up to ``n`` rows; an empty list at the end.
-
-        Raises:
-            The driver's error.
-        """
-        rows: list[tuple[Any, ...]] = self._cur.fetchmany(n)
-        return rows
-
-    def close(self) -> None:
-        """Free the cursor.
-
-        Raises:
-            The driver's error (the caller decides what it means).
-        """
-        self._cur.close()
+        self.columns = tuple([d[0] for d in desc]) if desc else ()
+        self.fetchmany = cur.fetchmany
+        self.close = cur.close
 
 
 class AsyncCursor:
