@@ -1,4 +1,5 @@
-"""Shared fixtures: the leak check every pool test ends with (Go's ``closeDB``).
+"""Shared fixtures: the leak check every pool test ends with (Go's ``closeDB``),
+and the servers (``pg_up``, ``my_up``: see ``tests.servers``).
 
 Tests marked ``slow`` (soaks) run only when asked for: ``-m slow`` (or any
 marker expression naming it without ``not``), or ``SQLGATE_SLOW=1``.
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests import servers
 from tests.fakes import FakeDriver, wait_until
 
 if TYPE_CHECKING:
@@ -69,3 +71,15 @@ def leak_check() -> Iterator[Callable[[Pool[Any], FakeDriver], None]]:
     yield register
     for pool, driver in pairs:
         assert_closed_clean(pool, driver)
+
+
+@pytest.fixture(scope="session")
+def pg_up() -> None:
+    """The test PostgreSQL answers (else skip; fail when CI=true)."""
+    servers.require_postgres()
+
+
+@pytest.fixture(scope="session")
+def my_up() -> None:
+    """The test MariaDB answers (else skip; fail when CI=true)."""
+    servers.require_mysql()

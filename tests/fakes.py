@@ -133,10 +133,14 @@ class FakeDriver:
 
 
 class FakeClock:
-    """A monotonic clock that moves only when told to."""
+    """A monotonic clock that moves only when told to (``now``: float seconds).
 
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
+    Patched in for a shell's ``monotonic``; the test moves it with
+    ``advance`` or by setting ``now``.
+    """
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now

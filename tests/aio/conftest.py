@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 
 import pytest
 
 from tests.aio.fakes import AsyncFakeDriver, FakeClock
+from tests.servers import PG_URL
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -50,24 +50,7 @@ def gated_driver() -> AsyncFakeDriver:
     return AsyncFakeDriver(gated=True)
 
 
-#: The PostgreSQL test database (trust auth on loopback), as a URL both
-#: psycopg and asyncpg accept.
-PG_DSN = os.environ.get(
-    "SQLGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
 @pytest.fixture(scope="session")
-def pg_dsn() -> str:
-    """The test database's DSN; skips (fails when CI=true) if it is unreachable."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_DSN, connect_timeout=3):
-            pass
-    except Exception as exc:
-        reason = f"PostgreSQL at {PG_DSN!r} is not reachable: {exc!r}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason} (required when CI=true)")
-        pytest.skip(reason)
-    return PG_DSN
+def pg_dsn(pg_up: None) -> str:
+    """The test database's URL (psycopg and asyncpg); ``pg_up`` probed it."""
+    return PG_URL

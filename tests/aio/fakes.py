@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+# One fake clock for both shells' tests; re-exported here for the aio tests.
+from tests.fakes import FakeClock
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -151,16 +154,6 @@ class AsyncFakeDriver:
         self.live.add(conn)
         self.max_live = max(self.max_live, len(self.live))
         return conn
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand (``now`` in float seconds)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def spin(n: int = 20) -> None:

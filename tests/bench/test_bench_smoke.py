@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from benchmarks import contenders, cycle
-from benchmarks._common import percentile, pg_available
+from benchmarks._common import percentile
 from benchmarks.cli import SCENARIOS, main
 from benchmarks.fakes import fake_dial
 from sqlgate.pool import DEFAULT_MAX_CONNECTING
+from tests.servers import require_postgres
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,15 +32,6 @@ def _rows(payload: dict[str, Any], scenario: str) -> dict[str, dict[str, Any]]:
     (table,) = [t for t in payload["tables"] if t["scenario"] == scenario]
     assert table["skipped"] is None
     return {r["contender"]: r for r in table["rows"]}
-
-
-def _require_postgres() -> None:
-    why = pg_available()
-    if why is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but PostgreSQL is needed: {why}")
-    pytest.skip(why)
 
 
 def test_cycle_and_memory_report_every_contender(tmp_path: Path) -> None:
@@ -92,7 +84,7 @@ def test_markdown_writes_doc_and_chart(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_postgres_scenarios(tmp_path: Path) -> None:
-    _require_postgres()
+    require_postgres()
     payload = _run(tmp_path, "--only", "pg,async,connecting")
     assert set(_rows(payload, "pg")) == {
         "limit (dedicated)",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,32 +15,13 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def _need_server(name: str, port: int) -> None:
-    if _reachable(port):
-        return
-    reason = f"{name} is not reachable on 127.0.0.1:{port}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: server tests must run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture
-def pg() -> str:
-    _need_server("PostgreSQL", 5432)
+def pg(pg_up: None) -> str:
     return helpers.PG_DSN
 
 
 @pytest.fixture
-def mysql() -> str:
-    _need_server("MariaDB", 3306)
+def mysql(my_up: None) -> str:
     return helpers.MYSQL_DSN
 
 

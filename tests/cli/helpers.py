@@ -10,8 +10,10 @@ import sqlite3
 import threading
 from typing import Any
 
-PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+from tests.servers import MY_URL, PG_URL
+
+PG_DSN = PG_URL
+MYSQL_DSN = MY_URL
 
 #: Real connections the leaky callables kept open; closed by ``close_leaked``.
 LEAKED: list[Any] = []

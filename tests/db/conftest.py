@@ -1,8 +1,11 @@
-"""DB test fixtures: servers skip when absent, but fail under CI=true."""
+"""DB test fixtures: DSNs and admin connections to the test servers.
+
+``pg_up``/``my_up`` (the root conftest, ``tests.servers``) skip when a server
+is absent, but fail under CI=true.
+"""
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -11,40 +14,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
-MY_BASE = "mysql://root@127.0.0.1:3306/test"
-
-
-def _absent(what: str, exc: BaseException) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required under CI=true but unreachable: {exc!r}")
-    pytest.skip(f"{what} not reachable: {exc!r}")
-
-
-@pytest.fixture(scope="session")
-def pg_up() -> None:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
-        ).close()
-    except Exception as exc:
-        _absent("PostgreSQL at 127.0.0.1:5432", exc)
-
-
-@pytest.fixture(scope="session")
-def my_up() -> None:
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        pymysql.connect(
-            host="127.0.0.1",
-            user="root",
-            password="",
-            database="test",
-            connect_timeout=3,
-        ).close()
-    except Exception as exc:
-        _absent("MariaDB at 127.0.0.1:3306", exc)
+from tests.servers import MY_URL, PG_CONNINFO, PG_URL
 
 
 @pytest.fixture
@@ -55,12 +25,12 @@ def app_name() -> str:
 
 @pytest.fixture
 def pg_dsn(pg_up: None, app_name: str) -> str:
-    return f"{PG_BASE}?application_name={app_name}"
+    return f"{PG_URL}?application_name={app_name}"
 
 
 @pytest.fixture
 def my_dsn(my_up: None) -> str:
-    return MY_BASE
+    return MY_URL
 
 
 @pytest.fixture
@@ -68,9 +38,7 @@ def pg_admin(pg_up: None) -> Iterator[Any]:
     """An autocommit psycopg connection outside any pool (to watch and kill)."""
     import psycopg
 
-    conn = psycopg.connect(
-        "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
-    )
+    conn = psycopg.connect(PG_CONNINFO, autocommit=True)
     yield conn
     conn.close()
 

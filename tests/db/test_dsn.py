@@ -229,7 +229,7 @@ def test_sqlite_adapter_is_stdlib_and_relative_path_is_resolved_at_open(
 def test_absent_server_skips_but_fails_under_ci(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.db.conftest import _absent
+    from tests.servers import absent as _absent
 
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="required under CI=true"):

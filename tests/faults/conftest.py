@@ -1,11 +1,11 @@
 """Fault-test fixtures: the fault proxy, real-server connectors, ledgers.
 
-Servers skip when absent, but fail under CI=true.
+Servers skip when absent, but fail under CI=true (``pg_up``/``my_up``: the
+root conftest, ``tests.servers``).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -23,34 +23,6 @@ PG_PORT = 5432
 MY_PORT = 3306
 #: How long a killed session may take to exit on a loaded machine (ms).
 KILL_WAIT_MS = 15_000
-
-
-def _absent(what: str, exc: BaseException) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required under CI=true but unreachable: {exc!r}")
-    pytest.skip(f"{what} not reachable: {exc!r}")
-
-
-@pytest.fixture(scope="session")
-def pg_up() -> None:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(
-            f"host=127.0.0.1 port={PG_PORT} user=postgres dbname=test connect_timeout=3"
-        ).close()
-    except Exception as exc:
-        _absent(f"PostgreSQL at 127.0.0.1:{PG_PORT}", exc)
-
-
-@pytest.fixture(scope="session")
-def my_up() -> None:
-    pymysql = pytest.importorskip("pymysql")
-    try:
-        pymysql.connect(
-            host="127.0.0.1", port=MY_PORT, user="root", password="", database="test"
-        ).close()
-    except Exception as exc:
-        _absent(f"MariaDB at 127.0.0.1:{MY_PORT}", exc)
 
 
 @pytest.fixture
