@@ -392,7 +392,7 @@ class SyncAdapter(_Adapter):
         Raises:
             The driver's error (no cursor is left open).
         """
-        return Cursor(self._execute(conn, sql, params))
+        return _DBAPICursor(self._execute(conn, sql, params))
 
     def _execute(self, conn: Any, sql: str, params: Any) -> Any:
         """Run one statement on a new DB-API cursor and return it.
@@ -425,30 +425,59 @@ class SyncAdapter(_Adapter):
 
 
 class Cursor:
-    """A blocking driver's result, as ``Rows`` read it: columns, batches, close.
+    """What ``Rows`` read of a blocking driver's result: columns, batches, close.
 
-    The twin of ``AsyncCursor``, over a DB-API cursor whose own ``fetchmany``
-    and ``close`` it hands out (no call of its own in between).
+    The twin of ``AsyncCursor``. ``SyncAdapter.query`` returns one over the
+    DB-API cursor; an adapter may return its own (a buffered result).
 
     Attributes:
         columns: the column names; empty for a statement returning no rows.
-        fetchmany: ``fetchmany(n)``: up to ``n`` more rows, an empty list at
-            the end; raises the driver's error.
-        close: ``close()``: free the cursor; raises the driver's error (the
-            caller decides what it means).
     """
 
-    __slots__ = ("close", "columns", "fetchmany")
+    __slots__ = ("columns",)
 
     columns: tuple[str, ...]
-    fetchmany: Callable[[int], list[tuple[Any, ...]]]
-    close: Callable[[], None]
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        """Fetch more rows.
+
+        Args:
+            n: most rows to return.
+
+        Returns:
+            Up to ``n`` rows; an empty list at the end.
+
+        Raises:
+            The driver's error.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the result.
+
+        Raises:
+            The driver's error (the caller decides what it means).
+        """
+
+
+class _DBAPICursor(Cursor):
+    """A ``Cursor`` over a DB-API cursor."""
+
+    __slots__ = ("_cur",)
 
     def __init__(self, cur: Any) -> None:
+        self._cur = cur
         desc = cur.description
         self.columns = tuple([d[0] for d in desc]) if desc else ()
-        self.fetchmany = cur.fetchmany
-        self.close = cur.close
+
+    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
+        """See ``Cursor.fetchmany``; the DB-API cursor's."""
+        rows: list[tuple[Any, ...]] = self._cur.fetchmany(n)
+        return rows
+
+    def close(self) -> None:
+        """See ``Cursor.close``; the DB-API cursor's."""
+        self._cur.close()
 
 
 class AsyncCursor:

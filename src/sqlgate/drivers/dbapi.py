@@ -106,7 +106,6 @@ class DBAPIResult(Cursor):
         rowcount: int,
         lastrowid: Any,
     ) -> None:
-        self._cur = None  # nothing left open: the rows are all here
         self.description = description
         self.columns = tuple(d[0] for d in description) if description else ()
         self._rows = rows
