@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import sqlgate
-from tests.db.conftest import MY_BASE, PG_BASE
+from tests.servers import MY_URL as MY_BASE
+from tests.servers import PG_URL as PG_BASE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator
