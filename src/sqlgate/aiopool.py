@@ -44,6 +44,14 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
+from sqlgate._reset import (
+    _CLEAN,
+    _ROLLBACK,
+    _STATE_PROBES,
+    _UNUSABLE,
+    _state_probe,
+)
+from sqlgate._reset import rollback_async as _rollback
 from sqlgate._shell import (
     ShellBase,
     check_leaks,
@@ -75,78 +83,11 @@ C = TypeVar("C")
 
 log = logging.getLogger("sqlgate")
 
-#: What a returned connection needs, from ``_return_state``.
-_CLEAN = 0
-_ROLLBACK = 1
-_UNUSABLE = 2
-
-#: psycopg's ``TransactionStatus``: IDLE needs nothing, INTRANS and INERROR a
-#: rollback; ACTIVE (a query still running) and UNKNOWN (link lost) cannot be
-#: trusted again. Plain ints, so psycopg need not be imported.
-_PSYCOPG_STATUS = {0: _CLEAN, 2: _ROLLBACK, 3: _ROLLBACK}
-
-
-def _asyncpg_state(conn: Any) -> int:
-    if conn.is_closed():
-        return _UNUSABLE
-    return _ROLLBACK if conn.is_in_transaction() else _CLEAN
-
-
-def _psycopg_state(conn: Any) -> int:
-    return _PSYCOPG_STATUS.get(int(conn.info.transaction_status), _UNUSABLE)
-
-
-def _flag_state(conn: Any) -> int:
-    return _ROLLBACK if conn.in_transaction else _CLEAN
-
-
-def _unknown_state(conn: object) -> int:
-    return _ROLLBACK
-
-
-#: Connection class -> how to ask it (``_return_state``), worked out once.
-_STATE_PROBES: dict[type, Callable[[Any], int]] = {}
-
-
-def _state_probe(conn: object) -> Callable[[Any], int]:
-    """How to ask ``conn`` what it needs before reuse, as cheaply as it allows.
-
-    asyncpg has ``is_in_transaction()``, psycopg's ``AsyncConnection`` has
-    ``info.transaction_status``, aiosqlite and sqlite3 have ``in_transaction``.
-    A driver that says nothing is rolled back every time. Worked out once per
-    connection class (``release`` reads ``_STATE_PROBES`` first).
-    """
-    probe = _STATE_PROBES.get(type(conn))
-    if probe is None:
-        if hasattr(conn, "is_in_transaction"):
-            probe = _asyncpg_state
-        elif hasattr(getattr(conn, "info", None), "transaction_status"):
-            probe = _psycopg_state
-        elif hasattr(conn, "in_transaction"):
-            probe = _flag_state
-        else:
-            probe = _unknown_state
-        _STATE_PROBES[type(conn)] = probe
-    return probe
-
 
 async def _call_hook(hook: Callable[[Any], object], conn: object) -> None:
     """Call a hook that may be a plain function or a coroutine function."""
     result = hook(conn)
     if result is not None and inspect.isawaitable(result):
-        await result
-
-
-async def _rollback(conn: object) -> None:
-    """Roll back the open transaction.
-
-    asyncpg has no ``rollback()``: its public ``reset()`` rolls back and also
-    forgets the ``Transaction`` object the caller left started (a bare
-    ``ROLLBACK`` would not, and its next transaction would be a savepoint).
-    """
-    rollback = getattr(conn, "rollback", None)
-    result = rollback() if rollback is not None else conn.reset()  # type: ignore[attr-defined]
-    if inspect.isawaitable(result):
         await result
 
 

@@ -7,7 +7,8 @@ shared cache is per process). Paramstyle: ``?`` / ``:name`` ("qmark").
 Connections run in autocommit (``isolation_level=None``); ``begin`` sends
 ``BEGIN <txlock>``. Reset on return: ``in_transaction`` (no I/O); only a
 connection left in a transaction is rolled back, and ``PRAGMA query_only`` is
-cleared. No ping and no dead links: SQLite has no link to lose.
+cleared; ``isolation_level`` is put back to None. No ping and no dead links:
+SQLite has no link to lose.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from sqlgate._reset import needs_rollback
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params
 from sqlgate.drivers.sqlite import _PARAMS, check_sqlite_isolation, sqlite_target
 
@@ -96,7 +98,10 @@ class AiosqliteAdapter(AsyncAdapter):
         """See ``AsyncAdapter.reset``; no I/O unless a transaction was left open.
 
         Reads ``in_transaction``; only then sends ROLLBACK and clears
-        ``PRAGMA query_only``.
+        ``PRAGMA query_only``. Puts ``isolation_level`` back to None if a
+        caller changed it through ``Conn.raw`` (as ``SqliteAdapter.reset``):
+        otherwise the next caller's statements would open transactions that
+        the next reset rolls back.
 
         Args:
             conn: the aiosqlite connection.
@@ -108,9 +113,12 @@ class AiosqliteAdapter(AsyncAdapter):
         Cancellation:
             The pool discards the connection.
         """
-        if conn.in_transaction:
+        if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             await conn.rollback()
             await conn.execute("PRAGMA query_only=0")
+        if conn.isolation_level is not None:
+            # No transaction is open now, so sqlite3's setter does no I/O.
+            conn.isolation_level = None
 
     async def begin(
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool

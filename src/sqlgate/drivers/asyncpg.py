@@ -14,7 +14,8 @@ DSN parameters: ``application_name`` (sent as a server setting),
 Connections are always in autocommit (asyncpg has no other mode); ``begin``
 sends ``BEGIN [ISOLATION LEVEL x] [READ ONLY]``. Reset on return:
 ``is_in_transaction()`` is a local read; only a connection left in a
-transaction gets a ROLLBACK. (asyncpg's own pool sends a reset query on every
+transaction (or with a ``Transaction`` object left started) gets
+``reset()``. (asyncpg's own pool sends a reset query on every
 release.)
 
 Ping: an empty query, as for psycopg. asyncpg (up to 0.30 at least) fails to
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from sqlgate._reset import needs_rollback, rollback_async
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params, sql_isolation
 
 if TYPE_CHECKING:
@@ -172,8 +174,13 @@ class AsyncpgAdapter(AsyncAdapter):
     async def reset(self, conn: asyncpg.Connection) -> None:
         """See ``AsyncAdapter.reset``; no round trip outside a transaction.
 
-        ``is_in_transaction()`` is a local read; only then is ROLLBACK sent.
-        There is no autocommit mode to restore.
+        ``is_in_transaction()`` is a local read. A connection left in a
+        transaction, or with a ``Transaction`` object started through
+        ``Conn.raw``, gets asyncpg's ``reset()``, as on ``AsyncPool``'s own
+        return path (``sqlgate._reset``): it rolls back and forgets that
+        object, which a bare ROLLBACK would leave behind (the next caller's
+        ``transaction()`` would become a SAVEPOINT and fail). There is no
+        autocommit mode to restore.
 
         Args:
             conn: the asyncpg connection.
@@ -181,15 +188,15 @@ class AsyncpgAdapter(AsyncAdapter):
         Raises:
             asyncpg.exceptions.ConnectionDoesNotExistError: the connection is
                 closed (the pool discards it).
-            asyncpg.PostgresError: the ROLLBACK failed.
+            asyncpg.PostgresError: the reset failed.
 
         Cancellation:
             The pool discards the connection.
         """
         if conn.is_closed():
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection is closed")
-        if conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
+        if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
+            await rollback_async(conn)
 
     async def begin(
         self, conn: asyncpg.Connection, isolation: str | None, read_only: bool

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq
 
+from sqlgate._reset import needs_rollback
 from sqlgate.drivers._base import (
     AsyncAdapter,
     AsyncCursor,
@@ -145,24 +146,6 @@ def _is_dead(conn: Any, exc: BaseException) -> bool:
     return isinstance(state, str) and (state in _DEAD_STATES or state.startswith("08"))
 
 
-def _needs_rollback(conn: psycopg.BaseConnection[Any]) -> bool:
-    """The reset's verdict from the local transaction status (no I/O).
-
-    Returns:
-        True when a transaction is open (INTRANS, INERROR); False when IDLE.
-
-    Raises:
-        psycopg.OperationalError: ACTIVE (a statement still running) or
-            UNKNOWN (the link is gone): not reusable.
-    """
-    status = conn.info.transaction_status
-    if status == _IDLE:
-        return False
-    if status not in _DIRTY:
-        raise psycopg.OperationalError(f"connection not reusable: {status.name}")
-    return True
-
-
 class PsycopgAdapter(SyncAdapter):
     """psycopg ``Connection``."""
 
@@ -250,11 +233,11 @@ class PsycopgAdapter(SyncAdapter):
             conn: the psycopg connection.
 
         Raises:
-            psycopg.OperationalError: ACTIVE (a statement still running) or
-                UNKNOWN (the link is gone), or the ROLLBACK failed: the pool
-                discards the connection.
+            ConnectionError: ACTIVE (a statement still running) or UNKNOWN
+                (the link is gone): the pool discards the connection.
+            psycopg.OperationalError: the ROLLBACK failed (discarded too).
         """
-        if _needs_rollback(conn):
+        if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             conn.rollback()
         if not conn.autocommit:
             conn.autocommit = True
@@ -352,14 +335,14 @@ class PsycopgAsyncAdapter(AsyncAdapter):
             conn: the psycopg connection.
 
         Raises:
-            psycopg.OperationalError: ACTIVE or UNKNOWN, or the ROLLBACK
-                failed: the pool discards the connection.
+            ConnectionError: ACTIVE or UNKNOWN; psycopg.OperationalError:
+                the ROLLBACK failed. The pool discards the connection.
 
         Cancellation:
             A cancel during the ROLLBACK leaves the connection's state
             unknown; the pool discards it.
         """
-        if _needs_rollback(conn):
+        if needs_rollback(conn):
             await conn.rollback()
         if not conn.autocommit:
             await conn.set_autocommit(True)

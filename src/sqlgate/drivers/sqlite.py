@@ -34,6 +34,7 @@ import sqlite3
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from sqlgate._reset import needs_rollback
 from sqlgate.drivers._base import SyncAdapter, parse_params
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class SqliteAdapter(SyncAdapter):
             sqlite3.Error: the ROLLBACK or PRAGMA failed; the pool discards
                 the connection.
         """
-        if conn.in_transaction:
+        if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             conn.rollback()
             conn.execute("PRAGMA query_only=0")
         if conn.isolation_level is not None:
