@@ -11,6 +11,7 @@ from sqlgate.errors import (
     PoolClosed,
     PoolTimeout,
     TooManyWaiters,
+    TransactionAborted,
 )
 from sqlgate.pool import Pool
 from sqlgate.stats import Stats
@@ -31,6 +32,7 @@ __all__ = [
     "Rows",
     "Stats",
     "TooManyWaiters",
+    "TransactionAborted",
     "Tx",
     "dict_row",
     "namedtuple_row",

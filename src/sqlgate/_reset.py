@@ -12,24 +12,60 @@ duck-typed: no driver is imported.
   caller left started; then ``reset()``, which rolls back and forgets that
   object (a bare ROLLBACK would not: the next ``transaction()`` would be a
   SAVEPOINT). A closed connection is unusable.
-- anything else: ``rollback()`` every time (PyMySQL; the adapters read its
-  ``server_status`` first).
+- PyMySQL: ``server_status``'s in-transaction bit (local).
+- anything else: ``rollback()`` every time.
+
+``pool.connection()`` ends its block with the twin rule: commit what is open
+on a normal exit (``commit_open_transaction``), roll back on an exception. A
+transaction the return path rolls back is logged at DEBUG (logger
+``sqlgate``): that work is lost.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import TYPE_CHECKING, Any
+
+from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "commit_open_transaction",
+    "commit_open_transaction_async",
+    "end_quietly",
     "needs_rollback",
     "rollback_async",
     "rollback_for",
     "rollback_open_transaction",
+    "rollback_open_transaction_async",
 ]
+
+log = logging.getLogger("sqlgate")
+
+#: psycopg's ``TransactionStatus`` values (plain ints: psycopg is not imported).
+_PG_IDLE = 0
+_PG_INERROR = 3
+#: PyMySQL's ``SERVER_STATUS_IN_TRANS`` bit of ``server_status``.
+_MY_IN_TRANS = 1
+
+
+def _discarding(conn: object) -> None:
+    """Log that the return path rolls back a transaction the caller left open."""
+    log.debug(
+        "rolling back a transaction left open on a %s given back to the pool: "
+        "its work is lost (commit it, or use pool.connection(), which commits)",
+        type(conn).__name__,
+    )
+
+
+def _aborted(conn: object) -> TransactionAborted:
+    return TransactionAborted(
+        "the transaction was already aborted by an earlier error: it was "
+        f"rolled back, nothing was committed ({type(conn).__name__})"
+    )
 
 
 #: How to roll back a connection of each class, worked out once per class:
@@ -40,6 +76,19 @@ _rollbacks: dict[type, Callable[[Any], object]] = {}
 
 def _rollback_if_in_transaction(conn: Any) -> None:
     if conn.in_transaction:
+        _discarding(conn)
+        conn.rollback()
+
+
+def _rollback_by_status(conn: Any) -> None:
+    if conn.info.transaction_status != _PG_IDLE:
+        _discarding(conn)
+        conn.rollback()
+
+
+def _rollback_by_server_status(conn: Any) -> None:
+    if conn.server_status & _MY_IN_TRANS:
+        _discarding(conn)
         conn.rollback()
 
 
@@ -47,13 +96,22 @@ def _rollback_always(conn: Any) -> None:
     conn.rollback()
 
 
+def _is_psycopg(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "psycopg" and hasattr(cls, "info")
+
+
+def _is_pymysql(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "pymysql"
+
+
 def rollback_for(cls: type) -> Callable[[Any], object]:
     """The rollback step for blocking connections of ``cls`` (cached in ``_rollbacks``).
 
-    Drivers that say whether a transaction is open (sqlite3's
-    ``in_transaction``) are asked first, so an idle connection costs no round
-    trip; psycopg's ``rollback`` is itself free when no transaction is open.
-    Others are rolled back unconditionally, through the class's own
+    Drivers that say whether a transaction is open without I/O (sqlite3's
+    ``in_transaction``, psycopg's ``info.transaction_status``, PyMySQL's
+    ``server_status``) are asked first, so an idle connection costs no round
+    trip, and a rollback that discards work is logged at DEBUG. Others are
+    rolled back unconditionally, through the class's own
     ``rollback`` function when it has one (one call fewer per release).
 
     Args:
@@ -65,6 +123,10 @@ def rollback_for(cls: type) -> Callable[[Any], object]:
     step: Callable[[Any], object]
     if hasattr(cls, "in_transaction"):
         step = _rollback_if_in_transaction
+    elif _is_psycopg(cls):
+        step = _rollback_by_status
+    elif _is_pymysql(cls):
+        step = _rollback_by_server_status
     elif callable(getattr(cls, "rollback", None)):
         step = cls.rollback  # type: ignore[attr-defined]
     else:
@@ -80,6 +142,85 @@ def rollback_open_transaction(conn: object) -> None:
         conn: a blocking DB-API connection.
     """
     (_rollbacks.get(type(conn)) or rollback_for(type(conn)))(conn)
+
+
+def _commit_if_in_transaction(conn: Any) -> None:
+    if conn.in_transaction:
+        conn.commit()
+
+
+def _commit_by_status(conn: Any) -> None:
+    status = conn.info.transaction_status
+    if status == _PG_INERROR:
+        conn.rollback()
+        raise _aborted(conn)
+    if status != _PG_IDLE:
+        conn.commit()
+
+
+def _commit_by_server_status(conn: Any) -> None:
+    if conn.server_status & _MY_IN_TRANS:
+        conn.commit()
+
+
+def _commit_always(conn: Any) -> None:
+    commit = getattr(conn, "commit", None)
+    if commit is not None:  # a connection with no commit() holds no transaction
+        commit()
+
+
+#: How to commit what a block left open, per connection class (as ``_rollbacks``).
+_commits: dict[type, Callable[[Any], object]] = {}
+
+
+def _commit_for(cls: type) -> Callable[[Any], object]:
+    step: Callable[[Any], object]
+    if hasattr(cls, "in_transaction"):
+        step = _commit_if_in_transaction
+    elif _is_psycopg(cls):
+        step = _commit_by_status
+    elif _is_pymysql(cls):
+        step = _commit_by_server_status
+    else:
+        step = _commit_always
+    _commits[cls] = step
+    return step
+
+
+def commit_open_transaction(conn: object) -> None:
+    """Commit what a ``pool.connection()`` block left open (nothing if none).
+
+    Asked as ``rollback_for`` asks (no I/O where the driver can tell);
+    a driver that cannot tell gets ``commit()`` every time.
+
+    Args:
+        conn: a blocking DB-API connection.
+
+    Raises:
+        TransactionAborted: psycopg reports the transaction aborted by an
+            earlier error; it was rolled back instead.
+        The driver's error: the COMMIT failed.
+    """
+    (_commits.get(type(conn)) or _commit_for(type(conn)))(conn)
+
+
+def end_quietly(conn: object) -> None:
+    """Roll back what a ``pool.connection()`` block left open as it raised.
+
+    Args:
+        conn: a blocking DB-API connection.
+
+    Raises:
+        The driver's error: the ROLLBACK failed.
+    """
+    cls = type(conn)
+    if hasattr(cls, "in_transaction") and not conn.in_transaction:  # type: ignore[attr-defined]
+        return
+    if _is_psycopg(cls) and conn.info.transaction_status == _PG_IDLE:  # type: ignore[attr-defined]
+        return
+    if _is_pymysql(cls) and not conn.server_status & _MY_IN_TRANS:  # type: ignore[attr-defined]
+        return
+    conn.rollback()  # type: ignore[attr-defined]
 
 
 # -- asyncio connections: ask first (no I/O), then roll back if needed ----------
@@ -142,11 +283,14 @@ def _state_probe(conn: object) -> Callable[[Any], int]:
     return probe
 
 
-def needs_rollback(conn: object) -> bool:
+def needs_rollback(conn: object, *, quiet: bool = False) -> bool:
     """Whether an asyncio connection given back needs ``rollback_async`` (no I/O).
 
+    A True answer is logged at DEBUG (the work will be lost) unless ``quiet``.
+
     Args:
-        conn: an asyncio driver's connection.
+        conn: a connection (asyncio or blocking; the adapters use it too).
+        quiet: do not log (the caller commits or means to roll back).
 
     Returns:
         True when a transaction (or an asyncpg ``Transaction``) was left open.
@@ -158,6 +302,8 @@ def needs_rollback(conn: object) -> bool:
     state = (_STATE_PROBES.get(type(conn)) or _state_probe(conn))(conn)
     if state == _UNUSABLE:
         raise ConnectionError("connection not reusable (closed, or mid-statement)")
+    if state == _ROLLBACK and not quiet:
+        _discarding(conn)
     return state == _ROLLBACK
 
 
@@ -177,7 +323,60 @@ async def rollback_async(conn: object) -> None:
     Cancellation:
         The connection's state is unknown; the pool discards it.
     """
+    _discarding(conn)
+    await rollback_open_transaction_async(conn)
+
+
+async def rollback_open_transaction_async(conn: object) -> None:
+    """``rollback_async`` without its DEBUG line: the caller meant to roll back.
+
+    Args:
+        conn: an asyncio driver's connection.
+
+    Raises:
+        The driver's error (the pool discards the connection).
+
+    Cancellation:
+        The connection's state is unknown; the pool discards it.
+    """
     rollback = getattr(conn, "rollback", None)
     result = rollback() if rollback is not None else conn.reset()  # type: ignore[attr-defined]
     if inspect.isawaitable(result):
         await result
+
+
+async def commit_open_transaction_async(conn: Any) -> None:
+    """Commit what an ``AsyncPool.connection()`` block left open (nothing if none).
+
+    Args:
+        conn: an asyncio driver's connection.
+
+    Raises:
+        TransactionAborted: the transaction was already aborted by an
+            earlier error (psycopg's INERROR status, or asyncpg's COMMIT
+            answered ROLLBACK); it was rolled back instead.
+        ConnectionError: the driver says the connection cannot be trusted.
+        The driver's error: the COMMIT failed.
+
+    Cancellation:
+        The commit may or may not have happened; the pool discards the
+        connection.
+    """
+    if not needs_rollback(conn, quiet=True):
+        return
+    info = getattr(conn, "info", None)
+    if info is not None and getattr(info, "transaction_status", None) == _PG_INERROR:
+        await conn.rollback()
+        raise _aborted(conn)
+    if hasattr(conn, "is_in_transaction"):  # asyncpg: COMMIT as SQL
+        if not conn.is_in_transaction():
+            return  # only a Transaction object is left: the return path resets
+        tag = await conn.execute("COMMIT")
+        if tag == "ROLLBACK":
+            raise _aborted(conn)
+        return
+    commit = getattr(conn, "commit", None)
+    if commit is not None:  # a connection with no commit() holds no transaction
+        result = commit()
+        if inspect.isawaitable(result):
+            await result

@@ -50,6 +50,8 @@ from sqlgate._reset import (
     _STATE_PROBES,
     _UNUSABLE,
     _state_probe,
+    commit_open_transaction_async,
+    rollback_open_transaction_async,
 )
 from sqlgate._reset import rollback_async as _rollback
 from sqlgate._shell import (
@@ -595,12 +597,29 @@ class AsyncPool(ShellBase[C]):
     def connection(self, timeout: float | None = None) -> _AsyncCheckout[C]:
         """Acquire a connection for an ``async with`` block; released after it.
 
+        As psycopg_pool's ``connection()``: a transaction the block leaves
+        open is committed when the block ends normally and rolled back when
+        it raises; then the connection goes back. (A bare ``release`` rolls
+        back whatever is open.)
+
         Args:
             timeout: as for ``acquire``.
 
         Returns:
             An async context manager whose ``__aenter__`` acquires and returns
-            the driver's connection and whose ``__aexit__`` releases it.
+            the driver's connection and whose ``__aexit__`` commits or rolls
+            back, then releases it.
+
+        Raises:
+            TransactionAborted: on leaving the block normally, the transaction
+                was already aborted (PostgreSQL, after an error the block
+                caught); it was rolled back.
+            The driver's error: the COMMIT failed (the connection is given
+                back all the same).
+
+        Cancellation:
+            A cancel during the commit or rollback discards the connection
+            (whether the commit happened is unknown).
         """
         return _AsyncCheckout(self, timeout)
 
@@ -1014,8 +1033,32 @@ class _AsyncCheckout(Generic[C]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Awaitable[None]:
-        # release()'s own coroutine is the awaitable: no frame of our own.
-        return self._pool.release(self._conn)
+        conn = self._conn
+        probe = _STATE_PROBES.get(type(conn)) or _state_probe(conn)
+        if probe(conn) != _ROLLBACK:
+            # Nothing to commit or roll back (or unusable: release discards
+            # it): release()'s own coroutine is the awaitable, no frame here.
+            return self._pool.release(conn)
+        return self._end(conn, failed=exc_type is not None)
+
+    async def _end(self, conn: C, *, failed: bool) -> None:
+        """Commit (or, after an error, roll back) what the block left open."""
+        pool = self._pool
+        try:
+            if failed:
+                await rollback_open_transaction_async(conn)
+            else:
+                await commit_open_transaction_async(conn)
+        except Exception as error:
+            await pool.release(conn, broken=failed)
+            if not failed:
+                raise
+            log.info("%s: rollback after an error failed: %r", pool.name, error)
+            return
+        except BaseException:
+            await pool.release(conn, broken=True)  # cancelled: state unknown
+            raise
+        await pool.release(conn)
 
 
 def _no_loop_yet() -> asyncio.Future[None]:

@@ -9,6 +9,7 @@ __all__ = [
     "PoolClosed",
     "PoolTimeout",
     "TooManyWaiters",
+    "TransactionAborted",
 ]
 
 
@@ -64,3 +65,15 @@ class CircuitOpen(ConnectError):
 
     __module__ = "sqlgate"
     unreachable_since: float = 0.0
+
+
+class TransactionAborted(Error):
+    """A commit found its transaction already aborted: nothing was committed.
+
+    PostgreSQL aborts a transaction at its first error, even one the caller
+    caught; a COMMIT then answers ROLLBACK (Go's pgx: ``ErrTxCommitRollback``).
+    Raised by ``Tx.commit()`` and by leaving ``pool.connection()``'s block
+    normally, after the transaction was rolled back.
+    """
+
+    __module__ = "sqlgate"

@@ -25,7 +25,12 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
-from sqlgate._reset import _rollbacks, rollback_for
+from sqlgate._reset import (
+    _rollbacks,
+    commit_open_transaction,
+    end_quietly,
+    rollback_for,
+)
 from sqlgate._shell import (
     ShellBase,
     check_leaks,
@@ -43,6 +48,7 @@ from sqlgate.errors import PoolTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import TracebackType
 
     from sqlgate._core import Effect
     from sqlgate.observe import Observer
@@ -323,12 +329,25 @@ class Pool(ShellBase[C]):
     def connection(self, timeout: float | None = None) -> _Checkout[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
 
+        As ``sqlite3``'s ``with conn:`` and psycopg_pool's ``connection()``:
+        a transaction the block leaves open is committed when the block ends
+        normally and rolled back when it raises; then the connection goes
+        back. (A bare ``release`` rolls back whatever is open.)
+
         Args:
             timeout: as for ``acquire``.
 
         Returns:
             A context manager whose ``__enter__`` acquires and returns the
-            driver's connection, and whose ``__exit__`` releases it.
+            driver's connection, and whose ``__exit__`` commits or rolls back,
+            then releases it.
+
+        Raises:
+            TransactionAborted: on leaving the block normally, the driver
+                reports the transaction already aborted (PostgreSQL, after an
+                error the block caught); it was rolled back.
+            The driver's error: the COMMIT failed (the connection is given
+                back all the same).
         """
         return _Checkout(self, timeout)
 
@@ -925,8 +944,32 @@ class _Checkout(Generic[C]):
         self._conn = conn = self._pool.acquire(self._timeout)
         return conn
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._pool.release(self._conn)
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pool = self._pool
+        conn = self._conn
+        try:
+            if exc_type is None:
+                commit_open_transaction(conn)
+            else:
+                end_quietly(conn)
+        except Exception as error:
+            # Committing failed: the error is the caller's to see. Rolling
+            # back after the block's own error failed: the block's error is
+            # the one that matters, and the connection cannot be trusted.
+            pool.release(conn, broken=exc_type is not None)
+            if exc_type is None:
+                raise
+            log.info("%s: rollback after an error failed: %r", pool.name, error)
+            return
+        except BaseException:
+            pool.release(conn, broken=True)  # interrupted: state unknown
+            raise
+        pool.release(conn)
 
 
 def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> None:

@@ -94,6 +94,23 @@ class AiosqliteAdapter(AsyncAdapter):
 
         return connect, on_close
 
+    async def prepare(self, conn: aiosqlite.Connection) -> None:
+        """See ``AsyncAdapter.prepare``; ``isolation_level = None`` if it is not.
+
+        Connections from ``connector`` already are; one from a connect
+        callable is put in autocommit here, as ``SqliteAdapter.prepare`` does.
+
+        Args:
+            conn: the aiosqlite connection.
+
+        Raises:
+            sqlite3.Error: the setting failed; the dial fails.
+
+        Cancellation:
+            The dial fails and the connection is closed.
+        """
+        await _autocommit(conn)
+
     async def reset(self, conn: aiosqlite.Connection) -> None:
         """See ``AsyncAdapter.reset``; no I/O unless a transaction was left open.
 
@@ -116,9 +133,7 @@ class AiosqliteAdapter(AsyncAdapter):
         if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             await conn.rollback()
             await conn.execute("PRAGMA query_only=0")
-        if conn.isolation_level is not None:
-            # No transaction is open now, so sqlite3's setter does no I/O.
-            conn.isolation_level = None
+        await _autocommit(conn)
 
     async def begin(
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool
@@ -253,6 +268,17 @@ class AiosqliteAdapter(AsyncAdapter):
             The caller discards the connection (its state is unknown).
         """
         return _Cursor(await conn.execute(sql, params))
+
+
+async def _autocommit(conn: aiosqlite.Connection) -> None:
+    """Set ``isolation_level = None`` on aiosqlite's own thread (if it is not).
+
+    aiosqlite's property setter runs on the caller's thread, which sqlite3
+    refuses for a connection opened without ``check_same_thread=False`` (one
+    from a connect callable); its worker thread is always allowed.
+    """
+    if conn.isolation_level is not None:
+        await conn._execute(setattr, conn._conn, "isolation_level", None)  # type: ignore[no-untyped-call]
 
 
 ASYNC = AiosqliteAdapter()

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from sqlgate._reset import needs_rollback, rollback_async
+from sqlgate._reset import needs_rollback, rollback_open_transaction_async
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params, sql_isolation
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class AsyncpgAdapter(AsyncAdapter):
         if conn.is_closed():
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection is closed")
         if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
-            await rollback_async(conn)
+            await rollback_open_transaction_async(conn)
 
     async def begin(
         self, conn: asyncpg.Connection, isolation: str | None, read_only: bool
