@@ -340,7 +340,7 @@ class HandleBase:
             (whether the driver's reset runs on return, the user's ``reset``).
         """
         self._ping_idle = ping_idle
-        self._secrets = (dsn.password,) if dsn is not None and dsn.password else ()
+        self._secrets = dsn.secrets() if dsn is not None else ()
         # Warnings for orphans the reaper gave back, raised at the next call.
         self._owed: deque[str] = deque()
         user_reset = pool_knobs.pop("reset", None)

@@ -12,7 +12,8 @@ duck-typed: no driver is imported.
   caller left started; then ``reset()``, which rolls back and forgets that
   object (a bare ROLLBACK would not: the next ``transaction()`` would be a
   SAVEPOINT). A closed connection is unusable.
-- PyMySQL: ``server_status``'s in-transaction bit (local).
+- PyMySQL: ``rollback()`` every time (it also finds a dead link at release);
+  ``server_status``'s in-transaction bit says whether work was discarded.
 - anything else: ``rollback()`` every time.
 
 ``pool.connection()`` ends its block with the twin rule: commit what is open
@@ -89,7 +90,9 @@ def _rollback_by_status(conn: Any) -> None:
 def _rollback_by_server_status(conn: Any) -> None:
     if conn.server_status & _MY_IN_TRANS:
         _discarding(conn)
-        conn.rollback()
+    # Always sent, as before: on a raw pool this round trip is also what
+    # finds a dead link at release and discards it.
+    conn.rollback()
 
 
 def _rollback_always(conn: Any) -> None:
