@@ -8,9 +8,12 @@ shell keeps only what differs: how it locks, waits and runs effects.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
+import threading
 import traceback
 import weakref
 from collections import deque
@@ -38,6 +41,7 @@ __all__ = [
     "check_leaks",
     "choose_path",
     "forget_after_fork",
+    "in_collection",
     "keep",
     "lookup",
     "orphan",
@@ -45,6 +49,8 @@ __all__ = [
     "report_circuit",
     "report_reclaimed",
     "report_taken",
+    "send_courier",
+    "start_courier",
     "take_in_use",
     "timeout_error",
     "track",
@@ -139,6 +145,10 @@ class ShellBase(Generic[C]):
         #: weakref callback (any thread, so it must not take a lock); drained
         #: by the shell's ``_drain_lost``.
         self._lost: deque[Entry[C]] = deque()
+        #: Connections given back by ``_release_soon`` (from a finalizer or
+        #: the garbage collector: any thread, no lock): (conn, broken), each
+        #: released by the shell's ``_settle_late``.
+        self._returns: deque[tuple[C, bool]] = deque()
         #: Connections in use (leak tracking only): entry -> acquirer's stack,
         #: and whether the threshold warning was logged.
         self._held: Held[C] = {}
@@ -350,13 +360,20 @@ def waiter_error(name: str, waiter: Waiter[Any]) -> BaseException:
 # -- leak tracking (only while leak_threshold is set) ----------------------------
 
 
-def track(core: PoolCore[C], conn: C, held: Held[C], lost: deque[Entry[C]]) -> None:
+def track(
+    core: PoolCore[C],
+    conn: C,
+    held: Held[C],
+    lost: deque[Entry[C]],
+    wake: Callable[[], None],
+) -> None:
     """Remember who acquired ``conn`` and keep only a weak reference to it.
 
     Call it straight from the shell's acquire: the stack recorded leaves out
     this frame and the caller's, so it ends at the application's frame.
     ``lost`` receives the entry if the connection is garbage-collected while
-    in use (drivers whose connections support weak references).
+    in use (drivers whose connections support weak references), and ``wake``
+    is called then, so that the slot reaches a caller waiting for one.
     """
     entry = core.lookup(conn)
     # As traceback.extract_stack()[:-2], but source lines are read only if a
@@ -369,8 +386,9 @@ def track(core: PoolCore[C], conn: C, held: Held[C], lost: deque[Entry[C]]) -> N
 
     def collected(_ref: object) -> None:
         # Runs in whatever thread drops the connection, maybe inside another
-        # pool call: it only appends (no lock; STYLE.md).
+        # pool call: it only appends and rings (no lock; STYLE.md).
         lost.append(entry)
+        wake()
 
     core.loosen(entry, collected)
 
@@ -416,6 +434,120 @@ def check_leaks(
             "".join(traceback.format_list(stack)),
         )
     return due
+
+
+# -- work handed over by the garbage collector ------------------------------------
+#
+# A finalizer, a weakref callback or ``__del__`` runs wherever the collector
+# happened to run: in any thread, at any allocation, perhaps inside a pool's
+# critical section (``Pool`` holding its non-reentrant lock, ``AsyncPool`` in
+# the middle of a core call). Such code must never take a pool's lock or call
+# its core: it queues its work (a deque append) and rings a bell that cannot
+# block. The courier thread below, or the event loop, does the work later.
+
+#: Idents of the threads running a garbage collection now. Kept by a
+#: ``gc.callbacks`` hook; weakref callbacks and finalizers run in between.
+_collecting: set[int] = set()
+
+
+def _note_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _collecting.add(threading.get_ident())
+    else:
+        _collecting.discard(threading.get_ident())
+
+
+gc.callbacks.append(_note_collection)
+
+
+def in_collection() -> bool:
+    """Whether this thread is running a garbage collection (its finalizers).
+
+    Code that SQLAlchemy (or anyone) may call from a finalizer uses it to
+    choose between doing the work now and queueing it.
+    """
+    return bool(_collecting) and threading.get_ident() in _collecting
+
+
+class _Late(Protocol):
+    """A pool whose queued late work the courier settles."""
+
+    def _settle_late(self) -> None: ...
+
+
+class _Courier:
+    """One daemon thread per process that runs pools' ``_settle_late``.
+
+    ``send`` is safe anywhere (in a finalizer, inside a pool's critical
+    section, in any thread): it appends to a deque and releases a plain lock
+    used as a bell, neither of which can block. The thread must have been
+    started beforehand, from plain code (``start``): starting a thread takes
+    locks of ``threading``'s own.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._errands: deque[weakref.ref[_Late]] = deque()
+        #: Held while there is nothing to do; ``send`` releases it.
+        self._bell = threading.Lock()
+        self._bell.acquire()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread unless it runs (plain code only, never a finalizer)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="sqlgate-courier", daemon=True
+            )
+            self._thread.start()
+
+    def send(self, pool: weakref.ref[_Late]) -> None:
+        """Have ``pool()._settle_late()`` run on the courier thread, soon."""
+        self._errands.append(pool)
+        # Rung already (RuntimeError): the courier will see this errand too.
+        with contextlib.suppress(RuntimeError):
+            self._bell.release()
+
+    def _run(self) -> None:
+        errands = self._errands
+        while True:
+            self._bell.acquire()
+            while errands:
+                pool = errands.popleft()()
+                if pool is None:
+                    continue
+                try:
+                    pool._settle_late()
+                except BaseException as exc:  # the courier must outlive any errand
+                    log.warning(
+                        "%s: settling late returns failed: %s",
+                        getattr(pool, "name", "?"),
+                        repr(exc),
+                    )
+                del pool
+
+    def forked(self) -> None:
+        """In a forked child: the parent's thread and errands are not ours."""
+        running = self._thread is not None
+        self._reset()
+        if running:
+            self.start()
+
+
+_courier = _Courier()
+
+
+def start_courier() -> None:
+    """Make sure the courier thread runs (call from plain code)."""
+    _courier.start()
+
+
+def send_courier(pool: weakref.ref[_Late]) -> None:
+    """Queue ``pool()._settle_late()`` for the courier; never blocks."""
+    _courier.send(pool)
 
 
 # -- fork safety -----------------------------------------------------------------
@@ -496,6 +628,8 @@ def keep(obj: object) -> None:
 
 
 def _after_fork_in_child() -> None:
+    _collecting.clear()
+    _courier.forked()
     for pool in list(_pools):
         try:
             pool._forked()

@@ -19,9 +19,11 @@ common path pays nothing for them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
+import weakref
 from asyncio import get_running_loop
 from collections import deque
 from functools import partial
@@ -244,6 +246,9 @@ class AsyncPool(ShellBase[C]):
         #: The one timer for every waiter's deadline, and when it is due.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        #: Has the loop run ``_settle_late`` soon: safe in a finalizer, from
+        #: any thread, inside a core call.
+        self._wake_late = partial(_settle_on_loop, weakref.ref(self))
         forget_after_fork(self)
 
     def __repr__(self) -> str:
@@ -580,13 +585,32 @@ class AsyncPool(ShellBase[C]):
         if out:  # _drain() inlined, and its common effect: one waiter served
             core.outbox = []
             if core._closed:
+                # The connection is closed before release returns: left to a
+                # task alone, a loop ending now would cut the close short.
                 self._check_all_back()
-            if len(out) == 1 and type(wake := out[0]) is Wake:
+                await self._run_and_wait(out)
+            elif len(out) == 1 and type(wake := out[0]) is Wake:
                 fut: asyncio.Future[None] = wake.waiter.token  # type: ignore[assignment]
                 if not fut.done():
                     fut.set_result(None)
             else:
                 self._run(out)
+
+    async def _run_and_wait(self, effects: list[Effect[C]]) -> None:
+        """Carry out effects, then wait for the closes among them.
+
+        Cancellation: a cancel stops only the waiting; the closes run on as
+        pool tasks (``close()`` waits for them).
+        """
+        closes = []
+        for effect in effects:
+            if type(effect) is Close:
+                close = self._close_conn(effect.entry, effect.reason)
+                closes.append(self._spawn(close))
+            else:
+                self._run([effect])
+        if closes:
+            await asyncio.wait(closes)
 
     def _settle(self, entry: Entry[C], *, broken: bool) -> None:
         """Give ``entry`` back now, unless ``close(timeout)`` took it already."""
@@ -627,11 +651,11 @@ class AsyncPool(ShellBase[C]):
 
     async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
-        if self._lost:
-            self._drain_lost()
+        if self._lost or self._returns:
+            self._settle_late()
         conn = await AsyncPool.acquire(self, timeout)
         if self._leak_threshold is not None:
-            track(self._core, conn, self._held, self._lost)
+            track(self._core, conn, self._held, self._lost, self._wake_late)
         hook = self._on_acquire
         if hook is not None:
             try:
@@ -702,6 +726,100 @@ class AsyncPool(ShellBase[C]):
                 report_reclaimed(self.name, held)
             self._drain()
         self._check_all_back()
+
+    # -- work queued where nothing may block (finalizers, the collector) -------
+
+    def _release_soon(self, conn: C, *, broken: bool = False) -> None:
+        """``release``, for code that may run in any thread or in a finalizer.
+
+        Never calls the core here (a collection may have interrupted a core
+        call on the loop thread): queues ``conn`` and has the pool's loop
+        release it soon, as a pool task (``close()`` waits for it). Once that
+        loop is closed, nothing can run on it any more: the connection is
+        settled right away, as broken (see ``_settle_without_loop``).
+        """
+        self._returns.append((conn, broken))
+        self._wake_late()
+
+    def _settle_late(self) -> None:
+        """On the loop: release what ``_release_soon`` queued, reclaim leaks."""
+        if self._lost:
+            self._drain_lost()
+        returns = self._returns
+        while returns:
+            conn, broken = returns.popleft()
+            self._spawn(self._release_late(conn, broken))
+
+    async def _release_late(self, conn: C, broken: bool) -> None:
+        """Pool task: release a connection queued by ``_release_soon``."""
+        try:
+            await self.release(conn, broken=broken)
+        except Exception as exc:
+            log.warning("%s: a late release failed: %s", self.name, repr(exc))
+
+    def _settle_without_loop(self) -> None:
+        """Settle queued late work when the pool's loop is closed.
+
+        No pool task or caller can run any more, so nothing else is in a core
+        call (but a read such as ``stats()`` the collector interrupted). Each
+        returned connection is discarded (no rollback without a loop), each
+        collected one reclaimed; closes run their synchronous part only.
+        """
+        core = self._core
+        while self._lost:
+            entry = self._lost.popleft()
+            if core.reclaim(entry, monotonic()):
+                report_reclaimed(self.name, self._held.pop(entry, None))
+        while self._returns:
+            conn, _ = self._returns.popleft()
+            try:
+                found = self._lookup(conn)
+            except ValueError as exc:
+                log.warning("%s: a late release failed: %s", self.name, repr(exc))
+                continue
+            if found is not None:
+                core.release(found, monotonic(), True)
+        effects = core.take_effects()
+        while effects:
+            for effect in effects:
+                if type(effect) is Close:
+                    self._close_without_loop(effect.entry)
+                elif type(effect) is Connect:
+                    error = Error(f"{self.name}: its event loop is closed")
+                    core.connect_failed(effect.ticket, error, monotonic())
+                else:
+                    assert isinstance(effect, Wake)
+                    fut: asyncio.Future[None] = effect.waiter.token  # type: ignore[assignment]
+                    # On a closed loop its callbacks cannot be scheduled
+                    # (RuntimeError): nobody waits on it any more.
+                    if not fut.done():
+                        with contextlib.suppress(RuntimeError):
+                            fut.set_result(None)
+            effects = core.take_effects()
+
+    def _close_without_loop(self, entry: Entry[C]) -> None:
+        """Close a connection as far as can be done without a loop; settle it."""
+        conn = entry.conn
+        if conn is not None:
+            for step in (self._on_close, _close):
+                if step is None:
+                    continue
+                try:
+                    result = step(conn)
+                except Exception as exc:
+                    log.info("%s: error closing a connection: %s", self.name, repr(exc))
+                    continue
+                if inspect.isawaitable(result):
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()  # never awaited: no loop to await it on
+                    if step is _close:
+                        log.warning(
+                            "%s: a connection could not be closed: its event "
+                            "loop is closed",
+                            self.name,
+                        )
+        self._core.closed(entry, monotonic())
 
     # -- carrying out effects -------------------------------------------------
 
@@ -839,8 +957,8 @@ class AsyncPool(ShellBase[C]):
         core = self._core
         while self._needs_maintenance():
             wakeup.clear()  # a knob changed after this point wakes the wait
-            if self._lost:
-                self._drain_lost()
+            if self._lost or self._returns:
+                self._settle_late()
             due = core.expire(monotonic())
             self._drain()
             leak_due = check_leaks(
@@ -946,6 +1064,8 @@ class AsyncPool(ShellBase[C]):
         """
         limit = check_duration("timeout", timeout, zero_ok=True)
         self._check_loop()
+        if self._lost or self._returns:
+            self._settle_late()  # their release tasks are waited for below
         self._call(self._core.close)
         self._forget_deadlines()  # every waiter failed with PoolClosed
         self._wake_maintenance()
@@ -972,8 +1092,8 @@ class AsyncPool(ShellBase[C]):
                     await all_back.wait()
             except TimeoutError:
                 pass
-            if self._lost:
-                self._drain_lost()
+            if self._lost or self._returns:
+                self._settle_late()
         taken = take_in_use(self, monotonic())
         report_taken(self.name, taken, limit)
         self._drain()
@@ -1009,6 +1129,7 @@ class AsyncPool(ShellBase[C]):
         self._maintenance = None
         self._maintenance_wakeup = None
         self._lost = deque()
+        self._returns = deque()
         self._held = {}
         self._taken = set()
         self._all_back = None
@@ -1059,6 +1180,28 @@ class _AsyncCheckout(Generic[C]):
             await pool.release(conn, broken=True)  # cancelled: state unknown
             raise
         await pool.release(conn)
+
+
+def _settle_on_loop(ref: weakref.ref[AsyncPool[Any]]) -> None:
+    """Have the pool's loop run ``_settle_late`` soon; safe anywhere.
+
+    ``call_soon_threadsafe`` appends to the loop's queue and writes a byte to
+    its wake-up socket: neither can block, in any thread, even inside a core
+    call the collector interrupted. If the loop is closed (or the pool never
+    bound one), the work is settled here (``_settle_without_loop``).
+    """
+    pool = ref()
+    if pool is None:
+        return
+    loop = pool._loop
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(pool._settle_late)
+        except RuntimeError:  # closed meanwhile
+            pass
+        else:
+            return
+    pool._settle_without_loop()
 
 
 def _no_loop_yet() -> asyncio.Future[None]:

@@ -7,6 +7,7 @@ import logging
 import threading
 import weakref
 from collections import deque
+from functools import partial
 from time import monotonic
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -39,6 +40,8 @@ from sqlgate._shell import (
     report_circuit,
     report_reclaimed,
     report_taken,
+    send_courier,
+    start_courier,
     take_in_use,
     timeout_error,
     track,
@@ -195,6 +198,10 @@ class Pool(ShellBase[C]):
         # Wakes the maintenance thread when a knob changes or the pool closes.
         self._maintenance_wakeup = threading.Event()
         self._maintenance: threading.Thread | None = None
+        #: Has the courier thread run ``_settle_late``; safe in a finalizer.
+        self._wake_late = partial(send_courier, weakref.ref(self))
+        if self._leak_threshold is not None:
+            start_courier()  # collected leaks reach waiting callers through it
         self._maybe_start_maintenance()
         forget_after_fork(self)
 
@@ -355,13 +362,13 @@ class Pool(ShellBase[C]):
 
     def _acquire_hooked(self, timeout: float | None = None) -> C:
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
-        if self._lost:
-            self._drain_lost()
+        if self._lost or self._returns:
+            self._settle_late()
         conn: C | None = None
         try:
             conn = Pool.acquire(self, timeout)
             if self._leak_threshold is not None:
-                track(self._core, conn, self._held, self._lost)
+                track(self._core, conn, self._held, self._lost, self._wake_late)
             hook = self._on_acquire
             if hook is not None:
                 hook(conn)
@@ -531,6 +538,35 @@ class Pool(ShellBase[C]):
             except BaseException:
                 self._recover(out)
                 raise
+
+    # -- work queued where nothing may block (finalizers, the collector) -------
+
+    def _release_soon(self, conn: C, *, broken: bool = False) -> None:
+        """``release``, for code that may run inside a garbage collection.
+
+        Never takes the lock (this thread may hold it: the collector runs at
+        any allocation, the critical section's included): queues ``conn`` for
+        the courier thread, which releases it at once; the next hooked
+        acquire, maintenance tick or ``close(timeout)`` wait would too. The
+        caller must have started the courier (``start_courier``).
+        """
+        self._returns.append((conn, broken))
+        self._wake_late()
+
+    def _settle_late(self) -> None:
+        """Release what ``_release_soon`` queued and reclaim collected leaks."""
+        if self._lost:
+            self._drain_lost()
+        returns = self._returns
+        while returns:
+            try:
+                conn, broken = returns.popleft()
+            except IndexError:  # another thread drained it meanwhile
+                break
+            try:
+                self.release(conn, broken=broken)
+            except Exception as exc:
+                log.warning("%s: a late release failed: %s", self.name, repr(exc))
 
     def _check_leaks(self, now: float) -> float | None:
         """Warn once about each connection held past ``leak_threshold``.
@@ -888,8 +924,8 @@ class Pool(ShellBase[C]):
                 break
             # Releases set the event; the recheck also catches reclaimed leaks.
             self._all_back.wait(min(left, 0.05))
-            if self._lost:
-                self._drain_lost()
+            if self._lost or self._returns:
+                self._settle_late()
             self._check_all_back()
         out: Sequence[Effect[C]] = _NO_EFFECTS
         try:
@@ -921,6 +957,7 @@ class Pool(ShellBase[C]):
         self._lock = threading.Lock()  # another thread may have held it
         self._core = renew_after_fork(self._core, monotonic())
         self._lost = deque()
+        self._returns = deque()
         self._held = {}
         self._taken = set()
         self._dialing = set()
@@ -984,8 +1021,8 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
             return
         core = pool._core
         wakeup.clear()  # a knob changed after this point wakes the next wait
-        if pool._lost:
-            pool._drain_lost()
+        if pool._lost or pool._returns:
+            pool._settle_late()
         with pool._lock:
             due = core.expire(monotonic())
             out = core.take_effects()

@@ -41,6 +41,15 @@ of their own (``greenlet_spawn``) to open and close records, since the async
 drivers' adapters await inside them. Like any ``AsyncPool``, an engine's pool
 belongs to the event loop that first used it.
 
+A connection the application forgot (never closed) is returned by SQLAlchemy
+from a finalizer: inside a garbage collection, in whatever thread it ran and
+at whatever allocation triggered it, perhaps while that thread is inside the
+pool's critical section. Both classes queue such a return instead of taking
+the pool's lock or calling its core there: ``SqlgatePool`` has the courier
+thread release it, ``AsyncSqlgatePool`` the pool's event loop (any thread may
+hand it over). So a forgotten connection neither deadlocks the pool nor loses
+its slot, and a caller waiting for a connection gets it.
+
 Requires the ``sqlalchemy`` extra.
 """
 
@@ -54,13 +63,12 @@ from sqlalchemy.pool.base import _AsyncConnDialect
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
+from sqlgate._shell import in_collection, start_courier
 from sqlgate.aiopool import AsyncPool
 from sqlgate.errors import ConnectError, PoolTimeout
 from sqlgate.pool import DEFAULT_MAX_CONNECTING, Pool
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from sqlgate.stats import Stats
 
 __all__ = ["AsyncSqlgatePool", "SqlgatePool"]
@@ -222,13 +230,20 @@ class SqlgatePool(_GatedPool[Pool[Record]]):
     _is_asyncio: ClassVar[bool] = False
 
     def _make_gate(self, knobs: dict[str, Any]) -> Pool[Record]:
+        start_courier()  # forgotten connections come back through it
         return Pool(self._create_connection, rollback_on_return=False, **knobs)
 
     def _acquire(self) -> Record:
         return self._gate.acquire()
 
     def _give_back(self, record: Record, *, broken: bool) -> None:
-        self._gate.release(record, broken=broken)
+        if in_collection():
+            # SQLAlchemy returning a forgotten connection from a finalizer:
+            # this thread may hold the pool's lock (the collector ran at an
+            # allocation inside it), so the courier thread releases it.
+            self._gate._release_soon(record, broken=broken)
+        else:
+            self._gate.release(record, broken=broken)
 
     def dispose(self) -> None:
         """Close the sqlgate pool: idle connections now, checked-out ones on return."""
@@ -268,25 +283,14 @@ class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
         return await_only(self._gate.acquire())
 
     def _give_back(self, record: Record, *, broken: bool) -> None:
-        release = self._gate.release(record, broken=broken)
-        if in_greenlet():
-            await_only(release)
+        if in_greenlet() and not in_collection():
+            await_only(self._gate.release(record, broken=broken))
         else:
-            # SQLAlchemy detaching a garbage-collected connection, outside
-            # its greenlet: with no rollback, reset or hook to await, a
-            # release completes without suspending.
-            _run_unsuspended(release)
+            # SQLAlchemy detaching a forgotten connection from a finalizer:
+            # in any thread (an executor's, aiosqlite's), or in the loop's
+            # in the middle of a core call. The pool's loop releases it.
+            self._gate._release_soon(record, broken=broken)
 
     def dispose(self) -> None:
         """Close the sqlgate pool: idle connections now, checked-out ones on return."""
         await_only(self._gate.close())
-
-
-def _run_unsuspended(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a coroutine that never suspends to its end, from synchronous code."""
-    try:
-        coro.send(None)
-    except StopIteration:
-        return
-    coro.close()
-    raise RuntimeError("a sqlgate release suspended outside SQLAlchemy's greenlet")
