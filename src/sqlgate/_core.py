@@ -261,12 +261,16 @@ class Entry(Generic[C]):
 class Waiter(Generic[C]):
     """A queued acquire. The core settles it; the shell owns ``token``."""
 
-    __slots__ = ("enqueued_at", "entry", "error", "state", "token")
+    __slots__ = ("at_capacity", "enqueued_at", "entry", "error", "state", "token")
 
     def __init__(self, enqueued_at: float) -> None:
         #: One of WAITING, SERVED, FAILED, ABANDONED.
         self.state = WAITING
         self.enqueued_at: Final = enqueued_at
+        #: Whether it was queued at ``max_open``: no dial, in flight or within
+        #: the limit, was left for it then (set by ``acquire``). A waiter
+        #: queued below the limit waits for a dial, not for capacity.
+        self.at_capacity = False
         #: The connection handed over, once SERVED.
         self.entry: Entry[C] | None = None
         #: Why it failed, once FAILED: a driver error or PoolClosed.
@@ -568,7 +572,8 @@ class PoolCore(Generic[C]):
 
         Pre: the pool is open. Post: either an idle entry is now IN_USE and
         returned, or a new WAITING waiter is queued and returned (dials issued
-        as needed). Idle connections found expired on the way are closed.
+        as needed; its ``at_capacity`` says whether it queued at ``max_open``).
+        Idle connections found expired on the way are closed.
 
         Raises:
             PoolClosed: the pool is closed (nothing changes).
@@ -605,6 +610,12 @@ class PoolCore(Generic[C]):
         self._waiters.append(waiter)
         self._wait_count += 1
         self._maybe_dial(now)
+        if self.max_open > 0:
+            # Covered if the dials in flight plus the room left under
+            # max_open reach every waiter up to this one (max_connecting only
+            # delays dials; it does not take capacity away).
+            room = len(self._tickets) + self.max_open - self.num_open
+            waiter.at_capacity = len(self._waiters) > room
         return waiter
 
     def release(self, entry: Entry[C], now: float, broken: bool = False) -> None:

@@ -109,6 +109,7 @@ class ShellBase(Generic[C]):
         conn_max_lifetime: float | None,
         conn_max_idle_time: float | None,
         acquire_timeout: float | None,
+        timeout_at_capacity_only: bool,
         max_waiting: int,
         rollback_on_return: bool,
         reset: Callable[[C], object] | None,
@@ -139,6 +140,14 @@ class ShellBase(Generic[C]):
             name=name,
         )
         self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
+        if not isinstance(timeout_at_capacity_only, bool):
+            raise TypeError(
+                "timeout_at_capacity_only must be a bool, "
+                f"got {timeout_at_capacity_only!r}"
+            )
+        #: Whether the acquire timeout spares a caller queued below max_open
+        #: (waiting for a dial, not for a connection to come back).
+        self._timeout_at_capacity_only = timeout_at_capacity_only
         #: Leak tracking (see ``leak_threshold``); None means off.
         self._leak_threshold = check_duration("leak_threshold", leak_threshold)
         #: Entries whose connection was collected while in use, appended by a

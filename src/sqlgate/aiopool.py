@@ -120,6 +120,7 @@ class AsyncPool(ShellBase[C]):
         conn_max_lifetime: float | None = None,
         conn_max_idle_time: float | None = None,
         acquire_timeout: float | None = 30.0,
+        timeout_at_capacity_only: bool = False,
         max_waiting: int = 0,
         rollback_on_return: bool = True,
         reset: Callable[[C], object] | None = None,
@@ -153,6 +154,12 @@ class AsyncPool(ShellBase[C]):
                 means forever.
             acquire_timeout: default seconds ``acquire`` waits; None means
                 forever.
+            timeout_at_capacity_only: when True, the timeout (the pool's or
+                a call's) bounds only a wait that begins at ``max_open``; a
+                caller queued below it waits for its dial however long that
+                takes (the driver's connect timeout bounds it), as
+                SQLAlchemy's ``pool_timeout`` does. False (the default): the
+                timeout bounds the whole acquire, dial included, as Go's.
             max_waiting: most callers queued at once; 0 means unbounded.
             rollback_on_return: roll back a transaction left open by the
                 caller before anyone else gets the connection.
@@ -208,6 +215,7 @@ class AsyncPool(ShellBase[C]):
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
             acquire_timeout=acquire_timeout,
+            timeout_at_capacity_only=timeout_at_capacity_only,
             max_waiting=max_waiting,
             rollback_on_return=rollback_on_return,
             reset=reset,
@@ -341,6 +349,8 @@ class AsyncPool(ShellBase[C]):
         got.token = fut = self._new_future()
         if core.outbox:
             self._drain()
+        if self._timeout_at_capacity_only and not got.at_capacity:
+            limit = None  # waiting for a dial below max_open: not timed
         if self._observer is not None:
             return await self._wait_observed(got, limit)
         # _wait() inlined: one coroutine fewer on every wait and every wake.

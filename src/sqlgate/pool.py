@@ -97,6 +97,7 @@ class Pool(ShellBase[C]):
         conn_max_lifetime: float | None = None,
         conn_max_idle_time: float | None = None,
         acquire_timeout: float | None = 30.0,
+        timeout_at_capacity_only: bool = False,
         max_waiting: int = 0,
         rollback_on_return: bool = True,
         reset: Callable[[C], object] | None = None,
@@ -125,6 +126,12 @@ class Pool(ShellBase[C]):
                 means forever.
             acquire_timeout: default seconds ``acquire`` waits; None means
                 forever.
+            timeout_at_capacity_only: when True, the timeout (the pool's or
+                a call's) bounds only a wait that begins at ``max_open``; a
+                caller queued below it waits for its dial however long that
+                takes (the driver's connect timeout bounds it), as
+                SQLAlchemy's ``pool_timeout`` does. False (the default): the
+                timeout bounds the whole acquire, dial included, as Go's.
             max_waiting: most callers queued at once; 0 means unbounded.
             rollback_on_return: roll back a transaction left open by the
                 caller before anyone else gets the connection.
@@ -173,6 +180,7 @@ class Pool(ShellBase[C]):
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
             acquire_timeout=acquire_timeout,
+            timeout_at_capacity_only=timeout_at_capacity_only,
             max_waiting=max_waiting,
             rollback_on_return=rollback_on_return,
             reset=reset,
@@ -599,6 +607,8 @@ class Pool(ShellBase[C]):
             limit = self._timeout
         else:
             limit = check_duration("timeout", timeout, zero_ok=True)
+        if self._timeout_at_capacity_only and not waiter.at_capacity:
+            limit = None  # waiting for a dial below max_open: not timed
         gate = waiter.token
         assert isinstance(gate, type(self._lock))
         if limit is None:

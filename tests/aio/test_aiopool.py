@@ -586,3 +586,32 @@ async def test_psycopg_status_decides_rollback_or_discard() -> None:
             assert await pool.acquire() is conn
     await pool.close()
     assert pool.stats().open_connections == 0
+
+
+async def test_issue16_timeout_at_capacity_only_spares_a_caller_waiting_for_its_dial(
+    gated_driver: AsyncFakeDriver,
+) -> None:
+    driver = gated_driver
+    pool = make(driver, max_open=1, acquire_timeout=0, timeout_at_capacity_only=True)
+    first = asyncio.create_task(pool.acquire())
+    await until(lambda: len(driver.pending) == 1, "the dial to start")
+    await spin()  # a timed wait of 0 would have ended by now
+    assert not first.done()
+    assert pool.stats().waiting == 1
+    # At max_open, the timeout applies: the second caller fails at once.
+    with pytest.raises(sqlgate.PoolTimeout, match=r"after 0\.00 s"):
+        await pool.acquire()
+    driver.pending[0].land()
+    conn = await first
+    s = pool.stats()
+    assert (s.timeouts, s.in_use, s.waiting) == (1, 1, 0)
+    assert_ledger(pool, driver)
+    await pool.release(conn)
+    await close_clean(pool, driver)
+
+
+async def test_issue16_timeout_at_capacity_only_must_be_a_bool(
+    driver: AsyncFakeDriver,
+) -> None:
+    with pytest.raises(TypeError, match="timeout_at_capacity_only must be a bool"):
+        make(driver, timeout_at_capacity_only=1)

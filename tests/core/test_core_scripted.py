@@ -1125,3 +1125,46 @@ def test_snapshot_tells_apart_states_that_behave_differently() -> None:
     assert g.counts() == h.counts()
     assert g.core.snapshot() != h.core.snapshot()
     hash(h.core.snapshot())
+
+
+# -- at_capacity: was a waiter queued at max_open? (issue 16) ----------------------
+
+
+def test_issue16_waiter_at_capacity_only_when_no_dial_is_left_for_it() -> None:
+    rig = Rig(max_open=2, max_connecting=1)
+    first = waiter_of(rig.acquire())
+    assert not first.at_capacity  # a dial was issued for it
+    # max_connecting holds the second dial back, but max_open has room for it.
+    second = waiter_of(rig.acquire())
+    assert rig.dials == [1]
+    assert not second.at_capacity
+    third = waiter_of(rig.acquire())  # two slots, three callers
+    assert third.at_capacity
+    rig.check()
+    rig.connect()  # serves the first; the second's dial goes out
+    assert served(first).state == IN_USE
+    assert rig.dials == [2]
+    fourth = waiter_of(rig.acquire())
+    assert fourth.at_capacity
+    assert (second.at_capacity, third.at_capacity) == (False, True)  # fixed
+    rig.check()
+
+
+def test_issue16_unlimited_pool_never_queues_at_capacity() -> None:
+    rig = Rig(max_open=0, max_connecting=1)
+    waiters = [waiter_of(rig.acquire()) for _ in range(3)]
+    assert [w.at_capacity for w in waiters] == [False, False, False]
+    assert rig.dials == [1]
+    rig.check()
+
+
+def test_issue16_closing_connections_still_take_capacity() -> None:
+    rig = Rig(max_open=1)
+    w = waiter_of(rig.acquire())
+    entry = rig.connect()
+    assert served(w) is entry
+    rig.release(entry, broken=True)  # closing: still counted against max_open
+    assert rig.counts()[4] == 1
+    late = waiter_of(rig.acquire())
+    assert late.at_capacity
+    rig.check()

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import sqlite3
 import threading
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 pytest.importorskip("sqlalchemy")
 
-from sqlalchemy import Integer, String, create_engine, exc, select, text
+from sqlalchemy import Connection, Integer, String, create_engine, exc, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sqlgate.integrations.sqlalchemy import SqlgatePool
-from tests.fakes import wait_until
+from tests.fakes import Gate, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -160,6 +162,65 @@ def test_timeout_is_sqlalchemys_timeout_error(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_issue16_pool_timeout_zero_still_dials_below_max_open(tmp_path: Path) -> None:
+    dialing = Gate()
+    path = tmp_path / "t0.db"
+
+    def creator() -> sqlite3.Connection:
+        dialing.hold()
+        return sqlite3.connect(path, check_same_thread=False)
+
+    engine = create_engine(
+        "sqlite://", creator=creator, poolclass=SqlgatePool, max_open=1, pool_timeout=0
+    )
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    got: list[object] = []
+    first = threading.Thread(target=lambda: got.append(engine.connect()))
+    first.start()
+    dialing.wait_entered()
+    wait_until(lambda: queued(pool, 1), what="the first checkout to queue")
+    # At max_open, pool_timeout=0 fails at once, as QueuePool's would.
+    with pytest.raises(exc.TimeoutError, match=r"no connection after 0\.00 s"):
+        engine.connect()
+    dialing.open()
+    first.join(10)
+    (conn,) = got
+    assert isinstance(conn, Connection)
+    assert conn.execute(text("select 1")).scalar() == 1
+    conn.close()
+    s = pool.stats()
+    assert (s.timeouts, s.dials, s.in_use, s.idle) == (1, 1, 0, 1)
+    gate_check(engine)
+    engine.dispose()
+
+
+def test_issue16_pool_dispose_closes_idle_and_the_pool_stays_usable(
+    sqlite_engine: Engine,
+) -> None:
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    held = sqlite_engine.connect()
+    with sqlite_engine.connect():
+        pass
+    first = pool.sqlgate_pool
+    assert (first.stats().idle, first.stats().in_use) == (1, 1)
+    pool.dispose()
+    assert first.closed  # its idle connection is closed now
+    assert (first.stats().open_connections, first.stats().in_use) == (1, 1)
+    assert sqlite_engine.pool is pool
+    with sqlite_engine.connect() as conn:  # same pool, a fresh sqlgate pool
+        assert conn.execute(text("select 1")).scalar() == 1
+    assert pool.sqlgate_pool is not first
+    assert pool.sqlgate_pool.name == "sa-sqlite"
+    held.close()  # goes back to the pool that counts it, which closes it
+    settle(sqlite_engine)
+    assert (first.stats().open_connections, first.stats().closed) == (0, 2)
+    s = pool.stats()
+    assert (s.open_connections, s.idle, s.in_use) == (1, 1, 0)
+    gate_check(sqlite_engine)
+
+
 def test_dispose_closes_and_recreates(sqlite_engine: Engine) -> None:
     old = sqlite_engine.pool
     assert isinstance(old, SqlgatePool)
@@ -172,12 +233,90 @@ def test_dispose_closes_and_recreates(sqlite_engine: Engine) -> None:
     assert new is not old
     assert new.stats().max_open_connections == 2
     assert new.sqlgate_pool.name == "sa-sqlite"
-    assert old.sqlgate_pool.closed
+    assert old.stats().idle == 0
     held.close()  # a late check-in to the disposed pool closes the connection
-    settle_old = old.stats()
-    assert settle_old.in_use == 0
+    assert old.stats().in_use == 0
     with sqlite_engine.connect() as conn:
         assert conn.execute(text("select 1")).scalar() == 1
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_issue16_disposing_a_copy_of_the_engine(
+    sqlite_engine: Engine, close: bool
+) -> None:
+    with sqlite_engine.connect() as conn:
+        first = conn.connection.dbapi_connection
+    twin = copy.copy(sqlite_engine)
+    twin.dispose(close=close)
+    with twin.connect() as conn:  # the copy has a pool of its own now
+        assert conn.connection.dbapi_connection is not first
+    with sqlite_engine.connect() as conn:  # and the original keeps working
+        again = conn.connection.dbapi_connection
+        assert conn.execute(text("select 1")).scalar() == 1
+    # close=True closed the original's idle connection; close=False left it.
+    assert (again is first) is not close
+    twin.dispose()
+
+
+def test_issue16_invalidated_record_is_kept_and_reconnected(
+    sqlite_engine: Engine,
+) -> None:
+    pool = sqlite_engine.pool
+    assert isinstance(pool, SqlgatePool)
+    with sqlite_engine.connect() as conn:
+        record = conn.connection._connection_record
+        info = conn.connection.record_info
+        assert info is not None
+        info["mark"] = 16
+        first = conn.connection.dbapi_connection
+        conn.invalidate()
+    assert record is not None
+    assert record.dbapi_connection is None  # closed by SQLAlchemy
+    s = pool.stats()
+    assert (s.open_connections, s.idle, s.broken_closed) == (0, 0, 1)
+    with sqlite_engine.connect() as conn:  # the next dial reconnects that record
+        assert conn.connection._connection_record is record
+        assert conn.connection.record_info == {"mark": 16}
+        assert conn.connection.dbapi_connection is not first
+        assert conn.execute(text("select 1")).scalar() == 1
+    s = pool.stats()
+    assert (s.open_connections, s.idle, s.dials, s.closed) == (1, 1, 2, 1)
+    gate_check(sqlite_engine)
+
+
+def test_issue16_queuepool_sizes_map_to_sqlgate_knobs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sizes.db'}"
+    engine = create_engine(url, poolclass=SqlgatePool, pool_size=5, max_overflow=3)
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    s = pool.stats()
+    assert (s.max_idle, s.max_open_connections) == (5, 8)
+    conns = [engine.connect() for _ in range(5)]
+    for conn in conns:
+        conn.close()
+    assert pool.stats().idle == 5  # pool_size connections are kept, as QueuePool
+    engine.dispose()
+    cases: list[tuple[dict[str, Any], tuple[int, int]]] = [
+        ({"pool_size": 7}, (7, 0)),
+        ({"max_overflow": 2}, (2, 7)),  # QueuePool's default pool_size is 5
+        ({"pool_size": 3, "max_overflow": -1}, (3, 0)),
+        ({"max_open": 4, "max_idle": 3}, (3, 4)),
+        ({}, (2, 0)),
+    ]
+    for knobs, (max_idle, max_open) in cases:
+        engine = create_engine(url, poolclass=SqlgatePool, **knobs)
+        s = engine.pool.stats()  # type: ignore[attr-defined]
+        assert (s.max_idle, s.max_open_connections) == (max_idle, max_open), knobs
+        engine.dispose()
+    engine = create_engine(url, poolclass=SqlgatePool, pool_size=0)
+    assert engine.pool.sqlgate_pool._core.max_idle == 2**31 - 1  # type: ignore[attr-defined]
+    engine.dispose()
+    with pytest.raises(ValueError, match=r"give max_idle \(3\) or pool_size \(5\)"):
+        create_engine(url, poolclass=SqlgatePool, pool_size=5, max_idle=3)
+    with pytest.raises(ValueError, match=r"max_overflow must be >= -1, got -2"):
+        create_engine(url, poolclass=SqlgatePool, max_overflow=-2)
+    with pytest.raises(TypeError, match=r"pool_size must be an int, got '5'"):
+        create_engine(url, poolclass=SqlgatePool, pool_size="5")
 
 
 @pytest.mark.postgres
@@ -205,7 +344,7 @@ def test_core_and_orm_on_postgres(pg_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_invalidation_of_a_dead_connection_is_counted_closed(pg_url: str) -> None:
+def test_invalidation_of_a_dead_connection_keeps_the_record(pg_url: str) -> None:
     engine = create_engine(pg_url, poolclass=SqlgatePool, max_open=2, name="sa-kill")
     killer = create_engine(pg_url, poolclass=SqlgatePool, max_open=1)
     try:
@@ -213,6 +352,9 @@ def test_invalidation_of_a_dead_connection_is_counted_closed(pg_url: str) -> Non
         assert isinstance(pool, SqlgatePool)
         with engine.connect() as conn:
             pid = conn.execute(text("select pg_backend_pid()")).scalar()
+            info = conn.connection.record_info
+            assert info is not None
+            info["seen"] = pid
         assert pool.stats().idle == 1
         kill(killer, pid)
         with engine.connect() as conn:
@@ -224,8 +366,9 @@ def test_invalidation_of_a_dead_connection_is_counted_closed(pg_url: str) -> Non
         assert (s.broken_closed, s.closed, s.in_use, s.idle) == (1, 1, 0, 0)
         assert s.open_connections == 0
         gate_check(engine)
-        with engine.connect() as conn:  # a fresh dial serves the next checkout
-            assert conn.execute(text("select 1")).scalar() == 1
+        with engine.connect() as conn:  # a dial reconnects that same record
+            assert conn.execute(text("select pg_backend_pid()")).scalar() != pid
+            assert conn.connection.record_info == {"seen": pid}
         s = pool.stats()
         assert (s.dials, s.open_connections, s.idle) == (2, 1, 1)
         gate_check(engine)

@@ -124,8 +124,9 @@ async def test_core_on_aiosqlite(tmp_path: Path) -> None:
     assert "open=1 in_use=0 idle=1 waiting=0 max_open=2" in pool.status()
     assert (pool.checkedout(), pool.checkedin()) == (0, 1)
     check(engine)
+    first = pool.sqlgate_pool
     await engine.dispose()
-    s = pool.stats()
+    s = first.stats()
     assert (s.open_connections, s.closed) == (0, 1)
 
 
@@ -175,15 +176,13 @@ async def test_limit_and_fifo_through_the_engine(tmp_path: Path) -> None:
 async def test_timeout_is_sqlalchemys_timeout_error(tmp_path: Path) -> None:
     engine = sqlite_engine(tmp_path, max_open=1, pool_timeout=0)
     pool = gate(engine)
+    # Below max_open, pool_timeout=0 still waits for the dial (issue 16).
+    held = await engine.connect()
     with pytest.raises(exc.TimeoutError, match=r"no connection after 0\.00 s"):
-        await engine.connect()  # nothing idle yet; its dial lands idle
-    await until(lambda: pool.stats().idle == 1, "the dial to land")
-    held = await engine.connect()  # the idle one: no wait, so timeout 0 is fine
-    with pytest.raises(exc.TimeoutError, match=r"no connection after 0\.00 s"):
-        await engine.connect()
+        await engine.connect()  # at max_open: fails at once
     await held.close()
     s = pool.stats()
-    assert (s.timeouts, s.in_use, s.idle) == (2, 0, 1)
+    assert (s.timeouts, s.in_use, s.idle, s.dials) == (1, 0, 1, 1)
     check(engine)
     await engine.dispose()
 
@@ -192,6 +191,7 @@ async def test_timeout_is_sqlalchemys_timeout_error(tmp_path: Path) -> None:
 async def test_dispose_closes_and_recreates(tmp_path: Path) -> None:
     engine = sqlite_engine(tmp_path, name="sa-aio-dispose")
     old = gate(engine)
+    first = old.sqlgate_pool
     held = await engine.connect()
     async with engine.connect():
         pass
@@ -200,13 +200,43 @@ async def test_dispose_closes_and_recreates(tmp_path: Path) -> None:
     assert new is not old
     assert new.stats().max_open_connections == 2
     assert new.sqlgate_pool.name == "sa-aio-dispose"
-    assert old.sqlgate_pool.closed
-    assert (old.stats().open_connections, old.stats().in_use) == (1, 1)
+    assert first.closed  # the idle one closed; the old pool itself stays usable
+    assert old.sqlgate_pool is not first
+    assert (first.stats().open_connections, first.stats().in_use) == (1, 1)
     await held.close()  # a late check-in to the disposed pool closes it
-    await until(lambda: old.stats().open_connections == 0, "the late close")
-    assert (old.stats().closed, old.stats().in_use) == (2, 0)
+    await until(lambda: first.stats().open_connections == 0, "the late close")
+    assert (first.stats().closed, first.stats().in_use) == (2, 0)
     async with engine.connect() as conn:
         assert await conn.scalar(text("select 1")) == 1
+    check(engine)
+    await engine.dispose()
+
+
+@run
+async def test_issue16_invalidated_record_is_kept_and_reconnected(
+    tmp_path: Path,
+) -> None:
+    engine = sqlite_engine(tmp_path)
+    pool = gate(engine)
+    async with engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        record = fairy._connection_record
+        info = fairy.record_info
+        assert info is not None
+        info["mark"] = 16
+        await conn.invalidate()
+    assert record is not None
+    assert record.dbapi_connection is None
+    await settle(engine)
+    s = pool.stats()
+    assert (s.open_connections, s.idle, s.broken_closed) == (0, 0, 1)
+    async with engine.connect() as conn:  # the next dial reconnects that record
+        fairy = await conn.get_raw_connection()
+        assert fairy._connection_record is record
+        assert fairy.record_info == {"mark": 16}
+        assert await conn.scalar(text("select 1")) == 1
+    s = pool.stats()
+    assert (s.open_connections, s.idle, s.dials, s.closed) == (1, 1, 2, 1)
     check(engine)
     await engine.dispose()
 
@@ -337,7 +367,7 @@ async def test_orm_session_on_postgres(pg_url: str, driver: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("driver", DRIVERS)
 @run
-async def test_invalidation_of_a_dead_connection_is_counted_closed(
+async def test_invalidation_of_a_dead_connection_keeps_the_record(
     pg_url: str, driver: str
 ) -> None:
     app = unique_app(f"kill-{driver}")
@@ -358,8 +388,8 @@ async def test_invalidation_of_a_dead_connection_is_counted_closed(
         assert (s.broken_closed, s.closed, s.in_use, s.idle) == (1, 1, 0, 0)
         assert s.open_connections == 0
         check(engine)
-        async with engine.connect() as conn:  # a fresh dial serves the next one
-            assert await conn.scalar(text("select 1")) == 1
+        async with engine.connect() as conn:  # a dial reconnects that record
+            assert await conn.scalar(text("select pg_backend_pid()")) != pid
         s = pool.stats()
         assert (s.dials, s.open_connections, s.idle) == (2, 1, 1)
         check(engine)

@@ -10,6 +10,7 @@ import gc
 import logging
 import math
 import re
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -719,3 +720,57 @@ def test_rollback_uses_the_class_rollback_without_a_transaction_flag() -> None:
     assert conn.rollbacks == 2
     assert pool.stats().broken_closed == 0
     pool.close()
+
+
+# -- timeout_at_capacity_only (issue 16) -----------------------------------------------
+
+
+def blocked_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is inside ``function`` now (its stack, read live)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_issue16_timeout_at_capacity_only_spares_a_caller_waiting_for_its_dial(
+    driver: FakeDriver, leak_check: LeakCheck
+) -> None:
+    driver.connect_gate = gate = Gate()
+    pool = Pool(
+        driver.connect, max_open=1, acquire_timeout=0, timeout_at_capacity_only=True
+    )
+    leak_check(pool, driver)
+    caller = Caller(pool)
+    gate.wait_entered()
+    # Blocked on its wait, not timed out: a wait timed at 0 never blocks.
+    wait_until(lambda: blocked_in(caller.thread, "_wait_settled"), what="the wait")
+    assert pool.stats().waiting == 1
+    # At max_open, the timeout applies: this caller fails at once.
+    with pytest.raises(PoolTimeout, match=r"no connection after 0\.00 s"):
+        pool.acquire()
+    gate.open()
+    assert caller.result().number == 1
+    caller.finish()
+    s = pool.stats()
+    assert (s.timeouts, s.in_use, s.idle, s.waiting) == (1, 0, 1, 0)
+
+
+def test_issue16_without_the_knob_the_timeout_covers_the_dial(
+    driver: FakeDriver, leak_check: LeakCheck
+) -> None:
+    driver.connect_gate = gate = Gate()
+    pool = Pool(driver.connect, max_open=1, acquire_timeout=0)
+    leak_check(pool, driver)
+    with pytest.raises(PoolTimeout, match=r"no connection after 0\.00 s"):
+        pool.acquire()
+    gate.open()
+    settled(pool)
+    assert counts(pool) == (1, 0, 1, 0, 0, 0)
+
+
+def test_issue16_timeout_at_capacity_only_must_be_a_bool(driver: FakeDriver) -> None:
+    with pytest.raises(TypeError, match="timeout_at_capacity_only must be a bool"):
+        Pool(driver.connect, timeout_at_capacity_only=1)  # type: ignore[arg-type]

@@ -28,10 +28,28 @@ SQLAlchemy keeps its part: its connection records, reset on return
 (``pool_reset_on_return``), ``pool_pre_ping`` and pool events. sqlgate decides
 everything else: limits, FIFO hand-off, dialing off the caller's path,
 lifetimes, stats. Each sqlgate "connection" is one SQLAlchemy connection
-record. A record SQLAlchemy invalidated (a dead connection found by a query,
-``pool_pre_ping``, or ``engine.dispose()``'s invalidation of older ones) goes
-back to sqlgate as broken: sqlgate counts it closed (``broken_closed``) and
-dials a replacement when one is needed, so the counts stay exact.
+record. A record whose connection SQLAlchemy closed (a dead connection found
+by a query or by ``pool_pre_ping``, ``invalidate()``, ``detach()``) goes back
+to sqlgate as broken: sqlgate counts it closed (``broken_closed``), and the
+next dial reconnects that same record rather than make a new one, so its
+``record_info`` survives, as SQLAlchemy documents, and the counts stay exact.
+An idle record that SQLAlchemy finds stale at checkout (a soft or engine-wide
+invalidation, ``pool_recycle``) is reconnected in place by SQLAlchemy.
+
+SQLAlchemy's contract, kept:
+
+- ``pool_timeout`` bounds only the wait for a connection when ``max_open``
+  connections exist; a checkout below the limit waits for its dial however
+  long that takes (``pool_timeout=0`` fails only at the limit).
+- ``pool.dispose()`` closes the idle connections and leaves the pool usable:
+  a fresh sqlgate pool takes over, and connections checked out before it are
+  closed when they come back. ``engine.dispose()`` does that, then gives the
+  engine a new pool; ``engine.dispose(close=False)`` leaves the old pool's
+  connections alone (a forked child's recipe).
+- ``QueuePool``'s sizing arguments are understood: ``pool_size`` is
+  ``max_idle`` and, with ``max_overflow``, ``max_open = pool_size +
+  max_overflow`` (-1: unlimited). ``pool_use_lifo`` is accepted; sqlgate
+  always reuses the most recently returned connection first.
 
 The async pool is used from SQLAlchemy's greenlet bridge: SQLAlchemy runs its
 synchronous pool code in a greenlet, and ``AsyncSqlgatePool`` awaits
@@ -55,11 +73,21 @@ Requires the ``sqlalchemy`` extra.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar
+from collections import deque
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    NoReturn,
+    Self,
+    TypeVar,
+    cast,
+)
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import pool as sa_pool
-from sqlalchemy.pool.base import _AsyncConnDialect
+from sqlalchemy.pool.base import _AsyncConnDialect, _ConnectionRecord
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
@@ -89,10 +117,47 @@ def _raise_for_sqlalchemy(error: PoolTimeout | ConnectError) -> NoReturn:
     raise error
 
 
-def _is_stale(record: Record) -> bool:
-    """Whether an idle record was invalidated meanwhile (engine-wide invalidation)."""
-    stale = getattr(record, "_is_hard_or_soft_invalidated", None)
-    return stale is not None and bool(stale())
+def _sizes(
+    max_open: int | None,
+    max_idle: int | None,
+    pool_size: int | None,
+    max_overflow: int | None,
+) -> tuple[int, int]:
+    """``max_open`` and ``max_idle`` from sqlgate's knobs or QueuePool's.
+
+    Raises:
+        TypeError, ValueError: both names of one knob given, naming them.
+    """
+    if pool_size is not None and max_idle is not None:
+        raise ValueError(
+            f"give max_idle ({max_idle!r}) or pool_size ({pool_size!r}), not both"
+        )
+    if max_overflow is not None and max_open is not None:
+        raise ValueError(
+            f"give max_open ({max_open!r}) or max_overflow ({max_overflow!r}), not both"
+        )
+    for name, value in (("pool_size", pool_size), ("max_overflow", max_overflow)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+    if pool_size is not None and pool_size < 0:
+        raise ValueError(f"pool_size must be >= 0, got {pool_size!r}")
+    if max_overflow is not None and max_overflow < -1:
+        raise ValueError(f"max_overflow must be >= -1, got {max_overflow!r}")
+    if max_idle is None:
+        # QueuePool keeps pool_size connections; 0 means no limit.
+        max_idle = 2 if pool_size is None else (pool_size or _UNLIMITED)
+    if max_open is None:
+        max_open = 0
+        if max_overflow is not None and max_overflow >= 0:
+            size = 5 if pool_size is None else pool_size  # QueuePool's default
+            max_open = size + max_overflow if size else 0
+    return max_open, max_idle
+
+
+#: ``max_idle`` for QueuePool's ``pool_size=0`` (no limit).
+_UNLIMITED = 2**31 - 1
 
 
 class _GatedPool(sa_pool.Pool, Generic[G]):
@@ -103,8 +168,8 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         creator: Any,
         # Not keyword-only: create_engine() finds a pool class's keywords by
         # its positional parameters (sqlalchemy.util.get_cls_kwargs).
-        max_open: int = 0,
-        max_idle: int = 2,
+        max_open: int | None = None,
+        max_idle: int | None = None,
         min_idle: int = 0,
         max_connecting: int = DEFAULT_MAX_CONNECTING,
         conn_max_lifetime: float | None = None,
@@ -112,23 +177,34 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         max_waiting: int = 0,
         timeout: float | None = 30.0,
         name: str | None = None,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        use_lifo: bool = True,
         **kw: Any,
     ) -> None:
         """Create the pool; ``create_engine`` passes these keywords through.
 
         Args:
             creator: SQLAlchemy's connection factory.
-            max_open: most connections open at once; 0 means unlimited.
-            max_idle: most connections kept idle.
+            max_open: most connections open at once; 0 (the default, unless
+                ``max_overflow`` is given) means unlimited.
+            max_idle: most connections kept idle (default 2, or
+                ``pool_size``).
             min_idle: idle connections kept dialed in the background.
             max_connecting: most dials in flight at once; 0 means unlimited.
             conn_max_lifetime: seconds a connection may live; None = forever.
             conn_max_idle_time: seconds a connection may sit idle; None =
                 forever.
             max_waiting: most callers queued at once; 0 means unbounded.
-            timeout: seconds a checkout waits (``pool_timeout`` in
-                ``create_engine``); None waits forever.
+            timeout: seconds a checkout waits when ``max_open`` connections
+                exist (``pool_timeout`` in ``create_engine``); a checkout
+                below the limit waits for its dial. None waits forever.
             name: the sqlgate pool's name (messages, metrics).
+            pool_size: QueuePool's name for ``max_idle`` (0: no limit).
+            max_overflow: with ``pool_size`` (default 5), sets ``max_open``
+                to their sum, as QueuePool; -1 means unlimited.
+            use_lifo: accepted for QueuePool's ``pool_use_lifo``; sqlgate
+                always reuses the most recently returned connection first.
             kw: SQLAlchemy's own pool arguments (``reset_on_return``,
                 ``pre_ping``, ``echo``, ``events``, ``dialect``...).
 
@@ -136,6 +212,9 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
             TypeError, ValueError: a knob is wrong; the message names it.
         """
         super().__init__(creator, **kw)
+        if not isinstance(use_lifo, bool):
+            raise TypeError(f"use_lifo must be a bool, got {use_lifo!r}")
+        max_open, max_idle = _sizes(max_open, max_idle, pool_size, max_overflow)
         self._knobs: dict[str, Any] = {
             "max_open": max_open,
             "max_idle": max_idle,
@@ -147,13 +226,26 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
             "timeout": timeout,
             "name": name,
         }
+        #: Records whose connection SQLAlchemy closed, given back to sqlgate
+        #: as broken: the next dials reconnect them (their record_info kept).
+        self._spares: deque[Record] = deque()
+        self._gate: G = self._new_gate()
+        #: Pools replaced by ``dispose()`` that still have records checked
+        #: out: each record goes back to the pool that counts it.
+        self._retired: list[G] = []
+
+    def _new_gate(self) -> G:
+        """A sqlgate pool with this pool's knobs."""
         knobs = dict(self._knobs)
         knobs["acquire_timeout"] = knobs.pop("timeout")
-        if name is None:
+        if knobs["name"] is None:
             knobs["name"] = f"sqlalchemy-{id(self):x}"
+        # SQLAlchemy's pool_timeout: only a wait at max_open is timed.
+        knobs["timeout_at_capacity_only"] = True
         # SQLAlchemy resets a connection on its way back (reset_on_return);
         # sqlgate must not roll back a second time.
-        self._gate: G = self._make_gate(knobs)
+        knobs["rollback_on_return"] = False
+        return self._make_gate(knobs)
 
     def _make_gate(self, knobs: dict[str, Any]) -> G:
         raise NotImplementedError
@@ -163,6 +255,50 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
 
     def _give_back(self, record: Record, *, broken: bool) -> None:
         raise NotImplementedError
+
+    def _dial_record(self) -> Record:
+        """A connected record: a spare one reconnected, or a new one."""
+        spares = self._spares
+        while spares:
+            try:
+                record = spares.popleft()
+            except IndexError:  # another dial took the last one
+                break
+            if self._gate._core.holds(record) or any(
+                old._core.holds(record) for old in self._retired
+            ):
+                # Its close is still being settled: reuse it next time.
+                spares.append(record)
+                break
+            try:
+                # Reconnects: its connection is None.
+                cast("_ConnectionRecord", record).get_connection()
+            except BaseException:
+                spares.append(record)
+                raise
+            return record
+        return self._create_connection()
+
+    def _owner(self, record: Record) -> G:
+        """The sqlgate pool that handed ``record`` out."""
+        gate = self._gate
+        if self._retired and not gate._core.holds(record):
+            for old in self._retired:
+                if old._core.holds(record):
+                    return old
+        return gate
+
+    def _retire(self) -> G:
+        """Put a fresh sqlgate pool in place; return the old one to close."""
+        old = self._gate
+        self._gate = self._new_gate()
+        # Lists are replaced, never changed in place: a return running
+        # meanwhile (in another thread, or from a finalizer) reads one whole.
+        # Pools with nothing left out are forgotten here.
+        gates = list(self._retired)
+        gates.append(old)
+        self._retired = [g for g in gates if g._core.stats().in_use]
+        return old
 
     @property
     def sqlgate_pool(self) -> G:
@@ -174,22 +310,21 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         return self._gate.stats()
 
     def _do_get(self) -> Record:
-        while True:
-            try:
-                record = self._acquire()
-            except (PoolTimeout, ConnectError) as error:
-                _raise_for_sqlalchemy(error)
-            if _is_stale(record):
-                # Discard it through sqlgate, so it is counted closed, and
-                # take another.
-                self._give_back(record, broken=True)
-                continue
-            return record
+        # A record invalidated while idle (or dialed long ago, past
+        # pool_recycle) is reconnected in place by SQLAlchemy's checkout.
+        try:
+            return self._acquire()
+        except (PoolTimeout, ConnectError) as error:
+            _raise_for_sqlalchemy(error)
 
     def _do_return_conn(self, record: Record) -> None:
-        # A record whose DBAPI connection SQLAlchemy closed (invalidate) is
-        # discarded, not kept as an empty slot.
-        self._give_back(record, broken=record.dbapi_connection is None)
+        if record.dbapi_connection is not None:
+            self._give_back(record, broken=False)
+            return
+        # Invalidated or detached: sqlgate counts its connection closed, and
+        # a later dial reconnects this record (see _dial_record).
+        self._give_back(record, broken=True)
+        self._spares.append(record)
 
     def recreate(self) -> Self:
         """A new pool with the same arguments (``engine.dispose()`` uses it)."""
@@ -231,23 +366,27 @@ class SqlgatePool(_GatedPool[Pool[Record]]):
 
     def _make_gate(self, knobs: dict[str, Any]) -> Pool[Record]:
         start_courier()  # forgotten connections come back through it
-        return Pool(self._create_connection, rollback_on_return=False, **knobs)
+        return Pool(self._dial_record, **knobs)
 
     def _acquire(self) -> Record:
         return self._gate.acquire()
 
     def _give_back(self, record: Record, *, broken: bool) -> None:
+        gate = self._owner(record)
         if in_collection():
             # SQLAlchemy returning a forgotten connection from a finalizer:
             # this thread may hold the pool's lock (the collector ran at an
             # allocation inside it), so the courier thread releases it.
-            self._gate._release_soon(record, broken=broken)
+            gate._release_soon(record, broken=broken)
         else:
-            self._gate.release(record, broken=broken)
+            gate.release(record, broken=broken)
 
     def dispose(self) -> None:
-        """Close the sqlgate pool: idle connections now, checked-out ones on return."""
-        self._gate.close()
+        """Close idle connections now, checked-out ones on return; stay usable.
+
+        A fresh sqlgate pool serves the checkouts that follow.
+        """
+        self._retire().close()
 
 
 class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
@@ -265,15 +404,10 @@ class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
         # A record is closed through its dialect, whose async adapter awaits
         # inside: the on_close hook closes it in a greenlet, so the pool's own
         # close() that follows finds nothing left to close.
-        return AsyncPool(
-            self._dial,
-            rollback_on_return=False,
-            on_close=self._close_record,
-            **knobs,
-        )
+        return AsyncPool(self._dial, on_close=self._close_record, **knobs)
 
     async def _dial(self) -> Record:
-        return await greenlet_spawn(self._create_connection)
+        return await greenlet_spawn(self._dial_record)
 
     @staticmethod
     async def _close_record(record: Record) -> None:
@@ -283,14 +417,18 @@ class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
         return await_only(self._gate.acquire())
 
     def _give_back(self, record: Record, *, broken: bool) -> None:
+        gate = self._owner(record)
         if in_greenlet() and not in_collection():
-            await_only(self._gate.release(record, broken=broken))
+            await_only(gate.release(record, broken=broken))
         else:
             # SQLAlchemy detaching a forgotten connection from a finalizer:
             # in any thread (an executor's, aiosqlite's), or in the loop's
             # in the middle of a core call. The pool's loop releases it.
-            self._gate._release_soon(record, broken=broken)
+            gate._release_soon(record, broken=broken)
 
     def dispose(self) -> None:
-        """Close the sqlgate pool: idle connections now, checked-out ones on return."""
-        await_only(self._gate.close())
+        """Close idle connections now, checked-out ones on return; stay usable.
+
+        A fresh sqlgate pool serves the checkouts that follow.
+        """
+        await_only(self._retire().close())
