@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import sqlgate
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -68,3 +70,15 @@ def cleanup() -> Iterator[Callable[[Callable[[], object]], None]]:
     yield todo.append
     for fn in reversed(todo):
         fn()
+
+
+@pytest.fixture
+def db() -> Iterator[sqlgate.DB]:
+    """A ``:memory:`` SQLite DB with one idle connection: figures (0, 1, 0).
+
+    ``test_db_sqlite.py`` has its own ``db`` (a file database with a table).
+    """
+    handle = sqlgate.open("sqlite:///:memory:")
+    handle.exec("select 1")
+    yield handle
+    handle.close()

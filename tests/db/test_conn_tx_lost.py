@@ -11,49 +11,20 @@ caller. Either way the Tx must not touch it again: it ends, refuses with
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 import sqlgate
+from tests.db.helpers import ACutCursor, CutCursor, LinkGone, figures
 
 TX_LOST = r"^transaction already ended: its connection was lost$"
 TX_CLOSED = r"^transaction already ended: its Conn was closed$"
 
 
-class _Cut:
-    """Wraps the adapter's real cursor: its fetch raises ``exc``."""
-
-    def __init__(self, real: Any, exc: BaseException) -> None:
-        self._real = real
-        self._exc = exc
-        self.columns = real.columns
-
-    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        raise self._exc
-
-    def close(self) -> None:
-        self._real.close()
-
-
-def _figures(db: sqlgate.DB | sqlgate.AsyncDB) -> tuple[int, int, int]:
-    db.pool._core.check()
-    s = db.stats()
-    return s.in_use, s.idle, s.broken_closed
-
-
-@pytest.fixture
-def db() -> Any:
-    handle = sqlgate.open("sqlite:///:memory:")
-    handle.exec("select 1")  # one idle connection: the figures start at (0, 1, 0)
-    yield handle
-    handle.close()
-
-
 def _lose(conn: sqlgate.Conn) -> None:
     """Mark ``conn`` lost: an interrupt while its own Rows fetch."""
     rows = conn.query("select 1")
-    rows._cursor = _Cut(rows._cursor, KeyboardInterrupt())  # type: ignore[assignment]
+    rows._cursor = CutCursor(rows._cursor, KeyboardInterrupt())  # type: ignore[assignment]
     with pytest.raises(KeyboardInterrupt):
         next(rows)
 
@@ -71,11 +42,11 @@ def test_tx_of_a_lost_conn_refuses(db: sqlgate.DB, method: str) -> None:
     # Refused again, the same way; nothing was sent or released.
     with pytest.raises(sqlgate.Error, match=TX_LOST):
         tx.exec("select 1")
-    assert _figures(db) == (1, 0, 0)
+    assert figures(db) == (1, 0, 0)
     conn.close()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
     assert db.query_row("select 2") == (2,)
-    assert _figures(db) == (0, 1, 1)
+    assert figures(db) == (0, 1, 1)
 
 
 def test_tx_of_a_lost_conn_refuses_in_with_block(db: sqlgate.DB) -> None:
@@ -84,41 +55,22 @@ def test_tx_of_a_lost_conn_refuses_in_with_block(db: sqlgate.DB) -> None:
         _lose(conn)
     assert tx.done
     conn.close()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_tx_of_a_closed_conn_refuses(db: sqlgate.DB) -> None:
     conn = db.conn()
     tx = conn.begin()
     conn.close()  # the connection is back in the pool (rolled back)
-    assert _figures(db) == (0, 1, 0)
+    assert figures(db) == (0, 1, 0)
     for call in (lambda: tx.exec("select 1"), tx.commit, tx.rollback):
         with pytest.raises(sqlgate.Error, match=TX_CLOSED):
             call()
     assert tx.done
-    assert _figures(db) == (0, 1, 0)
+    assert figures(db) == (0, 1, 0)
 
 
 # -- asyncio ----------------------------------------------------------------
-
-
-class _ACut:
-    """Wraps an async cursor: its fetch raises ``exc``."""
-
-    def __init__(self, real: Any, exc: BaseException) -> None:
-        self._real = real
-        self._exc = exc
-        self.columns = real.columns
-
-    async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        raise self._exc
-
-    async def aclose(self) -> None:
-        await self._real.aclose()
-
-
-class _LinkGone(Exception):
-    """A dead link, as the patched adapter below calls it."""
 
 
 @pytest.mark.parametrize("method", ["exec", "query", "query_row", "commit", "rollback"])
@@ -131,11 +83,11 @@ def test_async_tx_of_a_lost_conn_refuses(method: str) -> None:
             tx = await conn.begin()
             adapter = db._drv
             real_is_dead = adapter.is_dead
-            adapter.is_dead = lambda c, e: isinstance(e, _LinkGone)  # type: ignore[method-assign,assignment]
+            adapter.is_dead = lambda c, e: isinstance(e, LinkGone)  # type: ignore[method-assign,assignment]
             try:
                 rows = await conn.query("select 1")
-                rows._cursor = _ACut(rows._cursor, _LinkGone())  # type: ignore[assignment]
-                with pytest.raises(_LinkGone):
+                rows._cursor = ACutCursor(rows._cursor, LinkGone())  # type: ignore[assignment]
+                with pytest.raises(LinkGone):
                     await rows.first()
             finally:
                 adapter.is_dead = real_is_dead  # type: ignore[method-assign]
@@ -144,9 +96,9 @@ def test_async_tx_of_a_lost_conn_refuses(method: str) -> None:
             with pytest.raises(sqlgate.Error, match=TX_LOST):
                 await call(*args)
             assert tx.done
-            assert _figures(db) == (1, 0, 0)
+            assert figures(db) == (1, 0, 0)
             await conn.close()
-            assert _figures(db) == (0, 0, 1)
+            assert figures(db) == (0, 0, 1)
             assert await db.query_row("select 2") == (2,)
         finally:
             await db.close()
@@ -162,13 +114,13 @@ def test_async_tx_of_a_closed_conn_refuses() -> None:
             conn = await db.conn()
             tx = await conn.begin()
             await conn.close()
-            assert _figures(db) == (0, 1, 0)
+            assert figures(db) == (0, 1, 0)
             with pytest.raises(sqlgate.Error, match=TX_CLOSED):
                 await tx.exec("select 1")
             with pytest.raises(sqlgate.Error, match=TX_CLOSED):
                 await tx.commit()
             assert tx.done
-            assert _figures(db) == (0, 1, 0)
+            assert figures(db) == (0, 1, 0)
         finally:
             await db.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +12,7 @@ import pytest
 
 import sqlgate
 import sqlgate.db
+from tests.fakes import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +30,7 @@ def _kill(admin: Any, ids: list[int]) -> None:
     """KILL each connection and wait until the server has dropped it."""
     for i in ids:
         _admin(admin, f"KILL CONNECTION {int(i)}")
-    _wait_for(
+    wait_until(
         lambda: (
             not _admin(
                 admin,
@@ -38,15 +38,8 @@ def _kill(admin: Any, ids: list[int]) -> None:
                 (tuple(ids),),
             )
         ),
-        "the killed connections to go",
+        what="the killed connections to go",
     )
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_crud(my_dsn: str, table: str, cleanup: Callable[..., None]) -> None:
@@ -182,7 +175,7 @@ def test_killed_during_statement_runs_it_once(
 
             t = threading.Thread(target=run)
             t.start()
-            _wait_for(
+            wait_until(
                 lambda: bool(
                     _admin(
                         my_admin,
@@ -191,7 +184,7 @@ def test_killed_during_statement_runs_it_once(
                         (conn_id, "%sleep(5)%"),
                     )
                 ),
-                "the statement to run",
+                what="the statement to run",
             )
             _kill(my_admin, [conn_id])
             t.join(10)
@@ -220,7 +213,7 @@ def test_kill_query_is_a_sql_error(my_dsn: str, my_admin: Any) -> None:
 
         t = threading.Thread(target=run)
         t.start()
-        _wait_for(
+        wait_until(
             lambda: bool(
                 _admin(
                     my_admin,
@@ -229,7 +222,7 @@ def test_kill_query_is_a_sql_error(my_dsn: str, my_admin: Any) -> None:
                     (conn_id, "%sleep(5)%"),
                 )
             ),
-            "the statement to run",
+            what="the statement to run",
         )
         _admin(my_admin, f"KILL QUERY {conn_id}")
         t.join(10)

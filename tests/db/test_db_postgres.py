@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -14,29 +13,13 @@ import pytest
 
 import sqlgate
 import sqlgate.db
+from tests.db.helpers import terminate
+from tests.fakes import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 pytestmark = pytest.mark.postgres
-
-
-def _terminate(admin: Any, app_name: str) -> int:
-    """Kill every backend of ``app_name`` and wait (up to 5 s) until each exits."""
-    rows = admin.execute(
-        "select pg_terminate_backend(pid, 5000) from pg_stat_activity "
-        "where application_name = %s",
-        (app_name,),
-    ).fetchall()
-    assert all(r[0] for r in rows)
-    return len(rows)
-
-
-def _wait_for(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_crud(pg_dsn: str, table: str, cleanup: Callable[..., None]) -> None:
@@ -152,7 +135,7 @@ def test_killed_idle_connections_are_retried(
         c1.close()
         c2.close()
         assert db.stats().idle == 2
-        assert _terminate(pg_admin, app_name) == 2
+        assert terminate(pg_admin, app_name) == 2
         assert db.query_row("select 1") == (1,)
         s = db.stats()
         # Two pooled tries met dead links; the fresh one was a new dial.
@@ -166,7 +149,7 @@ def test_three_dead_idle_connections_all_drained(
         conns = [db.conn() for _ in range(3)]
         for c in conns:
             c.close()
-        assert _terminate(pg_admin, app_name) == 3
+        assert terminate(pg_admin, app_name) == 3
         assert db.exec("select 1").rows_affected == 1
         s = db.stats()
         assert (s.broken_closed, s.dials, s.idle) == (3, 4, 1)
@@ -177,7 +160,7 @@ def test_retry_false_gives_the_dead_link_to_the_caller(
 ) -> None:
     with sqlgate.db.open(pg_dsn, ping_idle=0) as db:
         db.ping()
-        assert _terminate(pg_admin, app_name) == 1
+        assert terminate(pg_admin, app_name) == 1
         with pytest.raises(psycopg.OperationalError):
             db.query_row("select 1", retry=False)
         s = db.stats()
@@ -191,7 +174,7 @@ def test_dead_link_after_sending_is_not_retried(
     """Idle less than ping_idle: not pinged; the statement meets the dead link."""
     with sqlgate.db.open(pg_dsn, ping_idle=3600) as db:
         db.ping()
-        assert _terminate(pg_admin, app_name) == 1
+        assert terminate(pg_admin, app_name) == 1
         with pytest.raises(psycopg.errors.AdminShutdown):
             db.exec("select 1")
         s = db.stats()
@@ -216,7 +199,7 @@ def test_killed_during_statement_runs_it_once(
 
             t = threading.Thread(target=run)
             t.start()
-            _wait_for(
+            wait_until(
                 lambda: (
                     pg_admin.execute(
                         "select count(*) from pg_stat_activity"
@@ -226,9 +209,9 @@ def test_killed_during_statement_runs_it_once(
                     ).fetchone()[0]
                     == 1
                 ),
-                "the statement to run",
+                what="the statement to run",
             )
-            assert _terminate(pg_admin, app_name) == 1
+            assert terminate(pg_admin, app_name) == 1
             t.join(10)
             assert not t.is_alive()
             assert len(errors) == 1
@@ -247,7 +230,7 @@ def test_dead_link_inside_tx_is_never_retried(
     with sqlgate.db.open(pg_dsn, ping_idle=0) as db:
         tx = db.begin()
         tx.exec("select 1")
-        assert _terminate(pg_admin, app_name) == 1
+        assert terminate(pg_admin, app_name) == 1
         with pytest.raises(psycopg.OperationalError):
             tx.exec("select 2")
         with pytest.raises(sqlgate.Error, match="its connection was lost"):

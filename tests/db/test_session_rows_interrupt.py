@@ -17,6 +17,7 @@ import pytest
 
 import sqlgate
 from sqlgate.drivers.sqlite import SqliteAdapter
+from tests.db.helpers import CutCursor, DeadOnLinkGone, LinkGone, figures
 
 if TYPE_CHECKING:
     from sqlgate.aiodb import AsyncRows
@@ -25,55 +26,8 @@ TX_LOST = r"^transaction already ended: its connection was lost$"
 CONN_LOST = r"^connection was lost; close this Conn and take another$"
 
 
-class _Cut:
-    """Wraps the adapter's real cursor: its fetch (or close) raises ``exc``."""
-
-    def __init__(
-        self, real: Any, exc: BaseException, *, in_close: bool = False
-    ) -> None:
-        self._real = real
-        self._exc = exc
-        self._in_close = in_close
-        self.columns = real.columns
-
-    def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        if self._in_close:
-            return list(self._real.fetchmany(n))
-        raise self._exc
-
-    def close(self) -> None:
-        self._real.close()
-        if self._in_close:
-            raise self._exc
-
-
-class _LinkGone(Exception):
-    """What a driver raises when its socket died mid-fetch."""
-
-
-class _DeadOnLinkGone(SqliteAdapter):
-    """SQLite has no link to lose: this one calls ``_LinkGone`` a dead link."""
-
-    def is_dead(self, conn: Any, exc: BaseException) -> bool:
-        return isinstance(exc, _LinkGone)
-
-
-def _figures(db: sqlgate.DB) -> tuple[int, int, int]:
-    db.pool._core.check()
-    s = db.stats()
-    return s.in_use, s.idle, s.broken_closed
-
-
-@pytest.fixture
-def db() -> Any:
-    handle = sqlgate.open("sqlite:///:memory:")
-    handle.exec("select 1")  # one idle connection: the figures start at (0, 1, 0)
-    yield handle
-    handle.close()
-
-
 def _cut(rows: sqlgate.Rows, exc: BaseException, *, in_close: bool = False) -> None:
-    rows._cursor = _Cut(rows._cursor, exc, in_close=in_close)  # type: ignore[assignment]
+    rows._cursor = CutCursor(rows._cursor, exc, in_close=in_close)  # type: ignore[assignment]
 
 
 # -- sync -------------------------------------------------------------------
@@ -93,7 +47,7 @@ def test_interrupt_in_tx_rows_fetch_ends_the_tx_and_discards_its_connection(
         tx.exec("select 1")
     with pytest.raises(sqlgate.Error, match=TX_LOST):
         tx.commit()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
     assert db.query_row("select 2") == (2,)  # a fresh connection serves on
 
 
@@ -102,14 +56,14 @@ def test_interrupt_in_tx_query_row_ends_the_tx(db: sqlgate.DB) -> None:
     real = tx._adapter.query
 
     def query(conn: Any, sql: str, params: Any) -> Any:
-        return _Cut(real(conn, sql, params), KeyboardInterrupt())
+        return CutCursor(real(conn, sql, params), KeyboardInterrupt())
 
     tx._adapter = SqliteAdapter()
     tx._adapter.query = query  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         tx.query_row("select 1")
     assert tx.done
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_interrupt_in_tx_rows_close_ends_the_tx(db: sqlgate.DB) -> None:
@@ -121,32 +75,32 @@ def test_interrupt_in_tx_rows_close_ends_the_tx(db: sqlgate.DB) -> None:
     assert tx.done
     with pytest.raises(sqlgate.Error, match=TX_LOST):
         tx.rollback()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_dead_link_in_tx_rows_fetch_ends_the_tx(db: sqlgate.DB) -> None:
     tx = db.begin()
     rows = tx.query("select 1")
-    rows._adapter = _DeadOnLinkGone()
-    _cut(rows, _LinkGone("socket closed"))
-    with pytest.raises(_LinkGone):
+    rows._adapter = DeadOnLinkGone()
+    _cut(rows, LinkGone("socket closed"))
+    with pytest.raises(LinkGone):
         rows.first()
     assert tx.done
     with pytest.raises(sqlgate.Error, match=TX_LOST):
         tx.exec("select 1")
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_sql_error_in_tx_rows_fetch_keeps_the_tx(db: sqlgate.DB) -> None:
     tx = db.begin()
     rows = tx.query("select 1")
-    _cut(rows, _LinkGone("not dead for sqlite"))
-    with pytest.raises(_LinkGone):
+    _cut(rows, LinkGone("not dead for sqlite"))
+    with pytest.raises(LinkGone):
         next(rows)
     assert not tx.done
     assert tx.query_row("select 3") == (3,)
     tx.commit()
-    assert _figures(db) == (0, 1, 0)
+    assert figures(db) == (0, 1, 0)
 
 
 def test_interrupt_in_rows_of_a_committed_tx_releases_nothing_twice(
@@ -159,7 +113,7 @@ def test_interrupt_in_rows_of_a_committed_tx_releases_nothing_twice(
     with pytest.raises(KeyboardInterrupt):
         next(rows)
     # The connection went back at commit; it is not the Tx's to discard now.
-    assert _figures(db) == (0, 1, 0)
+    assert figures(db) == (0, 1, 0)
 
 
 def test_interrupt_in_conn_rows_fetch_marks_the_conn_lost(db: sqlgate.DB) -> None:
@@ -172,9 +126,9 @@ def test_interrupt_in_conn_rows_fetch_marks_the_conn_lost(db: sqlgate.DB) -> Non
         conn.exec("select 1")
     with pytest.raises(sqlgate.Error, match=CONN_LOST):
         conn.begin()
-    assert _figures(db) == (1, 0, 0)
+    assert figures(db) == (1, 0, 0)
     conn.close()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_interrupt_in_conn_tx_rows_fetch_ends_the_tx_and_the_conn(
@@ -192,7 +146,7 @@ def test_interrupt_in_conn_tx_rows_fetch_ends_the_tx_and_the_conn(
     with pytest.raises(sqlgate.Error, match=CONN_LOST):
         conn.ping()
     conn.close()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 def test_interrupt_in_rows_of_an_ended_conn_tx_marks_the_conn_lost(
@@ -209,7 +163,7 @@ def test_interrupt_in_rows_of_an_ended_conn_tx_marks_the_conn_lost(
     with pytest.raises(sqlgate.Error, match=CONN_LOST):
         conn.exec("select 1")
     conn.close()
-    assert _figures(db) == (0, 0, 1)
+    assert figures(db) == (0, 0, 1)
 
 
 # -- asyncio ----------------------------------------------------------------
@@ -244,12 +198,6 @@ async def _cancel_mid_fetch(rows: AsyncRows) -> None:
     assert rows.closed
 
 
-async def _afigures(db: sqlgate.AsyncDB) -> tuple[int, int, int]:
-    db.pool._core.check()
-    s = db.stats()
-    return s.in_use, s.idle, s.broken_closed
-
-
 async def _adb() -> sqlgate.AsyncDB:
     db = sqlgate.open_async("sqlite:///:memory:")
     await db.exec("select 1")
@@ -269,7 +217,7 @@ def test_cancel_in_async_tx_rows_fetch_ends_the_tx_and_discards_its_connection()
                 await tx.exec("select 1")
             with pytest.raises(sqlgate.Error, match=TX_LOST):
                 await tx.commit()
-            assert await _afigures(db) == (0, 0, 1)
+            assert figures(db) == (0, 0, 1)
             assert await db.query_row("select 2") == (2,)
         finally:
             await db.close()
@@ -285,9 +233,9 @@ def test_cancel_in_async_conn_rows_fetch_marks_the_conn_lost() -> None:
             await _cancel_mid_fetch(await conn.query("select 1"))
             with pytest.raises(sqlgate.Error, match=CONN_LOST):
                 await conn.exec("select 1")
-            assert await _afigures(db) == (1, 0, 0)
+            assert figures(db) == (1, 0, 0)
             await conn.close()
-            assert await _afigures(db) == (0, 0, 1)
+            assert figures(db) == (0, 0, 1)
         finally:
             await db.close()
 
@@ -307,7 +255,7 @@ def test_cancel_in_async_conn_tx_rows_fetch_ends_the_tx_and_the_conn() -> None:
             with pytest.raises(sqlgate.Error, match=CONN_LOST):
                 await conn.ping()
             await conn.close()
-            assert await _afigures(db) == (0, 0, 1)
+            assert figures(db) == (0, 0, 1)
         finally:
             await db.close()
 
@@ -322,7 +270,7 @@ def test_cancel_in_rows_of_a_committed_async_tx_releases_nothing_twice() -> None
             rows = await tx.query("select 1")
             await tx.commit()
             await _cancel_mid_fetch(rows)
-            assert await _afigures(db) == (0, 1, 0)
+            assert figures(db) == (0, 1, 0)
         finally:
             await db.close()
 
@@ -349,7 +297,7 @@ def test_cancel_in_async_tx_rows_close_ends_the_tx() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert tx.done
-            assert await _afigures(db) == (0, 0, 1)
+            assert figures(db) == (0, 0, 1)
         finally:
             await db.close()
 

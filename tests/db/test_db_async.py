@@ -14,6 +14,7 @@ import pytest
 
 import sqlgate
 from sqlgate.aiodb import AsyncConn, AsyncRows, AsyncTx
+from tests.db.helpers import terminate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -23,16 +24,6 @@ ASYNC_PG = ["postgresql", "postgresql+asyncpg"]
 
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(coro)
-
-
-def _terminate(admin: Any, app_name: str) -> int:
-    rows = admin.execute(
-        "select pg_terminate_backend(pid, 5000) from pg_stat_activity "
-        "where application_name = %s",
-        (app_name,),
-    ).fetchall()
-    assert all(r[0] for r in rows)
-    return len(rows)
 
 
 async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
@@ -216,7 +207,7 @@ def test_pg_killed_idle_connections_are_retried(
         c1, c2 = await db.conn(), await db.conn()
         await c1.close()
         await c2.close()
-        assert _terminate(pg_admin, app_name) == 2
+        assert terminate(pg_admin, app_name) == 2
         assert await db.query_row("select 1") == (1,)
         s = db.stats()
         assert (s.broken_closed, s.dials, s.idle, s.in_use) == (2, 3, 1, 0)
@@ -249,7 +240,7 @@ def test_pg_killed_during_statement_runs_it_once(
             ),
             "the statement to run",
         )
-        assert _terminate(pg_admin, app_name) == 1
+        assert terminate(pg_admin, app_name) == 1
         with pytest.raises(Exception) as info:  # noqa: PT011  (driver's own type)
             await asyncio.wait_for(task, 10)
         assert not isinstance(info.value, TimeoutError)
