@@ -838,6 +838,8 @@ class Pool(ShellBase[C]):
             self._shut[entry] = None  # it was tried: counts as closed
             log.info("%s: error closing a connection: %s", self.name, repr(exc))
         except BaseException:
+            # Interrupted inside the driver's close (how far it got is the
+            # driver's business) or right after it returned: counts as done.
             self._shut[entry] = None
             raise
 
