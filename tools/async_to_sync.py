@@ -95,8 +95,16 @@ MODULES = {
     "sqlgate.aiopool": "sqlgate.pool",
 }
 
+#: Generic wrappers the blocking face drops: ``Awaitable[T]`` -> ``T``, and
+#: ``_Opening[T]`` (what ``begin``/``query``/``conn`` return under asyncio: an
+#: awaitable that is also an async context manager) -> ``T``.
+UNWRAP = frozenset({"Awaitable", "_Opening"})
+
 #: Docstring lines (stripped) that only the asyncio face has.
-ASYNC_ONLY_DOC_LINES = ("sqlgate.Error: the pool is bound to another event loop.",)
+ASYNC_ONLY_DOC_LINES = (
+    "sqlgate.Error: the pool is bound to another event loop.",
+    "``async with`` takes the call itself too (no ``await`` needed).",
+)
 
 _WORDS = re.compile(r"\b(" + "|".join(map(re.escape, NAMES)) + r")\b")
 _ASYNC_KEYWORD = re.compile(r"\basync (for|with|def)\b")
@@ -244,9 +252,9 @@ class AsyncToSync(cst.CSTTransformer):
     def leave_Subscript(
         self, original_node: cst.Subscript, updated_node: cst.Subscript
     ) -> cst.BaseExpression:
-        """``Awaitable[T]`` -> ``T``."""
+        """``Awaitable[T]`` (and ``UNWRAP``'s other wrappers) -> ``T``."""
         value = updated_node.value
-        if isinstance(value, cst.Name) and value.value == "Awaitable":
+        if isinstance(value, cst.Name) and value.value in UNWRAP:
             (element,) = updated_node.slice
             index = element.slice
             assert isinstance(index, cst.Index)

@@ -49,7 +49,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlgate import _reaper, _retry
 from sqlgate._handle import (
@@ -76,7 +76,6 @@ from sqlgate.pool import Pool
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
-    from typing import TypeVar
 
     from sqlgate._handle import RowFactory
     from sqlgate.drivers._base import Cursor, SyncAdapter
@@ -429,6 +428,11 @@ class DB(HandleBase):
             As ``exec``.
         """
         check_row_factory(row_factory)
+        return self._query(sql, params, retry, row_factory)
+
+    def _query(
+        self, sql: str, params: Any, retry: bool, row_factory: RowFactory | None
+    ) -> Rows:
         conn = self._acquire(retry)
         try:
             cur = self._drv.query(conn, sql, params)
@@ -490,9 +494,14 @@ class DB(HandleBase):
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
             TypeError: ``read_only`` is not a bool.
+            TransactionAborted: (from ``commit``) the database had already
+                aborted the transaction; nothing was committed.
             The driver's and the pool's errors, as ``exec``.
         """
         level = check_begin(isolation, read_only)
+        return self._begin(level, read_only, retry)
+
+    def _begin(self, level: str | None, read_only: bool, retry: bool) -> Tx:
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
@@ -522,6 +531,9 @@ class DB(HandleBase):
         Raises:
             The pool's errors; a dead link's, as ``exec``.
         """
+        return self._conn(retry)
+
+    def _conn(self, retry: bool) -> Conn:
         return Conn(self._acquire(retry), self._drv, self)
 
     def ping(self) -> None:
@@ -716,6 +728,9 @@ class Rows:
         self._at = 0
         # Builds each row from the driver's tuple; None keeps the tuples.
         self._make = make
+        #: Set when their transaction ended or their Conn closed first: why
+        #: every later use raises.
+        self._ended_by: str | None = None
         self.columns: tuple[str, ...] = cursor.columns
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
@@ -728,6 +743,8 @@ class Rows:
         return self
 
     def __next__(self) -> Any:
+        if self._ended_by is not None:
+            raise Error(f"rows closed: {self._ended_by}")
         if self._at < len(self._batch):
             row = self._batch[self._at]
             self._at += 1
@@ -784,6 +801,8 @@ class Rows:
             self.close()
 
     def _check_open(self, what: str) -> None:
+        if self._ended_by is not None:
+            raise Error(f"rows closed: {self._ended_by}")
         if self._cursor is None and self._at >= len(self._batch):
             raise Error(
                 f"{what}() on rows already closed (by close(), first(), all() "
@@ -798,6 +817,12 @@ class Rows:
     def close(self) -> None:
         """Free the cursor and give back the connection; idempotent."""
         self._close(broken=False)
+
+    def _end_with(self, why: str) -> None:
+        """Their transaction or Conn ends first: close; later use raises."""
+        if self._cursor is not None:
+            self._ended_by = why
+            self._close(broken=False)
 
     def _close(self, broken: bool) -> None:
         cursor = self._cursor
@@ -835,9 +860,21 @@ class _Session:
     _conn: Any
     _adapter: SyncAdapter
     _db: DB
+    #: Rows made here and maybe still open: closed when this object ends,
+    #: before its connection goes back (a lazily stepping cursor must not
+    #: read through a connection another caller has since been given).
+    _rows: weakref.WeakSet[Rows]
 
     def _live(self) -> Any:
         raise NotImplementedError
+
+    def _track(self, rows: Rows) -> None:
+        self._rows.add(rows)
+
+    def _close_rows(self, why: str) -> None:
+        for rows in list(self._rows):
+            rows._end_with(why)
+        self._rows.clear()
 
     def _lost(self) -> None:
         """The connection died under a statement."""
@@ -917,12 +954,16 @@ class _Session:
         Returns:
             The ``Rows``; closing them leaves the connection with this
             object. A dead link or an interrupt while they fetch or close
-            ends this object as it would under ``exec``.
+            ends this object as it would under ``exec``; when this object
+            ends first, they are closed and any later use raises.
 
         Raises:
             As ``exec``.
         """
         check_row_factory(row_factory)
+        return self._query(sql, params, row_factory)
+
+    def _query(self, sql: str, params: Any, row_factory: RowFactory | None) -> Rows:
         conn = self._live()
         try:
             cur = self._adapter.query(conn, sql, params)
@@ -930,7 +971,9 @@ class _Session:
             self._guard(exc, conn)
             raise
         make = row_maker(row_factory or self._db._row_factory, cur.columns)
-        return Rows(cur, self._adapter, conn, None, self, make)
+        rows = Rows(cur, self._adapter, conn, None, self, make)
+        self._track(rows)
+        return rows
 
     def query_row(
         self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
@@ -949,7 +992,8 @@ class _Session:
         Raises:
             As ``exec``, while the query runs or its row is fetched.
         """
-        rows = self.query(sql, params, row_factory=row_factory)
+        check_row_factory(row_factory)
+        rows = self._query(sql, params, row_factory)
         return rows.first()
 
 
@@ -979,6 +1023,7 @@ class Tx(TxState, _Session):
         self._db = db
         self._owner = owner
         self._ended = None
+        self._rows = weakref.WeakSet()
         self._finalizer = (
             db._orphan(self, conn, None, type(self).__name__) if owner is None else None
         )
@@ -992,8 +1037,14 @@ class Tx(TxState, _Session):
         elif self._owner is not None:  # ended, but its owner holds the connection
             self._owner._lost_under_rows()
 
+    def _track(self, rows: Rows) -> None:
+        self._rows.add(rows)
+        if self._owner is not None:  # closing the Conn closes them too
+            self._owner._track(rows)
+
     def _end(self, how: str, broken: bool) -> None:
         self._ended = how
+        self._close_rows(f"their transaction {how}")
         if self._finalizer is not None:
             self._finalizer.detach()
         if self._owner is not None:
@@ -1004,6 +1055,8 @@ class Tx(TxState, _Session):
 
     def _finish(self, how: str, commit: bool) -> None:
         conn = self._live()
+        # Rows first: a result still stepping must not outlive the COMMIT.
+        self._close_rows(f"their transaction was {how}")
         try:
             if commit:
                 self._adapter.commit(conn, self._read_only)
@@ -1019,9 +1072,16 @@ class Tx(TxState, _Session):
     def commit(self) -> None:
         """Commit; the transaction is finished whatever happens.
 
+        Rows it made and did not close are closed first (using them later
+        raises ``sqlgate.Error``).
+
         Raises:
-            sqlgate.Error: already finished. The driver's error (e.g. a
-                serialization failure); the transaction is then rolled back.
+            sqlgate.Error: already finished.
+            TransactionAborted: the database had already aborted the
+                transaction (PostgreSQL, after an error inside it, even one
+                caught): it was rolled back and nothing was committed.
+            The driver's error (e.g. a serialization failure); the
+                transaction is then rolled back.
         """
         self._finish("committed", commit=True)
 
@@ -1069,6 +1129,9 @@ class Conn(ConnState, _Session):
         self._db = db
         self._broken = False
         self._closed = False
+        self._rows = weakref.WeakSet()
+        #: The transaction begun here and not yet ended, if any.
+        self._tx: Tx | None = None
         self._finalizer = db._orphan(self, conn, None, type(self).__name__)
 
     def _lost(self) -> None:
@@ -1092,17 +1155,28 @@ class Conn(ConnState, _Session):
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
             TypeError: ``read_only`` is not a bool.
-            sqlgate.Error: closed, or the connection was lost earlier.
+            sqlgate.Error: closed, the connection was lost earlier, or a
+                transaction begun here is still open (nothing was sent:
+                transactions do not nest).
             The driver's error; a dead link marks this ``Conn`` lost.
         """
         level = check_begin(isolation, read_only)
+        return self._begin(level, read_only)
+
+    def _begin(self, level: str | None, read_only: bool) -> Tx:
         conn = self._live()
+        if self._tx is not None and not self._tx.done:
+            raise Error(
+                "a transaction begun on this Conn is still open: commit or roll "
+                "it back first (transactions do not nest)"
+            )
         try:
             self._adapter.begin(conn, level, read_only)
         except BaseException as exc:
             self._guard(exc, conn)
             raise
-        return Tx(conn, self._adapter, read_only, self._db, self)
+        tx = self._tx = Tx(conn, self._adapter, read_only, self._db, self)
+        return tx
 
     def ping(self) -> None:
         """A round trip on this connection.
@@ -1119,12 +1193,20 @@ class Conn(ConnState, _Session):
             raise
 
     def close(self) -> None:
-        """Give the connection back (discarded if it was lost); idempotent."""
+        """Give the connection back (discarded if it was lost); idempotent.
+
+        Rows made on it (or in its transactions) and still open are closed
+        first; using them later raises ``sqlgate.Error``. A transaction
+        still open is ended with it (the return-path reset rolls it back).
+        """
         if self._closed:
             return
         self._closed = True
         self._finalizer.detach()
-        self._db._release(self._conn, self._broken)
+        try:
+            self._close_rows("their Conn was closed")
+        finally:
+            self._db._release(self._conn, self._broken)
 
     def __enter__(self) -> Self:
         return self

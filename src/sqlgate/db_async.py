@@ -54,7 +54,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from sqlgate import _reaper, _retry
 from sqlgate._handle import (
@@ -76,12 +76,11 @@ from sqlgate._shell import forget_after_fork, keep
 from sqlgate.aiopool import AsyncPool
 from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import scrub
-from sqlgate.errors import Error
+from sqlgate.errors import ConnectError, Error, PoolTimeout
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine, Generator
     from types import TracebackType
-    from typing import TypeVar
 
     from sqlgate._handle import RowFactory
     from sqlgate.drivers._base import AsyncAdapter, AsyncCursor
@@ -462,14 +461,14 @@ class AsyncDB(HandleBase):
         )
         return Result(count, last)
 
-    async def query(
+    def query(
         self,
         sql: str,
         params: Any = None,
         *,
         retry: bool = True,
         row_factory: RowFactory | None = None,
-    ) -> AsyncRows:
+    ) -> _Opening[AsyncRows]:
         """Run a query; the rows hold the connection until exhausted or closed.
 
         Args:
@@ -482,6 +481,7 @@ class AsyncDB(HandleBase):
         Returns:
             The ``AsyncRows``: iterate them (``async for``), or use them as a
             context manager (``async with``).
+            ``async with`` takes the call itself too (no ``await`` needed).
 
         Raises:
             As ``exec``.
@@ -490,6 +490,14 @@ class AsyncDB(HandleBase):
             As ``exec``; once the rows are returned they own the connection.
         """
         check_row_factory(row_factory)
+        if True:  # ASYNC
+            return _Opening(self._query(sql, params, retry, row_factory))
+        else:
+            return self._query(sql, params, retry, row_factory)
+
+    async def _query(
+        self, sql: str, params: Any, retry: bool, row_factory: RowFactory | None
+    ) -> AsyncRows:
         conn = await self._acquire(retry)
         try:
             cur = await self._drv.query(conn, sql, params)
@@ -535,13 +543,13 @@ class AsyncDB(HandleBase):
             retry, lambda c: self._first_row(c, sql, params, row_factory)
         )
 
-    async def begin(
+    def begin(
         self,
         isolation: str | None = None,
         read_only: bool = False,
         *,
         retry: bool = True,
-    ) -> AsyncTx:
+    ) -> _Opening[AsyncTx]:
         """Start a transaction on a connection of its own.
 
         Args:
@@ -555,10 +563,13 @@ class AsyncDB(HandleBase):
         Returns:
             The ``AsyncTx``; as a context manager (``async with``) it commits
             on success and rolls back on an exception.
+            ``async with`` takes the call itself too (no ``await`` needed).
 
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
             TypeError: ``read_only`` is not a bool.
+            TransactionAborted: (from ``commit``) the database had already
+                aborted the transaction; nothing was committed.
             The driver's and the pool's errors, as ``exec``.
 
         Cancellation:
@@ -567,6 +578,12 @@ class AsyncDB(HandleBase):
             no transaction is returned.
         """
         level = check_begin(isolation, read_only)
+        if True:  # ASYNC
+            return _Opening(self._begin(level, read_only, retry))
+        else:
+            return self._begin(level, read_only, retry)
+
+    async def _begin(self, level: str | None, read_only: bool, retry: bool) -> AsyncTx:
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
@@ -581,7 +598,7 @@ class AsyncDB(HandleBase):
                 raise
             return AsyncTx(conn, self._drv, read_only, self, None)
 
-    async def conn(self, *, retry: bool = True) -> AsyncConn:
+    def conn(self, *, retry: bool = True) -> _Opening[AsyncConn]:
         """Reserve one connection for a series of calls (a session).
 
         Args:
@@ -592,6 +609,7 @@ class AsyncDB(HandleBase):
             The ``AsyncConn``; ``close()`` (or leaving its ``async with``
             block) gives it back. ``AsyncConn.raw`` is the driver's
             connection.
+            ``async with`` takes the call itself too (no ``await`` needed).
 
         Raises:
             The pool's errors; a dead link's, as ``exec``.
@@ -600,6 +618,12 @@ class AsyncDB(HandleBase):
             While waiting for a connection: nothing is left behind. During
             the checkout ping: the connection is discarded.
         """
+        if True:  # ASYNC
+            return _Opening(self._conn(retry))
+        else:
+            return self._conn(retry)
+
+    async def _conn(self, retry: bool) -> AsyncConn:
         return AsyncConn(await self._acquire(retry), self._drv, self)
 
     async def ping(self) -> None:
@@ -809,6 +833,95 @@ class AsyncDB(HandleBase):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    if True:  # ASYNC
+
+        def __await__(self) -> Generator[Any, None, Self]:
+            """``db = await open_async(...)``: the handle, its target verified.
+
+            As asyncpg's ``create_pool``: one connection is dialed and
+            pinged, then the pool's warm floor (``min_idle``) is waited for,
+            before the handle is returned; on failure the handle is closed
+            and the error raised. ``open_async(...)`` without ``await``
+            stays lazy.
+            """
+            return self._verified().__await__()
+
+        async def _warmed(self) -> None:
+            """Wait until ``min_idle`` connections are idle (dialed by the pool).
+
+            Raises:
+                ConnectError: a background dial failed meanwhile (chained).
+                PoolTimeout: not warm within ``acquire_timeout``.
+            """
+            pool = self._pool
+            core = pool._core
+            limit = pool._timeout
+            loop = asyncio.get_running_loop()
+            deadline = None if limit is None else loop.time() + limit
+            while True:
+                s = core.stats()
+                if s.idle >= core.min_idle and s.dialing == 0 and s.closing == 0:
+                    return  # warm, and no surplus dial still landing
+                if core.failing and core.last_dial_error is not None:
+                    error = ConnectError(
+                        f"{self.name}: warming min_idle={core.min_idle} failed: "
+                        f"{core.last_dial_error!r}"
+                    )
+                    raise error from core.last_dial_error
+                if deadline is not None and loop.time() > deadline:
+                    raise PoolTimeout(
+                        f"{self.name}: {s.idle} of min_idle="
+                        f"{core.min_idle} connections after {limit:.2f} s"
+                    )
+                await asyncio.sleep(0.005)  # the pool dials in the background
+
+        async def _verified(self) -> Self:
+            try:
+                # One dial, no retry: a target that refuses fails here, and
+                # no run of failed dials opens the circuit (whose probe
+                # would keep dialing after this handle is closed).
+                await self._once(False, lambda c: self._drv.ping(c))
+                await self._warmed()
+            except BaseException:
+                await self.close()
+                raise
+            return self
+
+
+if True:  # ASYNC
+    _Made = TypeVar("_Made", "AsyncTx", "AsyncRows", "AsyncConn")
+
+    class _Opening(Generic[_Made]):
+        """What ``begin``, ``query`` and ``conn`` return under asyncio.
+
+        Await it for the object, or use it straight in ``async with`` (the
+        object's own ``__aexit__`` then runs: commit/rollback, close).
+        """
+
+        __slots__ = ("_coro", "_made")
+
+        def __init__(self, coro: Coroutine[Any, Any, _Made]) -> None:
+            self._coro: Coroutine[Any, Any, _Made] = coro
+            self._made: _Made | None = None
+
+        def __await__(self) -> Generator[Any, None, _Made]:
+            return self._coro.__await__()
+
+        async def __aenter__(self) -> _Made:
+            made = self._made = await self._coro
+            await made.__aenter__()
+            return made
+
+        async def __aexit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc: BaseException | None,
+            tb: TracebackType | None,
+        ) -> None:
+            made = self._made
+            assert made is not None
+            await made.__aexit__(exc_type, exc, tb)
+
 
 class AsyncRows:
     """The result of ``query``: an iterator of rows (``async for``).
@@ -848,6 +961,9 @@ class AsyncRows:
         self._at = 0
         # Builds each row from the driver's tuple; None keeps the tuples.
         self._make = make
+        #: Set when their transaction ended or their Conn closed first: why
+        #: every later use raises.
+        self._ended_by: str | None = None
         self.columns: tuple[str, ...] = cursor.columns
         # Runs at most once: the GC hands the connection to the DB's orphans.
         self._finalizer = (
@@ -860,6 +976,8 @@ class AsyncRows:
         return self
 
     async def __anext__(self) -> Any:
+        if self._ended_by is not None:
+            raise Error(f"rows closed: {self._ended_by}")
         if self._at < len(self._batch):
             row = self._batch[self._at]
             self._at += 1
@@ -926,6 +1044,8 @@ class AsyncRows:
             await self.close()
 
     def _check_open(self, what: str) -> None:
+        if self._ended_by is not None:
+            raise Error(f"rows closed: {self._ended_by}")
         if self._cursor is None and self._at >= len(self._batch):
             raise Error(
                 f"{what}() on rows already closed (by close(), first(), all() "
@@ -945,6 +1065,12 @@ class AsyncRows:
             the connection's protocol state unknown: as for ``first``.
         """
         await self._close(broken=False)
+
+    async def _end_with(self, why: str) -> None:
+        """Their transaction or Conn ends first: close; later use raises."""
+        if self._cursor is not None:
+            self._ended_by = why
+            await self._close(broken=False)
 
     async def _close(self, broken: bool) -> None:
         cursor = self._cursor
@@ -982,9 +1108,21 @@ class _AsyncSession:
     _conn: Any
     _adapter: AsyncAdapter
     _db: AsyncDB
+    #: Rows made here and maybe still open: closed when this object ends,
+    #: before its connection goes back (a lazily stepping cursor must not
+    #: read through a connection another caller has since been given).
+    _rows: weakref.WeakSet[AsyncRows]
 
     def _live(self) -> Any:
         raise NotImplementedError
+
+    def _track(self, rows: AsyncRows) -> None:
+        self._rows.add(rows)
+
+    async def _close_rows(self, why: str) -> None:
+        for rows in list(self._rows):
+            await rows._end_with(why)
+        self._rows.clear()
 
     async def _lost(self) -> None:
         """The connection died under a statement."""
@@ -1058,9 +1196,9 @@ class _AsyncSession:
             raise
         return Result(count, last)
 
-    async def query(
+    def query(
         self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
-    ) -> AsyncRows:
+    ) -> _Opening[AsyncRows]:
         """Run a query on this connection; the rows hold only the cursor.
 
         Args:
@@ -1072,7 +1210,9 @@ class _AsyncSession:
         Returns:
             The ``AsyncRows``; closing them leaves the connection with this
             object. A dead link or an interrupt while they fetch or close
-            ends this object as it would under ``exec``.
+            ends this object as it would under ``exec``; when this object
+            ends first, they are closed and any later use raises.
+            ``async with`` takes the call itself too (no ``await`` needed).
 
         Raises:
             As ``exec``.
@@ -1084,6 +1224,14 @@ class _AsyncSession:
             connection).
         """
         check_row_factory(row_factory)
+        if True:  # ASYNC
+            return _Opening(self._query(sql, params, row_factory))
+        else:
+            return self._query(sql, params, row_factory)
+
+    async def _query(
+        self, sql: str, params: Any, row_factory: RowFactory | None
+    ) -> AsyncRows:
         conn = self._live()
         try:
             cur = await self._adapter.query(conn, sql, params)
@@ -1091,7 +1239,9 @@ class _AsyncSession:
             await self._guard(exc, conn)
             raise
         make = row_maker(row_factory or self._db._row_factory, cur.columns)
-        return AsyncRows(cur, self._adapter, conn, None, self, make)
+        rows = AsyncRows(cur, self._adapter, conn, None, self, make)
+        self._track(rows)
+        return rows
 
     async def query_row(
         self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
@@ -1114,7 +1264,8 @@ class _AsyncSession:
             While the query runs or its row is fetched: as ``exec`` (the
             result is closed too).
         """
-        rows = await self.query(sql, params, row_factory=row_factory)
+        check_row_factory(row_factory)
+        rows = await self._query(sql, params, row_factory)
         return await rows.first()
 
 
@@ -1144,6 +1295,7 @@ class AsyncTx(TxState, _AsyncSession):
         self._db = db
         self._owner = owner
         self._ended = None
+        self._rows = weakref.WeakSet()
         self._finalizer = (
             db._orphan(self, conn, None, type(self).__name__) if owner is None else None
         )
@@ -1157,8 +1309,14 @@ class AsyncTx(TxState, _AsyncSession):
         elif self._owner is not None:  # ended, but its owner holds the connection
             await self._owner._lost_under_rows()
 
+    def _track(self, rows: AsyncRows) -> None:
+        self._rows.add(rows)
+        if self._owner is not None:  # closing the Conn closes them too
+            self._owner._track(rows)
+
     async def _end(self, how: str, broken: bool) -> None:
         self._ended = how
+        await self._close_rows(f"their transaction {how}")
         if self._finalizer is not None:
             self._finalizer.detach()
         if self._owner is not None:
@@ -1169,6 +1327,8 @@ class AsyncTx(TxState, _AsyncSession):
 
     async def _finish(self, how: str, commit: bool) -> None:
         conn = self._live()
+        # Rows first: a result still stepping must not outlive the COMMIT.
+        await self._close_rows(f"their transaction was {how}")
         try:
             if commit:
                 await self._adapter.commit(conn, self._read_only)
@@ -1184,9 +1344,16 @@ class AsyncTx(TxState, _AsyncSession):
     async def commit(self) -> None:
         """Commit; the transaction is finished whatever happens.
 
+        Rows it made and did not close are closed first (using them later
+        raises ``sqlgate.Error``).
+
         Raises:
-            sqlgate.Error: already finished. The driver's error (e.g. a
-                serialization failure); the transaction is then rolled back.
+            sqlgate.Error: already finished.
+            TransactionAborted: the database had already aborted the
+                transaction (PostgreSQL, after an error inside it, even one
+                caught): it was rolled back and nothing was committed.
+            The driver's error (e.g. a serialization failure); the
+                transaction is then rolled back.
 
         Cancellation:
             The transaction is finished and whether the COMMIT took effect
@@ -1244,6 +1411,9 @@ class AsyncConn(ConnState, _AsyncSession):
         self._db = db
         self._broken = False
         self._closed = False
+        self._rows = weakref.WeakSet()
+        #: The transaction begun here and not yet ended, if any.
+        self._tx: AsyncTx | None = None
         self._finalizer = db._orphan(self, conn, None, type(self).__name__)
 
     async def _lost(self) -> None:
@@ -1253,9 +1423,9 @@ class AsyncConn(ConnState, _AsyncSession):
         if not self._closed:
             await self._lost()
 
-    async def begin(
+    def begin(
         self, isolation: str | None = None, read_only: bool = False
-    ) -> AsyncTx:
+    ) -> _Opening[AsyncTx]:
         """Start a transaction on this connection (see ``AsyncDB.begin``).
 
         Args:
@@ -1265,11 +1435,14 @@ class AsyncConn(ConnState, _AsyncSession):
         Returns:
             The ``AsyncTx``; when it ends, the connection stays with this
             ``AsyncConn``.
+            ``async with`` takes the call itself too (no ``await`` needed).
 
         Raises:
             ValueError: unknown isolation level, or one the database lacks.
             TypeError: ``read_only`` is not a bool.
-            sqlgate.Error: closed, or the connection was lost earlier.
+            sqlgate.Error: closed, the connection was lost earlier, or a
+                transaction begun here is still open (nothing was sent:
+                transactions do not nest).
             The driver's error; a dead link marks this ``AsyncConn`` lost.
 
         Cancellation:
@@ -1277,13 +1450,25 @@ class AsyncConn(ConnState, _AsyncSession):
             transaction is returned.
         """
         level = check_begin(isolation, read_only)
+        if True:  # ASYNC
+            return _Opening(self._begin(level, read_only))
+        else:
+            return self._begin(level, read_only)
+
+    async def _begin(self, level: str | None, read_only: bool) -> AsyncTx:
         conn = self._live()
+        if self._tx is not None and not self._tx.done:
+            raise Error(
+                "a transaction begun on this Conn is still open: commit or roll "
+                "it back first (transactions do not nest)"
+            )
         try:
             await self._adapter.begin(conn, level, read_only)
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
-        return AsyncTx(conn, self._adapter, read_only, self._db, self)
+        tx = self._tx = AsyncTx(conn, self._adapter, read_only, self._db, self)
+        return tx
 
     async def ping(self) -> None:
         """A round trip on this connection.
@@ -1306,6 +1491,10 @@ class AsyncConn(ConnState, _AsyncSession):
     async def close(self) -> None:
         """Give the connection back (discarded if it was lost); idempotent.
 
+        Rows made on it (or in its transactions) and still open are closed
+        first; using them later raises ``sqlgate.Error``. A transaction
+        still open is ended with it (the return-path reset rolls it back).
+
         Cancellation:
             The ``AsyncConn`` is closed; a cancel during the return-path
             reset discards the connection (the pool's guarantee).
@@ -1314,7 +1503,10 @@ class AsyncConn(ConnState, _AsyncSession):
             return
         self._closed = True
         self._finalizer.detach()
-        await self._db._release(self._conn, self._broken)
+        try:
+            await self._close_rows("their Conn was closed")
+        finally:
+            await self._db._release(self._conn, self._broken)
 
     async def __aenter__(self) -> Self:
         return self

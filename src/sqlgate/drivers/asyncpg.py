@@ -35,6 +35,7 @@ import asyncpg
 
 from sqlgate._reset import needs_rollback, rollback_open_transaction_async
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params, sql_isolation
+from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -220,8 +221,27 @@ class AsyncpgAdapter(AsyncAdapter):
         await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
     async def commit(self, conn: asyncpg.Connection, read_only: bool) -> None:
-        """See ``AsyncAdapter.commit``; sends ``COMMIT`` as SQL."""
-        await conn.execute("COMMIT")
+        """See ``AsyncAdapter.commit``; sends ``COMMIT`` as SQL.
+
+        PostgreSQL answers a COMMIT of an aborted transaction (an error
+        inside it, caught or not) with the tag ROLLBACK: that raises.
+
+        Args:
+            conn: the asyncpg connection.
+            read_only: unused.
+
+        Raises:
+            TransactionAborted: nothing was committed (the server rolled back).
+            asyncpg.PostgresError: the COMMIT failed.
+
+        Cancellation:
+            The caller discards the connection (its state is unknown).
+        """
+        if await conn.execute("COMMIT") == "ROLLBACK":
+            raise TransactionAborted(
+                "the transaction was already aborted by an earlier error: "
+                "COMMIT rolled it back, nothing was committed"
+            )
 
     async def rollback(self, conn: asyncpg.Connection, read_only: bool) -> None:
         """See ``AsyncAdapter.rollback``; sends ``ROLLBACK`` as SQL."""

@@ -46,7 +46,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import pq
 
-from sqlgate._reset import needs_rollback
+from sqlgate._reset import (
+    commit_open_transaction,
+    commit_open_transaction_async,
+    needs_rollback,
+)
 from sqlgate.drivers._base import (
     AsyncAdapter,
     AsyncCursor,
@@ -259,6 +263,25 @@ class PsycopgAdapter(SyncAdapter):
         """
         conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
+    def commit(self, conn: psycopg.Connection[Any], read_only: bool) -> None:
+        """See ``SyncAdapter.commit``; one COMMIT, unless the transaction failed.
+
+        psycopg's ``commit()`` sends COMMIT even when PostgreSQL already
+        aborted the transaction (an error inside it, caught or not); the
+        server answers ROLLBACK and psycopg reports success. The local status
+        (INERROR) is read first: the transaction is rolled back and
+        ``TransactionAborted`` raised (as Go's pgx ``ErrTxCommitRollback``).
+
+        Args:
+            conn: the psycopg connection.
+            read_only: unused (PostgreSQL ends a READ ONLY one the same way).
+
+        Raises:
+            TransactionAborted: nothing was committed.
+            psycopg.Error: the COMMIT failed (e.g. a serialization failure).
+        """
+        commit_open_transaction(conn)
+
     def last_insert_id(self, cursor: Any) -> int | None:
         """See ``SyncAdapter.last_insert_id``; always None (use ``RETURNING``)."""
         return None
@@ -354,8 +377,8 @@ class PsycopgAsyncAdapter(AsyncAdapter):
         await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
     async def commit(self, conn: psycopg.AsyncConnection[Any], read_only: bool) -> None:
-        """See ``AsyncAdapter.commit``; psycopg's ``commit()`` (one COMMIT)."""
-        await conn.commit()
+        """See ``PsycopgAdapter.commit``: an aborted transaction raises."""
+        await commit_open_transaction_async(conn)
 
     async def rollback(
         self, conn: psycopg.AsyncConnection[Any], read_only: bool
