@@ -45,15 +45,21 @@ def test_crud(pg_dsn: str, table: str, cleanup: Callable[..., None]) -> None:
     assert (s.broken_closed, s.in_use) == (0, 0)
 
 
+def _read_only_block_with_caught_error(db: sqlgate.DB) -> None:
+    with db.begin(isolation="repeatable_read", read_only=True) as tx:
+        assert tx.query_row("show transaction_isolation") == ("repeatable read",)
+        assert tx.query_row("show transaction_read_only") == ("on",)
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            tx.exec("create temp table nope(a int)")
+
+
 def test_isolation_and_read_only(pg_dsn: str) -> None:
     with sqlgate.db.open(pg_dsn, max_open=1) as db:
-        with db.begin(isolation="repeatable_read", read_only=True) as tx:
-            assert tx.query_row("show transaction_isolation") == ("repeatable read",)
-            assert tx.query_row("show transaction_read_only") == ("on",)
-            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-                tx.exec("create temp table nope(a int)")
-        # Rolled back by the context manager after the error; the same
-        # connection is back to the server's defaults.
+        # The block catches the error, so the context manager commits: the
+        # transaction PostgreSQL aborted raises instead (issue 13, item 2).
+        with pytest.raises(sqlgate.TransactionAborted):
+            _read_only_block_with_caught_error(db)
+        # Rolled back; the same connection is back to the server's defaults.
         assert db.query_row("show transaction_isolation") == ("read committed",)
         with db.begin(isolation="serializable") as tx:
             assert tx.query_row("show transaction_isolation") == ("serializable",)
