@@ -16,6 +16,8 @@ from sqlgate.errors import (
 from sqlgate.pool import Pool
 from sqlgate.stats import Stats
 
+__version__ = "0.1.0"
+
 __all__ = [
     "DB",
     "AsyncDB",

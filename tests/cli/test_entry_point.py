@@ -19,7 +19,7 @@ def test_python_m_sqlgate_stress() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
-    assert "requests: 200 (200 ok, 0 failed)" in proc.stdout
+    assert "requests: 200 (200 ok, 0 failed, 0.00 %)" in proc.stdout
     assert "leak check PASS" in proc.stdout
 
 

@@ -14,7 +14,14 @@ if TYPE_CHECKING:
 
 def _check_server_pass(r: dict[str, object], requests: int) -> None:
     assert r["verdict"] == "PASS"
-    assert r["requests"] == {"total": requests, "ok": requests, "failed": 0}
+    assert r["requests"] == {
+        "total": requests,
+        "ok": requests,
+        "failed": 0,
+        "error_rate": 0.0,
+    }
+    assert r["internal_errors"] == []
+    assert r["exit_code"] == 0
     assert r["errors"] == {}
     pool = r["pool"]
     assert isinstance(pool, dict)

@@ -22,7 +22,7 @@ LATENCY_KEYS = {"count", "mean", "p50", "p90", "p99", "max"}
 def test_requests_report_field_by_field(stress: Stress) -> None:
     rc, r = stress("--requests", "200", "--workers", "4", "--max-idle", "4")
     assert rc == 0
-    assert r["schema"] == "sqlgate-stress/1"
+    assert r["schema"] == "sqlgate-stress/2"
     assert r["verdict"] == "PASS"
     assert r["target"]["kind"] == "sqlite"
     assert r["target"]["embedded"] is True
@@ -37,9 +37,10 @@ def test_requests_report_field_by_field(stress: Stress) -> None:
         "think_time_s": 0.0,
         "acquire_timeout_s": 30.0,
         "async": False,
+        "max_error_rate": 0.01,
     }
     assert r["interrupted"] is False
-    assert r["requests"] == {"total": 200, "ok": 200, "failed": 0}
+    assert r["requests"] == {"total": 200, "ok": 200, "failed": 0, "error_rate": 0.0}
     assert r["errors"] == {}
     assert r["throughput_rps"] == pytest.approx(200 / r["elapsed_s"])
     for key in ("acquire_wait", "query", "hold"):
@@ -76,7 +77,12 @@ def test_requests_report_field_by_field(stress: Stress) -> None:
     assert 1 <= r["peak"]["in_use"] <= 4
     sizing = r["sizing"]
     assert sizing["peak_in_use"] == r["peak"]["in_use"]
-    assert 1 <= sizing["suggested_max_open"] <= 4
+    # Never the worker count echoed back as advice (test_report_units.py
+    # checks both branches exactly).
+    if sizing["workers_bound"]:
+        assert sizing["suggested_max_open"] is None
+    else:
+        assert 1 <= sizing["suggested_max_open"] < 4
     assert sizing["notes"]
     samples = r["samples"]
     assert samples, "the sampler takes at least the final sample"
@@ -89,6 +95,8 @@ def test_requests_report_field_by_field(stress: Stress) -> None:
         "idle",
         "waiting",
         "open",
+        "wait_ms",
+        "query_ms",
         "throughput_rps",
     }
 
@@ -108,7 +116,7 @@ def test_async_requests_exact(stress: Stress) -> None:
     rc, r = stress("--async", "--requests", "60", "--workers", "5", "--max-open", "3")
     assert rc == 0
     assert r["config"]["async"] is True
-    assert r["requests"] == {"total": 60, "ok": 60, "failed": 0}
+    assert r["requests"] == {"total": 60, "ok": 60, "failed": 0, "error_rate": 0.0}
     assert r["latency_ms"]["query"]["count"] == 60
     assert r["pool"]["acquires"] == 61
     assert r["peak"]["in_use"] <= 3
@@ -192,9 +200,13 @@ def test_query_errors_are_counted_by_kind(stress: Stress, tmp_path: Path) -> Non
         "--workers",
         "1",
     )
-    assert rc == 0  # errors are reported, not a leak
+    # Errors are reported, not a leak: 4 of 5 failed, above the 1 % default.
+    assert rc == 3
+    assert r["verdict"] == "PASS"
+    assert r["exit_code"] == 3
+    assert r["outcome"] == "80.00 % of requests failed, above --max-error-rate 0.01"
     # preflight inserted 0, request 1 inserted 1, requests 2..5 violate the CHECK.
-    assert r["requests"] == {"total": 5, "ok": 1, "failed": 4}
+    assert r["requests"] == {"total": 5, "ok": 1, "failed": 4, "error_rate": 0.8}
     assert r["errors"] == {"IntegrityError": 4}
     assert r["leak_check"]["pass"] is True
 
@@ -214,7 +226,9 @@ def test_report_text(capsys: pytest.CaptureFixture[str]) -> None:
     assert rc == 0
     assert err == ""
     for text in (
-        "requests: 50 (50 ok, 0 failed)",
+        "requests: 50 (50 ok, 0 failed, 0.00 %)",
+        "internal errors: none",
+        "exit 0: PASS",
         "latency (ms)",
         "acquire wait",
         "pool stats",
@@ -258,5 +272,5 @@ def test_async_runs_over_open_async(
     assert db.closed
     assert db.pool.name == "sqlgate-stress"
     assert db.paramstyle == "qmark"  # the aiosqlite adapter dialed it
-    assert r["requests"] == {"total": 20, "ok": 20, "failed": 0}
+    assert r["requests"] == {"total": 20, "ok": 20, "failed": 0, "error_rate": 0.0}
     assert r["leak_check"]["pass"] is True

@@ -8,9 +8,17 @@ to run, and the independent witnesses the leak check asks:
   (opened minus closed, whatever the pool believes);
 * for a server, a :class:`ServerCount` on a separate monitor connection that
   asks the server itself how many of the run's connections it still has:
-  PostgreSQL by ``pg_stat_activity.application_name`` (a marker unique to the
-  run), MariaDB/MySQL by the connection ids recorded at connect time, looked
-  up in ``information_schema.processlist``.
+  PostgreSQL (psycopg or asyncpg) by ``pg_stat_activity``: rows carrying the
+  run's unique ``application_name`` marker or a backend pid recorded at
+  connect time (so a ``--connect`` callable's connections count even when
+  they carry no marker); MariaDB/MySQL by the connection ids recorded at
+  connect time, looked up in ``information_schema.processlist``.
+
+Every dial is bounded: ``connect_timeout`` (``CONNECT_TIMEOUT`` seconds unless
+the DSN names one) covers PostgreSQL's whole connection start-up; PyMySQL's
+covers only the TCP connect, so MySQL also gets ``read_timeout``
+(``MYSQL_READ_TIMEOUT``), which bounds the handshake of a server that accepts
+the connection and never answers.
 
 DSNs are parsed and dialed by the driver layer (``sqlgate.drivers``); the
 pool comes from ``sqlgate.open`` (or ``sqlgate.open_async`` with ``--async``)
@@ -56,6 +64,10 @@ SERVER_QUERY = "SELECT 1"
 #: Seconds a connect may take before it counts as unreachable (DSN parameter
 #: ``connect_timeout`` overrides it).
 CONNECT_TIMEOUT = 5
+#: MySQL: seconds any one read may wait, the handshake's included (DSN
+#: parameter ``read_timeout`` overrides it). The monitor connection, made
+#: before the run, waits at most ``CONNECT_TIMEOUT``.
+MYSQL_READ_TIMEOUT = 60
 
 
 class BadInput(Exception):
@@ -114,13 +126,29 @@ def is_open(conn: object) -> bool:
     return True
 
 
+def server_id(conn: object) -> int | None:
+    """The server's id for ``conn``, read locally (no round trip), or None.
+
+    PyMySQL ``thread_id()``, psycopg ``info.backend_pid``, asyncpg
+    ``get_server_pid()``.
+    """
+    for getter in ("thread_id", "get_server_pid"):
+        method = getattr(conn, getter, None)
+        if callable(method):
+            sid = method()
+            return sid if isinstance(sid, int) else None
+    pid = getattr(getattr(conn, "info", None), "backend_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
 @dataclass
 class Ledger:
     """Wraps a connect callable and remembers every connection it returned.
 
     Attributes:
         opened: connections returned by the callable, in total.
-        server_ids: server-side ids (MariaDB connection ids) seen at connect.
+        server_ids: server-side ids seen at connect (MariaDB connection ids,
+            PostgreSQL backend pids).
     """
 
     connect: Callable[[], Any]
@@ -131,24 +159,22 @@ class Ledger:
 
     def __call__(self) -> Any:
         """Dial through the wrapped callable and record the connection."""
-        conn = self.connect()
-        thread_id = getattr(conn, "thread_id", None)  # PyMySQL: no round trip
-        sid = thread_id() if callable(thread_id) else None
-        with self._lock:
-            self.opened += 1
-            self._live.append(conn)
-            if isinstance(sid, int):
-                self.server_ids.append(sid)
-        return conn
+        return self._record(self.connect())
 
     async def acall(self) -> Any:
         """Async twin of ``__call__`` for an async connect callable."""
         conn = self.connect()
         if inspect.isawaitable(conn):
             conn = await conn
+        return self._record(conn)
+
+    def _record(self, conn: Any) -> Any:
+        sid = server_id(conn)
         with self._lock:
             self.opened += 1
             self._live.append(conn)
+            if sid is not None:
+                self.server_ids.append(sid)
         return conn
 
     def still_open(self) -> int:
@@ -176,12 +202,18 @@ class _PgCount(ServerCount):
     def __init__(self, monitor: Any, marker: str) -> None:
         self._monitor = monitor
         self._marker = marker
-        self.source = f"pg_stat_activity where application_name = '{marker}'"
+        self.source = (
+            f"pg_stat_activity where application_name = '{marker}' or the "
+            "backend pid is one seen at connect"
+        )
 
     def count(self, ledger: Ledger) -> int:
+        with ledger._lock:
+            pids = list(ledger.server_ids)
         row = self._monitor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-            (self._marker,),
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name = %s OR pid = ANY(%s)",
+            (self._marker, pids),
         ).fetchone()
         return int(row[0])
 
@@ -212,7 +244,7 @@ class Target:
     """A database to stress, with its witnesses.
 
     Attributes:
-        kind: ``sqlite``, ``postgresql`` or ``mysql``.
+        kind: ``sqlite``, ``postgresql``, ``asyncpg`` or ``mysql``.
         shown: the DSN as it may be printed (password masked).
         query: the query each request runs.
         connect: the pool's connect callable (already wrapped by ``ledger``).
@@ -299,6 +331,11 @@ def _dial(
             "--async supports sqlite and postgresql DSNs, not mysql "
             "(sqlgate has no asyncio MySQL driver; run without --async)"
         )
+    if not use_async and dsn.family == "asyncpg":
+        raise BadInput(
+            f"DSN {dsn.redacted()!r}: asyncpg is an asyncio driver; add --async "
+            "(or use postgresql:// for psycopg)"
+        )
     adapter_for = async_adapter if use_async else sync_adapter
     try:
         connect, on_close = adapter_for(dsn.family).for_dsn(dsn).connector(dsn)
@@ -312,11 +349,35 @@ def _dial(
 def _open_monitor(
     dsn: DSN, marker: str, cleanups: list[Callable[[], None]]
 ) -> ServerCount:
-    """Connect the monitor (this also checks the server is reachable)."""
-    if dsn.family == "postgresql":
-        dial = _dial(_with_params(dsn, application_name=f"{marker}-monitor"), cleanups)
-        return _PgCount(dial(), marker)
-    return _MySQLCount(_dial(dsn, cleanups)())
+    """Connect the monitor (this also checks the server is reachable).
+
+    It is always a synchronous connection (psycopg for asyncpg DSNs too), made
+    before the run with every wait bounded by the connect timeout.
+    """
+    if dsn.family in ("postgresql", "asyncpg"):
+        pg = DSN(
+            scheme="postgresql",
+            family="postgresql",
+            host=dsn.host,
+            port=dsn.port,
+            user=dsn.user,
+            password=dsn.password,
+            database=dsn.database,
+            # asyncpg's parameters are not libpq's: keep only the timeout.
+            params={
+                **(
+                    dsn.params
+                    if dsn.family == "postgresql"
+                    else {"connect_timeout": dsn.params["connect_timeout"]}
+                ),
+                "application_name": f"{marker}-monitor",
+            },
+        )
+        return _PgCount(_dial(pg, cleanups)(), marker)
+    bounded = dataclasses.replace(
+        dsn, params={**dsn.params, "read_timeout": dsn.params["connect_timeout"]}
+    )
+    return _MySQLCount(_dial(bounded, cleanups)())
 
 
 def make_target(
@@ -350,26 +411,28 @@ def make_target(
             parsed = parse(dsn)
         except (TypeError, ValueError) as exc:
             raise BadInput(f"bad DSN: {exc}") from None
-        if parsed.family not in ("sqlite", "postgresql", "mysql"):
+        if parsed.family not in ("sqlite", "postgresql", "asyncpg", "mysql"):
             raise BadInput(
-                f"DSN {parsed.redacted()!r}: use postgresql:// (psycopg) here"
+                f"DSN {parsed.redacted()!r}: use sqlite://, postgresql://, "
+                "postgresql+asyncpg:// (with --async) or mysql:// here"
             )
         shown = parsed.redacted()
         default_query = SERVER_QUERY
-    timeout = str(CONNECT_TIMEOUT)
     if parsed.family != "sqlite":
-        parsed = _with_params(parsed, connect_timeout=timeout)
+        parsed = _with_params(parsed, connect_timeout=str(CONNECT_TIMEOUT))
+    if parsed.family == "mysql":
+        parsed = _with_params(parsed, read_timeout=str(MYSQL_READ_TIMEOUT))
     # PostgreSQL: every pooled connection carries the run's unique marker.
     tagged = (
         _with_params(parsed, application_name=marker)
-        if parsed.family == "postgresql"
+        if parsed.family in ("postgresql", "asyncpg")
         else parsed
     )
     server: ServerCount | None = None
     try:
         if connect is not None:
             dial = connect
-            if parsed.family == "postgresql":
+            if parsed.family in ("postgresql", "asyncpg"):
                 # Tag whatever libpq connections the user's callable opens
                 # (unless it names its own application_name).
                 _set_env("PGAPPNAME", marker, cleanups)

@@ -28,12 +28,17 @@ def progress_text(sample: Sample, rate: float, goal: str) -> str:
 class LiveView:
     """Shows the latest sample: a rich ``Live`` line, or a text line a second.
 
+    ``header`` (the target and settings) is shown above it.
+
     ``update`` is called from the sampler thread; rich's ``Live`` is
     thread-safe, and the plain fallback only writes whole lines.
     """
 
-    def __init__(self, goal: str, out: TextIO | None = None) -> None:
+    def __init__(
+        self, goal: str, out: TextIO | None = None, *, header: str = ""
+    ) -> None:
         self._goal = goal
+        self._header = header
         self._out = out if out is not None else sys.stderr
         self._recent: deque[Sample] = deque()
         self._live: Any = None
@@ -47,7 +52,10 @@ class LiveView:
             return self
         console = Console(file=self._out)
         self._live = Live(
-            "starting...", console=console, refresh_per_second=8, transient=True
+            f"{self._header}\nstarting..." if self._header else "starting...",
+            console=console,
+            refresh_per_second=8,
+            transient=True,
         )
         self._live.__enter__()
         return self
@@ -68,8 +76,10 @@ class LiveView:
         rate = (sample.completed - first.completed) / dt if dt > 0 else 0.0
         text = progress_text(sample, rate, self._goal)
         if self._live is not None:
-            self._live.update(text)
+            self._live.update(f"{self._header}\n{text}" if self._header else text)
         elif time.monotonic() - self._last_plain >= 1.0:
+            if not self._last_plain and self._header:
+                self._out.write(self._header + "\n")
             self._last_plain = time.monotonic()
             self._out.write(text + "\n")
             self._out.flush()

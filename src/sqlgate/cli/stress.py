@@ -18,21 +18,28 @@ same three counts must all be 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import inspect
+import math
 import threading
 import time
+import traceback
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlgate.aiopool import AsyncPool
+from sqlgate.cli._histogram import FLUSH_EVERY, Histogram
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
 from sqlgate.db import open as open_db
 from sqlgate.db_async import open_async
+from sqlgate.errors import Error, PoolClosed
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from sqlgate.cli._target import Target
     from sqlgate.db import DB
@@ -40,8 +47,11 @@ if TYPE_CHECKING:
     from sqlgate.stats import Stats
 
 __all__ = [
+    "MAX_SAMPLES",
     "SAMPLE_EVERY",
     "Config",
+    "Failures",
+    "InternalError",
     "LeakPoint",
     "RunResult",
     "Sample",
@@ -50,6 +60,8 @@ __all__ = [
 
 #: Seconds between samples of the pool (live view, plot, peaks).
 SAMPLE_EVERY = 0.1
+#: Samples kept for the report and plot (older ones thinned beyond this).
+MAX_SAMPLES = 1200
 #: Seconds to wait for dials/closes in flight to land before counting.
 SETTLE_WITHIN = 3.0
 #: DB-API exception class names that mean the link itself is unusable.
@@ -70,6 +82,8 @@ class Config:
         think_time: seconds a worker sleeps between requests.
         acquire_timeout: seconds an acquire may wait before PoolTimeout.
         use_async: run asyncio tasks over ``AsyncPool``.
+        max_error_rate: the share of failed requests (0 to 1) above which
+            the run exits 3.
     """
 
     workers: int = 8
@@ -81,33 +95,131 @@ class Config:
     think_time: float = 0.0
     acquire_timeout: float = 30.0
     use_async: bool = False
+    max_error_rate: float = 0.01
 
 
 @dataclass
 class Tally:
     """One worker's measurements (no lock: only its worker writes them).
 
-    Durations are float seconds.
+    Durations are float seconds, kept in bounded histograms (see
+    :mod:`sqlgate.cli._histogram`): memory stays flat however long the run.
+
+    Attributes:
+        waits: acquire waits of successful acquires.
+        queries: query + fetch times of successful queries.
+        holds: acquire-to-release times.
+        wait_total: running sum of ``waits`` (read by the sampler).
+        query_total: running sum of ``queries`` (read by the sampler).
+        acquired: successful acquires.
+        errors: failed requests by exception class name.
+        done: successful requests.
+        failed: failed requests.
+        refused: failed requests whose acquire failed (timeout, connect error).
     """
 
-    waits: list[float] = field(default_factory=list)
-    queries: list[float] = field(default_factory=list)
-    holds: list[float] = field(default_factory=list)
-    #: perf_counter() when each hold began (pairs with ``holds``).
-    held_at: list[float] = field(default_factory=list)
+    waits: Histogram = field(default_factory=Histogram)
+    queries: Histogram = field(default_factory=Histogram)
+    holds: Histogram = field(default_factory=Histogram)
+    wait_total: float = 0.0
+    query_total: float = 0.0
+    acquired: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     done: int = 0
     failed: int = 0
+    refused: int = 0
 
-    def fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException, *, refused: bool = False) -> None:
         """Count one failed request under its exception's class name."""
         self.failed += 1
+        self.refused += refused
         self.errors[type(exc).__name__] += 1
+
+    def flush(self) -> None:
+        """Move pending values into the histograms' buckets."""
+        self.waits.flush()
+        self.queries.flush()
+        self.holds.flush()
+
+
+@dataclass(frozen=True)
+class InternalError:
+    """A worker, dial or pool thread (or task) that died of an internal error.
+
+    Not a failed request: a failed request is the database or the pool saying
+    no (a driver error, a timeout). This is sqlgate or the tool breaking, and
+    it fails the run (exit 1).
+
+    Attributes:
+        where: the thread's or task's name.
+        error: ``Type: first line of the message``.
+        traceback: the formatted traceback (for the JSON report).
+    """
+
+    where: str
+    error: str
+    traceback: str
+
+
+class Failures:
+    """Collects :class:`InternalError` s from any thread (and the event loop)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: list[InternalError] = []
+
+    def add(self, where: str, exc: BaseException) -> None:
+        """Record ``exc`` as an internal error of ``where``."""
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        with self._lock:
+            self.items.append(InternalError(where, first_line(exc), text))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @contextmanager
+    def watching_threads(self) -> Iterator[None]:
+        """Record (instead of print) what kills any thread while inside.
+
+        Covers the pool's dial and maintenance threads and drivers' own
+        threads, which the stress tool does not start itself.
+        """
+        previous = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if args.exc_type is SystemExit:
+                return
+            name = args.thread.name if args.thread is not None else "a thread"
+            exc = args.exc_value
+            if exc is None:  # pragma: no cover - CPython always passes it
+                exc = args.exc_type()
+            self.add(name, exc)
+
+        threading.excepthook = hook
+        try:
+            yield
+        finally:
+            threading.excepthook = previous
+
+    def loop_handler(
+        self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]
+    ) -> None:
+        """An event-loop exception handler: a pool task that died."""
+        exc = context.get("exception")
+        if exc is None:
+            exc = RuntimeError(str(context.get("message", "event loop error")))
+        task = context.get("task") or context.get("future")
+        where = task.get_name() if isinstance(task, asyncio.Task) else "event loop"
+        self.add(where, exc)
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The pool and the workload at one moment (``t``: seconds since start)."""
+    """The pool and the workload at one moment (``t``: seconds since start).
+
+    ``wait_ms`` and ``query_ms`` are the mean acquire wait and query latency
+    of the requests completed since the previous sample (None: none were).
+    """
 
     t: float
     completed: int
@@ -116,6 +228,8 @@ class Sample:
     idle: int
     waiting: int
     open: int
+    wait_ms: float | None = None
+    query_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,7 +262,19 @@ class LeakPoint:
 
 @dataclass
 class RunResult:
-    """Everything a run measured, before it is shaped into a report."""
+    """Everything a run measured, before it is shaped into a report.
+
+    Attributes:
+        elapsed: the workers' wall time, seconds.
+        tallies: one per worker.
+        samples: the pool over time (at most ``MAX_SAMPLES``).
+        stats: the pool's stats once the workers were done.
+        after_run: the leak check with the pool still open.
+        after_close: the leak check after close.
+        peak_in_use: most connections held by workers at one moment (exact).
+        internal: internal errors (workers, pool threads, tasks).
+        interrupted: Ctrl-C stopped the run early.
+    """
 
     elapsed: float
     tallies: list[Tally]
@@ -156,19 +282,27 @@ class RunResult:
     stats: Stats
     after_run: LeakPoint
     after_close: LeakPoint
+    peak_in_use: int = 0
+    internal: list[InternalError] = field(default_factory=list)
     interrupted: bool = False
 
 
 class _Budget:
-    """Hands out requests: a fixed number, or until a deadline."""
+    """Hands out requests (a fixed number, or until a deadline) and stops them.
+
+    ``pause`` is the workers' sleep (hold and think time): it returns early
+    once the run stops, so a long ``--hold-time`` never delays the report.
+    """
 
     def __init__(self, requests: int | None, duration: float | None) -> None:
         self._left = requests
         self._lock = threading.Lock()
+        self._event = threading.Event()
         self.deadline = (
-            time.monotonic() + duration if duration is not None else float("inf")
+            time.monotonic() + duration if duration is not None else math.inf
         )
         self.stopped = False
+        self.pause = self._event.wait
 
     def take(self) -> bool:
         if self.stopped:
@@ -181,8 +315,34 @@ class _Budget:
             self._left -= 1
             return True
 
+    def wait_for_deadline(self) -> None:
+        """Block until the deadline (or ``stop``); then stop the workers."""
+        if self.deadline < math.inf:
+            self._event.wait(max(0.0, self.deadline - time.monotonic()))
+            self.stop()
+
     def stop(self) -> None:
         self.stopped = True
+        self._event.set()
+
+
+class _Gauge:
+    """Connections held by workers right now, and the most at one moment."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self.now += 1
+            if self.now > self.peak:
+                self.peak = self.now
+
+    def leave(self) -> None:
+        with self._lock:
+            self.now -= 1
 
 
 def _run_query(conn: Any, query: str) -> None:
@@ -196,19 +356,40 @@ def _run_query(conn: Any, query: str) -> None:
 
 
 def _worker(
-    pool: Pool[Any], query: str, budget: _Budget, tally: Tally, cfg: Config
+    pool: Pool[Any],
+    query: str,
+    budget: _Budget,
+    tally: Tally,
+    cfg: Config,
+    gauge: _Gauge,
 ) -> None:
-    clock, sleep = time.perf_counter, time.sleep
+    """One worker thread's loop (see the module docstring).
+
+    A failed acquire counts as a failed request only when sqlgate refused it
+    (``sqlgate.Error``: timeout, connect error, circuit open). Anything else
+    raised by the pool (on acquire or release) is an internal error: it
+    propagates and kills the worker, and ``_guarded`` records it.
+    """
+    clock, pause = time.perf_counter, budget.pause
     hold, think = cfg.hold_time, cfg.think_time
+    add_wait = tally.waits.pending.append
+    add_query = tally.queries.pending.append
+    add_hold = tally.holds.pending.append
+    pending = 0
     while budget.take():
         t0 = clock()
         try:
             conn = pool.acquire()
-        except Exception as exc:
-            tally.fail(exc)
+        except Error as exc:
+            if not (budget.stopped and isinstance(exc, PoolClosed)):
+                tally.fail(exc, refused=True)
         else:
             t1 = clock()
-            tally.waits.append(t1 - t0)
+            gauge.enter()
+            wait = t1 - t0
+            add_wait(wait)
+            tally.wait_total += wait
+            tally.acquired += 1
             broken = False
             try:
                 _run_query(conn, query)
@@ -216,19 +397,40 @@ def _worker(
                 tally.fail(exc)
                 broken = type(exc).__name__ in _BROKEN_KINDS
             else:
-                tally.queries.append(clock() - t1)
+                spent = clock() - t1
+                add_query(spent)
+                tally.query_total += spent
                 tally.done += 1
             if hold:
-                sleep(hold)
+                pause(hold)
+            gauge.leave()
             pool.release(conn, broken=broken)
-            tally.held_at.append(t1)
-            tally.holds.append(clock() - t1)
+            add_hold(clock() - t1)
+            pending += 1
+            if pending >= FLUSH_EVERY:
+                tally.flush()
+                pending = 0
         if think:
-            sleep(think)
+            pause(think)
+    tally.flush()
+
+
+def _guarded(failures: Failures, target: Callable[..., None], *args: Any) -> None:
+    """Run a worker; record what kills it (an internal error) instead of dying."""
+    try:
+        target(*args)
+    except BaseException as exc:
+        failures.add(threading.current_thread().name, exc)
 
 
 class _Sampler:
-    """Samples the pool every ``SAMPLE_EVERY`` s; calls ``on_sample`` each time."""
+    """Samples the pool every ``SAMPLE_EVERY`` s; calls ``on_sample`` each time.
+
+    It keeps at most ``MAX_SAMPLES``: when full, every other sample is
+    dropped and from then on only every other one is kept (each sample holds
+    running totals, so rates between kept samples stay exact). The live view
+    still sees every sample.
+    """
 
     def __init__(
         self,
@@ -240,6 +442,9 @@ class _Sampler:
         self._tallies = tallies
         self._on_sample = on_sample
         self.samples: list[Sample] = []
+        self._stride = 1  # keep every _stride-th sample
+        self._taken = 0
+        self._last = (0, 0.0, 0, 0.0)  # acquired, wait_total, done, query_total
         self._stop = threading.Event()
         self.started = time.monotonic()
         self._thread = threading.Thread(
@@ -250,18 +455,34 @@ class _Sampler:
         self.started = time.monotonic()
         self._thread.start()
 
-    def take(self) -> None:
+    def take(self, *, keep: bool = False) -> None:
         s = self._stats()
+        tallies = self._tallies
+        acquired = sum(t.acquired for t in tallies)
+        wait_total = sum(t.wait_total for t in tallies)
+        done = sum(t.done for t in tallies)
+        query_total = sum(t.query_total for t in tallies)
+        a0, w0, d0, q0 = self._last
+        self._last = (acquired, wait_total, done, query_total)
         sample = Sample(
             t=time.monotonic() - self.started,
-            completed=sum(t.done for t in self._tallies),
-            errors=sum(t.failed for t in self._tallies),
+            completed=done,
+            errors=sum(t.failed for t in tallies),
             in_use=s.in_use,
             idle=s.idle,
             waiting=s.waiting,
             open=s.open_connections,
+            wait_ms=(wait_total - w0) / (acquired - a0) * 1000
+            if acquired > a0
+            else None,
+            query_ms=(query_total - q0) / (done - d0) * 1000 if done > d0 else None,
         )
-        self.samples.append(sample)
+        self._taken += 1
+        if keep or self._taken % self._stride == 0:
+            self.samples.append(sample)
+            if len(self.samples) >= MAX_SAMPLES:
+                del self.samples[1::2]
+                self._stride *= 2
         if self._on_sample is not None:
             self._on_sample(sample)
 
@@ -272,7 +493,7 @@ class _Sampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        self.take()  # the final figures
+        self.take(keep=True)  # the final figures
 
 
 def _knobs(cfg: Config) -> dict[str, Any]:
@@ -366,6 +587,10 @@ def run(
 ) -> RunResult:
     """Drive the pool, then check it for leaks before and after close.
 
+    Ctrl-C during the run stops the workers and still checks and reports
+    (``interrupted``); Ctrl-C before the run starts (while connecting) or a
+    second one propagates as KeyboardInterrupt.
+
     Args:
         cfg: the run's settings.
         target: what to connect to, the query and the witnesses.
@@ -378,8 +603,23 @@ def run(
     Raises:
         BadInput: the first connection or query failed.
     """
-    if cfg.use_async:
-        return _run_async(cfg, target, password=password, on_sample=on_sample)
+    failures = Failures()
+    with failures.watching_threads():
+        if cfg.use_async:
+            result = _run_async(cfg, target, failures, password, on_sample)
+        else:
+            result = _run_threads(cfg, target, failures, password, on_sample)
+    result.internal = list(failures.items)
+    return result
+
+
+def _run_threads(
+    cfg: Config,
+    target: Target,
+    failures: Failures,
+    password: str | None,
+    on_sample: Callable[[Sample], None] | None,
+) -> RunResult:
     db = _open_db(cfg, target)
     pool = db if isinstance(db, Pool) else db.pool
     try:
@@ -389,11 +629,12 @@ def run(
         raise
     tallies = [Tally() for _ in range(cfg.workers)]
     budget = _Budget(cfg.requests, cfg.duration)
+    gauge = _Gauge()
     sampler = _Sampler(pool.stats, tallies, on_sample)
     threads = [
         threading.Thread(
-            target=_worker,
-            args=(pool, target.query, budget, tally, cfg),
+            target=_guarded,
+            args=(failures, _worker, pool, target.query, budget, tally, cfg, gauge),
             name=f"sqlgate-stress-{i}",
             daemon=True,
         )
@@ -405,16 +646,19 @@ def run(
         thread.start()
     interrupted = False
     try:
+        budget.wait_for_deadline()
         for thread in threads:
             thread.join()
     except KeyboardInterrupt:
+        # Stop, let every worker give its connection back, check, report.
+        # A second Ctrl-C propagates from here (the caller exits 130).
         interrupted = True
         budget.stop()
         for thread in threads:
             thread.join()
     elapsed = time.monotonic() - started
     sampler.stop()
-    return _finish(db, target, tallies, sampler.samples, elapsed, interrupted)
+    return _finish(db, target, tallies, sampler.samples, elapsed, interrupted, gauge)
 
 
 def _finish(
@@ -424,6 +668,7 @@ def _finish(
     samples: list[Sample],
     elapsed: float,
     interrupted: bool,
+    gauge: _Gauge,
 ) -> RunResult:
     stats = _quiet_pool(db.stats)
     after_run = _leak_point(target, stats.open_connections, stats.open_connections)
@@ -437,6 +682,7 @@ def _finish(
         stats=stats,
         after_run=after_run,
         after_close=after_close,
+        peak_in_use=gauge.peak,
         interrupted=interrupted,
     )
 
@@ -444,12 +690,12 @@ def _finish(
 def _run_async(
     cfg: Config,
     target: Target,
-    *,
+    failures: Failures,
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
 ) -> RunResult:
     """``run`` with asyncio tasks over ``open_async``'s pool (a fresh event loop)."""
-    return asyncio.run(_amain(cfg, target, password, on_sample))
+    return asyncio.run(_amain(cfg, target, failures, password, on_sample))
 
 
 async def _arun_query(conn: Any, query: str) -> None:
@@ -467,40 +713,84 @@ async def _arun_query(conn: Any, query: str) -> None:
             await closed
 
 
+async def _apause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if the run stops; always yields once."""
+    if not seconds:
+        await asyncio.sleep(0)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
 async def _aworker(
-    pool: AsyncPool[Any], query: str, budget: _Budget, tally: Tally, cfg: Config
+    pool: AsyncPool[Any],
+    query: str,
+    budget: _Budget,
+    stop: asyncio.Event,
+    tally: Tally,
+    cfg: Config,
+    gauge: _Gauge,
 ) -> None:
+    """``_worker`` for asyncio (the same rules for failures and errors)."""
     clock = time.perf_counter
     hold, think = cfg.hold_time, cfg.think_time
-    while budget.take():
-        t0 = clock()
-        try:
-            conn = await pool.acquire()
-        except Exception as exc:
-            tally.fail(exc)
-        else:
-            t1 = clock()
-            tally.waits.append(t1 - t0)
-            broken = False
+    add_wait = tally.waits.pending.append
+    add_query = tally.queries.pending.append
+    add_hold = tally.holds.pending.append
+    pending = 0
+    try:
+        while budget.take():
+            t0 = clock()
             try:
-                await _arun_query(conn, query)
-            except Exception as exc:
-                tally.fail(exc)
-                broken = type(exc).__name__ in _BROKEN_KINDS
+                conn = await pool.acquire()
+            except Error as exc:
+                if not (budget.stopped and isinstance(exc, PoolClosed)):
+                    tally.fail(exc, refused=True)
             else:
-                tally.queries.append(clock() - t1)
-                tally.done += 1
-            finally:
+                t1 = clock()
+                gauge.now += 1  # one thread: no lock needed
+                gauge.peak = max(gauge.peak, gauge.now)
+                wait = t1 - t0
+                add_wait(wait)
+                tally.wait_total += wait
+                tally.acquired += 1
+                broken = False
                 try:
-                    # Always yield once, so a worker on a connection that
-                    # never blocks cannot starve the others (and the sampler).
-                    await asyncio.sleep(hold)
-                finally:  # even when cancelled (Ctrl-C): give it back
-                    await pool.release(conn, broken=broken)
-            tally.held_at.append(t1)
-            tally.holds.append(clock() - t1)
-        if think:
-            await asyncio.sleep(think)
+                    await _arun_query(conn, query)
+                except Exception as exc:
+                    tally.fail(exc)
+                    broken = type(exc).__name__ in _BROKEN_KINDS
+                else:
+                    spent = clock() - t1
+                    add_query(spent)
+                    tally.query_total += spent
+                    tally.done += 1
+                finally:
+                    try:
+                        # Always yield once, so a worker on a connection that
+                        # never blocks cannot starve the others (and the sampler).
+                        await _apause(stop, hold)
+                    finally:  # even when cancelled (Ctrl-C): give it back
+                        gauge.now -= 1
+                        await pool.release(conn, broken=broken)
+                add_hold(clock() - t1)
+                pending += 1
+                if pending >= FLUSH_EVERY:
+                    tally.flush()
+                    pending = 0
+            if think:
+                await _apause(stop, think)
+    finally:
+        tally.flush()
+
+
+async def _aguarded(failures: Failures, coro: Awaitable[None]) -> None:
+    """``_guarded`` for a task (a cancel is not an error: it propagates)."""
+    try:
+        await coro
+    except Exception as exc:
+        task = asyncio.current_task()
+        failures.add(task.get_name() if task is not None else "a task", exc)
 
 
 async def _asettle(
@@ -535,18 +825,23 @@ async def _aleak_point(target: Target, pool_open: int, expected: int) -> LeakPoi
 async def _amain(
     cfg: Config,
     target: Target,
+    failures: Failures,
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
 ) -> RunResult:
+    asyncio.get_running_loop().set_exception_handler(failures.loop_handler)
     db = _open_async_db(cfg, target)
     pool = db if isinstance(db, AsyncPool) else db.pool
     try:
         await _apreflight(pool, target, password)
     except BaseException:
         await db.close()
+        await _adrain_threads()
         raise
     tallies = [Tally() for _ in range(cfg.workers)]
     budget = _Budget(cfg.requests, cfg.duration)
+    stop = asyncio.Event()
+    gauge = _Gauge()
     sampler = _Sampler(pool.stats, tallies, on_sample)
     started = time.monotonic()
     sampler.started = started
@@ -556,21 +851,39 @@ async def _amain(
             await asyncio.sleep(SAMPLE_EVERY)
             sampler.take()
 
+    async def stop_at_deadline() -> None:
+        if budget.deadline < math.inf:
+            await asyncio.sleep(max(0.0, budget.deadline - time.monotonic()))
+            budget.stop()
+            stop.set()
+
     sampling = asyncio.create_task(sample_loop())
+    stopper = asyncio.create_task(stop_at_deadline())
+    workers = [
+        asyncio.create_task(
+            _aguarded(
+                failures, _aworker(pool, target.query, budget, stop, t, cfg, gauge)
+            ),
+            name=f"sqlgate-stress-{i}",
+        )
+        for i, t in enumerate(tallies)
+    ]
     interrupted = False
     try:
-        await asyncio.gather(
-            *(_aworker(pool, target.query, budget, t, cfg) for t in tallies)
-        )
+        await asyncio.gather(*workers)
     except asyncio.CancelledError:  # Ctrl-C under asyncio.run
         interrupted = True
         budget.stop()
+        stop.set()
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()  # handled here: report what was measured
+        # gather cancelled the workers; each gives its connection back.
+        await asyncio.gather(*workers, return_exceptions=True)
     elapsed = time.monotonic() - started
+    stopper.cancel()
     sampling.cancel()
-    sampler.take()
+    sampler.take(keep=True)
     stats = await _aquiet_pool(db.stats)
     after_run = await _aleak_point(
         target, stats.open_connections, stats.open_connections
@@ -578,6 +891,7 @@ async def _amain(
     await db.close()
     closed = await _aquiet_pool(db.stats)
     after_close = await _aleak_point(target, closed.open_connections, 0)
+    gc.collect()  # a pool task's exception nobody retrieved reaches the handler
     return RunResult(
         elapsed=elapsed,
         tallies=tallies,
@@ -585,8 +899,28 @@ async def _amain(
         stats=stats,
         after_run=after_run,
         after_close=after_close,
+        peak_in_use=gauge.peak,
         interrupted=interrupted,
     )
+
+
+async def _adrain_threads(within: float = SETTLE_WITHIN) -> None:
+    """Let drivers' own threads started for this loop finish before it closes.
+
+    aiosqlite answers from a thread; one still running when ``asyncio.run``
+    closes the loop dies with "Event loop is closed" (a traceback on stderr).
+    """
+    deadline = time.monotonic() + within
+    main = threading.main_thread()
+    while time.monotonic() < deadline:
+        busy = [
+            t
+            for t in threading.enumerate()
+            if t is not main and not t.daemon and t.is_alive()
+        ]
+        if not busy:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def _apreflight(
