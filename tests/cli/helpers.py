@@ -6,12 +6,18 @@ afterwards (no connection is left to the garbage collector).
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from tests.servers import MY_URL, PG_URL
 
+ROOT = Path(__file__).resolve().parents[2]
 PG_DSN = PG_URL
 MYSQL_DSN = MY_URL
 
@@ -79,3 +85,70 @@ def close_leaked() -> int:
     for conn in leaked:
         conn.close()
     return len(leaked)
+
+
+async def asyncpg_connect() -> Any:
+    """An asyncpg connection with no application_name (a user's own callable)."""
+    import asyncpg
+
+    return await asyncpg.connect(PG_URL)
+
+
+def cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sqlgate ARGS`` in a subprocess; fail if it overruns."""
+    return subprocess.run(
+        [sys.executable, "-m", "sqlgate", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120", **(env or {})},
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """The message of a bad-input exit: code 2, one stderr line, nothing else."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("sqlgate: error: ")
+    return proc.stderr[len("sqlgate: error: ") : -1]
+
+
+class SilentServer:
+    """A loopback TCP listener that accepts connections and never answers.
+
+    ``accepted`` is set once a client connected (the CLI is then connecting).
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.05)
+        self.port: int = self._sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            self._conns.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sock.close()
+        for conn in self._conns:
+            conn.close()

@@ -91,6 +91,13 @@ def test_malformed_dsn(
     assert ":pw@" not in msg
 
 
+def test_plot_without_extension(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _one_line_error(capsys, ["stress", "--plot", "run"]).startswith(
+        "--plot 'run': matplotlib cannot write a file without an extension (use "
+        "one of: "
+    )
+
+
 def test_no_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert _one_line_error(capsys, []) == "missing command (try: sqlgate stress --help)"
 

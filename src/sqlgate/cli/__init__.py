@@ -16,7 +16,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING, NoReturn
 
 from sqlgate import __version__
@@ -25,7 +27,7 @@ from sqlgate.cli.report import EXIT_CODES, build_report, render, summary_line
 from sqlgate.cli.stress import Config, run
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["EXIT_CODES", "MAX_SECONDS", "MAX_WORKERS", "main"]
 
@@ -146,6 +148,12 @@ def _parser() -> _Parser:
         help="no live view; print only a one-line summary",
     )
     p.add_argument("--no-progress", action="store_true", help="no live view")
+    p.add_argument(
+        "--progress-lines",
+        action="store_true",
+        help="live view as a plain line a second on stderr, even when it is "
+        "not a terminal (logs, CI)",
+    )
     return parser
 
 
@@ -256,10 +264,10 @@ def _check_plot(path: str | None) -> None:
     kinds = Figure().canvas.get_supported_filetypes()
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext not in kinds:
+        what = f"'.{ext}' files" if ext else "a file without an extension"
         raise BadInput(
-            f"--plot {path!r}: matplotlib cannot write "
-            + (f"'.{ext}'" if ext else "a file without an extension")
-            + f" files (use one of: {', '.join(sorted(kinds))})"
+            f"--plot {path!r}: matplotlib cannot write {what} "
+            f"(use one of: {', '.join(sorted(kinds))})"
         )
     _check_output("--plot", path)
 
@@ -274,7 +282,31 @@ def _header(cfg: Config, shown: str) -> str:
     )
 
 
-def _stress(args: argparse.Namespace) -> int:
+def _on_interrupt(program: bool) -> Callable[[], None]:
+    """What the first Ctrl-C of a run does: say so; make a second one final."""
+
+    def stopping() -> None:
+        print(
+            f"{PROG}: stopping (Ctrl-C again to quit at once, without a report)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if program:
+            # A second Ctrl-C must end the program whatever it is waiting
+            # for (a worker's query, a driver's thread): exit from the
+            # signal handler itself; the OS closes the connections.
+            signal.signal(signal.SIGINT, _quit_now)
+
+    return stopping
+
+
+def _quit_now(signum: int, frame: object) -> None:
+    sys.stderr.write(f"{PROG}: interrupted\n")
+    sys.stderr.flush()
+    os._exit(INTERRUPTED)
+
+
+def _stress(args: argparse.Namespace, *, program: bool = False) -> int:
     cfg = _config(args)
     _check_output("--json", args.json)
     _check_plot(args.plot)
@@ -284,7 +316,9 @@ def _stress(args: argparse.Namespace) -> int:
         args.dsn, query=args.query, connect=connect, use_async=cfg.use_async
     )
     try:
-        show_live = not (args.quiet or args.no_progress) and sys.stderr.isatty()
+        show_live = args.progress_lines or (
+            not (args.quiet or args.no_progress) and sys.stderr.isatty()
+        )
         if show_live:
             from sqlgate.cli.live import LiveView
 
@@ -293,10 +327,20 @@ def _stress(args: argparse.Namespace) -> int:
                 if cfg.requests is None
                 else f"/ {cfg.requests} req"
             )
-            with LiveView(goal, header=_header(cfg, target.shown)) as view:
-                result = run(cfg, target, password=password, on_sample=view.update)
+            with LiveView(
+                goal, header=_header(cfg, target.shown), plain=args.progress_lines
+            ) as view:
+                result = run(
+                    cfg,
+                    target,
+                    password=password,
+                    on_sample=view.update,
+                    on_interrupt=_on_interrupt(program),
+                )
         else:
-            result = run(cfg, target, password=password)
+            result = run(
+                cfg, target, password=password, on_interrupt=_on_interrupt(program)
+            )
         report = build_report(cfg, target, result)
     finally:
         target.close()
@@ -340,6 +384,14 @@ def _quiet_library_logs() -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+def _stuck_threads() -> bool:
+    """Whether a non-daemon thread besides this one is still running."""
+    me = threading.current_thread()
+    return any(
+        t is not me and not t.daemon and t.is_alive() for t in threading.enumerate()
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``sqlgate`` command line.
 
@@ -356,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = _parser().parse_args(argv)
             if args.command is None:
                 raise BadInput("missing command (try: sqlgate stress --help)")
-            return _stress(args)
+            return _stress(args, program=argv is None)
     except BadInput as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -364,6 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before the run (while connecting), or a second Ctrl-C during the
         # wind-down: nothing to report.
         print(f"{PROG}: interrupted", file=sys.stderr)
+        if argv is None and _stuck_threads():
+            # The program itself (not a caller of main()): a driver's own
+            # threads (aiosqlite's) of connections the interrupt left open
+            # would keep the interpreter from exiting. The OS closes them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
         return INTERRUPTED
     except SystemExit as exc:  # --help, --version
         return exc.code if isinstance(exc.code, int) else 0

@@ -33,6 +33,7 @@ import inspect
 import os
 import secrets
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
@@ -276,7 +277,7 @@ class Target:
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import ``module:attr`` and return it; it must be callable.
+    """Import ``module:attr`` (from the working directory too); it must be callable.
 
     Raises:
         BadInput: malformed, not importable, or not callable.
@@ -284,6 +285,8 @@ def load_callable(spec: str) -> Callable[..., Any]:
     module, sep, attr = spec.partition(":")
     if not sep or not module or not attr:
         raise BadInput(f"--connect must be 'module:callable', got {spec!r}")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")  # the working directory, as ``python -m`` has it
     try:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
@@ -330,11 +333,6 @@ def _dial(
         raise BadInput(
             "--async supports sqlite and postgresql DSNs, not mysql "
             "(sqlgate has no asyncio MySQL driver; run without --async)"
-        )
-    if not use_async and dsn.family == "asyncpg":
-        raise BadInput(
-            f"DSN {dsn.redacted()!r}: asyncpg is an asyncio driver; add --async "
-            "(or use postgresql:// for psycopg)"
         )
     adapter_for = async_adapter if use_async else sync_adapter
     try:
@@ -418,6 +416,11 @@ def make_target(
             )
         shown = parsed.redacted()
         default_query = SERVER_QUERY
+        if parsed.family == "asyncpg" and not use_async and connect is None:
+            raise BadInput(
+                f"DSN {shown!r}: asyncpg is an asyncio driver; add --async "
+                "(or use postgresql:// for psycopg)"
+            )
     if parsed.family != "sqlite":
         parsed = _with_params(parsed, connect_timeout=str(CONNECT_TIMEOUT))
     if parsed.family == "mysql":

@@ -28,23 +28,32 @@ def progress_text(sample: Sample, rate: float, goal: str) -> str:
 class LiveView:
     """Shows the latest sample: a rich ``Live`` line, or a text line a second.
 
-    ``header`` (the target and settings) is shown above it.
+    ``header`` (the target and settings) is shown above it; ``plain`` forces
+    the line-a-second text even when rich is installed.
 
     ``update`` is called from the sampler thread; rich's ``Live`` is
     thread-safe, and the plain fallback only writes whole lines.
     """
 
     def __init__(
-        self, goal: str, out: TextIO | None = None, *, header: str = ""
+        self,
+        goal: str,
+        out: TextIO | None = None,
+        *,
+        header: str = "",
+        plain: bool = False,
     ) -> None:
         self._goal = goal
         self._header = header
+        self._plain = plain
         self._out = out if out is not None else sys.stderr
         self._recent: deque[Sample] = deque()
         self._live: Any = None
         self._last_plain = 0.0
 
     def __enter__(self) -> LiveView:
+        if self._plain:
+            return self
         try:
             from rich.console import Console
             from rich.live import Live

@@ -584,6 +584,7 @@ def run(
     *,
     password: str | None = None,
     on_sample: Callable[[Sample], None] | None = None,
+    on_interrupt: Callable[[], None] | None = None,
 ) -> RunResult:
     """Drive the pool, then check it for leaks before and after close.
 
@@ -596,6 +597,8 @@ def run(
         target: what to connect to, the query and the witnesses.
         password: a secret to mask in any error message.
         on_sample: called from the sampler thread with each sample.
+        on_interrupt: called (in the main thread) when a Ctrl-C stops the
+            run, before the wind-down.
 
     Returns:
         The measurements; the pool is closed.
@@ -606,9 +609,13 @@ def run(
     failures = Failures()
     with failures.watching_threads():
         if cfg.use_async:
-            result = _run_async(cfg, target, failures, password, on_sample)
+            result = _run_async(
+                cfg, target, failures, password, on_sample, on_interrupt
+            )
         else:
-            result = _run_threads(cfg, target, failures, password, on_sample)
+            result = _run_threads(
+                cfg, target, failures, password, on_sample, on_interrupt
+            )
     result.internal = list(failures.items)
     return result
 
@@ -619,6 +626,7 @@ def _run_threads(
     failures: Failures,
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
+    on_interrupt: Callable[[], None] | None,
 ) -> RunResult:
     db = _open_db(cfg, target)
     pool = db if isinstance(db, Pool) else db.pool
@@ -654,6 +662,8 @@ def _run_threads(
         # A second Ctrl-C propagates from here (the caller exits 130).
         interrupted = True
         budget.stop()
+        if on_interrupt is not None:
+            on_interrupt()
         for thread in threads:
             thread.join()
     elapsed = time.monotonic() - started
@@ -693,9 +703,10 @@ def _run_async(
     failures: Failures,
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
+    on_interrupt: Callable[[], None] | None,
 ) -> RunResult:
     """``run`` with asyncio tasks over ``open_async``'s pool (a fresh event loop)."""
-    return asyncio.run(_amain(cfg, target, failures, password, on_sample))
+    return asyncio.run(_amain(cfg, target, failures, password, on_sample, on_interrupt))
 
 
 async def _arun_query(conn: Any, query: str) -> None:
@@ -828,6 +839,7 @@ async def _amain(
     failures: Failures,
     password: str | None,
     on_sample: Callable[[Sample], None] | None,
+    on_interrupt: Callable[[], None] | None,
 ) -> RunResult:
     asyncio.get_running_loop().set_exception_handler(failures.loop_handler)
     db = _open_async_db(cfg, target)
@@ -875,6 +887,8 @@ async def _amain(
         interrupted = True
         budget.stop()
         stop.set()
+        if on_interrupt is not None:
+            on_interrupt()
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()  # handled here: report what was measured
