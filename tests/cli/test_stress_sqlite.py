@@ -220,6 +220,16 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     assert len(data) > 1000
 
 
+def test_plot_of_an_interrupted_run(stress: Stress, tmp_path: Path) -> None:
+    from sqlgate.cli.plot import write_plot
+
+    _, report = stress("--requests", "200", "--max-open", "2")
+    report["interrupted"] = True
+    png = tmp_path / "interrupted.png"
+    write_plot(report, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_report_text(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["stress", "--requests", "50", "--no-progress"])
     out, err = capsys.readouterr()
