@@ -60,6 +60,8 @@ __all__ = [
 
 #: Seconds between samples of the pool (live view, plot, peaks).
 SAMPLE_EVERY = 0.1
+#: The pool's name (its threads' names end with it).
+POOL_NAME = "sqlgate-stress"
 #: Samples kept for the report and plot (older ones thinned beyond this).
 MAX_SAMPLES = 1200
 #: Seconds to wait for dials/closes in flight to land before counting.
@@ -502,7 +504,7 @@ def _knobs(cfg: Config) -> dict[str, Any]:
         "max_open": cfg.max_open,
         "max_idle": cfg.max_idle,
         "acquire_timeout": cfg.acquire_timeout,
-        "name": "sqlgate-stress",
+        "name": POOL_NAME,
     }
 
 
@@ -607,6 +609,7 @@ def run(
         BadInput: the first connection or query failed.
     """
     failures = Failures()
+    before = set(threading.enumerate())
     with failures.watching_threads():
         if cfg.use_async:
             result = _run_async(
@@ -616,8 +619,28 @@ def run(
             result = _run_threads(
                 cfg, target, failures, password, on_sample, on_interrupt
             )
+        # A pool thread may die just after the pool is closed: it must not
+        # slip past the report. (The pool's threads end with its close.)
+        _join_new_threads(before, within=SETTLE_WITHIN)
     result.internal = list(failures.items)
     return result
+
+
+def _join_new_threads(before: set[threading.Thread], within: float) -> None:
+    """Wait up to ``within`` s for the run's threads to end.
+
+    The run's: started since ``before``, and either the pool's own (dial and
+    maintenance threads carry its name) or non-daemon (a driver's). Process
+    -wide helpers (sqlgate's reaper) live on and are not waited for.
+    """
+    deadline = time.monotonic() + within
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread in before or thread is me:
+            continue
+        if thread.daemon and not thread.name.endswith(POOL_NAME):
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _run_threads(
