@@ -494,7 +494,8 @@ class _Sampler:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self.take(keep=True)  # the final figures
 
 
@@ -672,11 +673,12 @@ def _run_threads(
         for i, tally in enumerate(tallies)
     ]
     started = time.monotonic()
-    sampler.start()
-    for thread in threads:
-        thread.start()
     interrupted = False
     try:
+        # Started inside the try: a Ctrl-C while they start is handled too.
+        sampler.start()
+        for thread in threads:
+            thread.start()
         budget.wait_for_deadline()
         for thread in threads:
             thread.join()
@@ -688,7 +690,8 @@ def _run_threads(
         if on_interrupt is not None:
             on_interrupt()
         for thread in threads:
-            thread.join()
+            if thread.is_alive():
+                thread.join()
     elapsed = time.monotonic() - started
     sampler.stop()
     return _finish(db, target, tallies, sampler.samples, elapsed, interrupted, gauge)
