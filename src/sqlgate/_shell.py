@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate._core import Waiter
-    from sqlgate.observe import Observer
+    from sqlgate.stats import Observer
 
 __all__ = [
     "Held",

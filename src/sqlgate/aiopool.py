@@ -37,6 +37,7 @@ from sqlgate._core import (
     BROKEN,
     CIRCUIT_AFTER,
     IN_USE,
+    MAX_CONNECTING,
     SERVED,
     WAITING,
     Close,
@@ -71,15 +72,13 @@ from sqlgate._shell import (
     waiter_error,
 )
 from sqlgate.errors import ConnectError, Error, PoolTimeout
-from sqlgate.pool import DEFAULT_MAX_CONNECTING
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from types import TracebackType
 
     from sqlgate._core import Effect
-    from sqlgate.observe import Observer
-    from sqlgate.stats import Stats
+    from sqlgate.stats import Observer, Stats
 
 __all__ = ["AsyncPool"]
 
@@ -116,7 +115,7 @@ class AsyncPool(ShellBase[C]):
         max_open: int = 0,
         max_idle: int = 2,
         min_idle: int = 0,
-        max_connecting: int = DEFAULT_MAX_CONNECTING,
+        max_connecting: int = MAX_CONNECTING,
         conn_max_lifetime: float | None = None,
         conn_max_idle_time: float | None = None,
         acquire_timeout: float | None = 30.0,

@@ -54,8 +54,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from sqlgate._core import Effect
-    from sqlgate.observe import Observer
-    from sqlgate.stats import Stats
+    from sqlgate.stats import Observer, Stats
 
 __all__ = ["DEFAULT_MAX_CONNECTING", "Pool"]
 

@@ -1,10 +1,15 @@
-"""Stats: one frozen snapshot of a pool's figures (Go's DBStats and more)."""
+"""Stats: a pool's figures (Go's DBStats and more) and the Observer of its events.
+
+Both live here, at the bottom of the layers, so that the pool shells need nothing
+above them; ``sqlgate.observe`` builds its exporters on the ``Observer`` protocol.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["Stats"]
+__all__ = ["Observer", "Stats"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +75,19 @@ class Stats:
     circuit_open: bool = False
     circuit_opens: int = 0
     leaks_reclaimed: int = 0
+
+
+class Observer(Protocol):
+    """What a pool calls on each event; every method must be cheap and not raise."""
+
+    def created(self, seconds: float) -> None:
+        """A connection was dialed (and configured) in ``seconds``."""
+
+    def waited(self, seconds: float) -> None:
+        """A queued acquire ended after ``seconds`` in the queue."""
+
+    def used(self, seconds: float) -> None:
+        """A connection was held for ``seconds`` before it was given back."""
+
+    def timed_out(self) -> None:
+        """An acquire raised ``PoolTimeout``."""

@@ -23,26 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from sqlgate.stats import Observer
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
 __all__ = ["Fanout", "ObservedPool", "Observer", "attach", "detach"]
-
-
-class Observer(Protocol):
-    """What a pool calls on each event; every method must be cheap and not raise."""
-
-    def created(self, seconds: float) -> None:
-        """A connection was dialed (and configured) in ``seconds``."""
-
-    def waited(self, seconds: float) -> None:
-        """A queued acquire ended after ``seconds`` in the queue."""
-
-    def used(self, seconds: float) -> None:
-        """A connection was held for ``seconds`` before it was given back."""
-
-    def timed_out(self) -> None:
-        """An acquire raised ``PoolTimeout``."""
 
 
 class ObservedPool(Protocol):
