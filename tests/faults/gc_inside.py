@@ -233,3 +233,67 @@ def bounded(run: Callable[[], object], seconds: float = 30.0) -> None:
         raise AssertionError(f"deadlocked for {seconds:.0f} s at:\n{stack}")
     if failure:
         raise failure[0]
+
+
+class AtAllocations:
+    """The collector's own timing: a collection at (nearly) every allocation.
+
+    Inside ``with``, ``gc.set_threshold(1)`` makes CPython collect the young
+    generation at every second allocation of a tracked object, in whatever
+    thread allocates (the caller's, a dial thread, the loop's). A
+    ``gc.callbacks`` hook plants one forgotten connection into each
+    collection that starts inside a critical section (``where`` of the
+    allocating frame), so the finalizer runs right there. The attributes
+    mirror ``Inside`` and ``Forgetter``: ``points``, ``sites``,
+    ``forgotten``, ``dry``, ``stalls`` (always 0: a deadlock here shows as
+    the run's bound, ``bounded``).
+    """
+
+    def __init__(
+        self, where: Callable[[FrameType | None], bool], supply: list[Any]
+    ) -> None:
+        self.where = where
+        self.supply = supply
+        self.points = 0
+        self.sites: set[tuple[str, int]] = set()
+        self.forgotten = 0
+        self.dry = 0
+        self.stalls = 0
+        self._threshold = gc.get_threshold()
+
+    def __enter__(self) -> AtAllocations:
+        self._threshold = gc.get_threshold()
+        gc.callbacks.append(self._hook)
+        gc.set_threshold(1, self._threshold[1], self._threshold[2])
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.set_threshold(*self._threshold)
+        gc.callbacks.remove(self._hook)
+
+    def stop(self) -> None:
+        """Nothing to stop (for symmetry with ``Forgetter``)."""
+
+    def _hook(self, phase: str, info: dict[str, int]) -> None:
+        if phase != "start":
+            return
+        # The allocating frame; None when C code with no Python frame under
+        # it allocated (a thread starting).
+        frame = sys._getframe(0).f_back
+        try:
+            inside = frame is not None and self.where(frame)
+        except RuntimeError:  # asyncio.current_task() in a thread with no loop
+            inside = False
+        if not inside or frame is None:
+            return
+        self.points += 1
+        self.sites.add((frame.f_code.co_name, frame.f_lineno))
+        if not self.supply:
+            self.dry += 1
+            return
+        # Made during the callback, so in the young generation this very
+        # collection is about to examine: it is found unreachable now.
+        cycle: list[Any] = [self.supply.pop()]
+        cycle.append(cycle)
+        del cycle
+        self.forgotten += 1
