@@ -54,6 +54,44 @@ CASES = [
 ]
 
 
+#: More bad input, each refused before the run starts (exact messages).
+BAD_MORE = [
+    (
+        ["--duration", "1e12"],
+        "--duration must be at most 86400 s (one day), got '1e12'",
+    ),
+    (
+        ["--workers", "99999999", "--async"],
+        "--workers must be <= 10000 (with --async), got '99999999'",
+    ),
+    (
+        ["--max-error-rate", "1.5"],
+        "--max-error-rate must be a number from 0 to 1, got '1.5'",
+    ),
+    (["--json", "/tmp"], "--json '/tmp' is a directory, not a file"),
+    (
+        ["--json", "/proc/version"],
+        "--json '/proc/version' cannot be written: Invalid argument",
+    ),
+    (
+        ["--plot", "/tmp/run.xyz"],
+        "--plot '/tmp/run.xyz': matplotlib cannot write '.xyz' files (use one "
+        "of: avif, eps, gif, jpeg, jpg, pdf, pgf, png, ps, raw, rgba, svg, svgz, "
+        "tif, tiff, webp)",
+    ),
+    (
+        ["postgresql+asyncpg://postgres@127.0.0.1:5432/test"],
+        "DSN 'postgresql+asyncpg://postgres@127.0.0.1:5432/test': asyncpg is an "
+        "asyncio driver; add --async (or use postgresql:// for psycopg)",
+    ),
+    (
+        ["sqlite:////nonexistent-sqlgate-dir/x.db"],
+        "cannot connect to sqlite:////nonexistent-sqlgate-dir/x.db: "
+        "OperationalError: unable to open database file",
+    ),
+]
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     rc = main(argv)
     out, err = capsys.readouterr()
@@ -65,7 +103,7 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err[len("sqlgate: error: ") : -1]
 
 
-@pytest.mark.parametrize(("args", "message"), CASES)
+@pytest.mark.parametrize(("args", "message"), CASES + BAD_MORE)
 def test_bad_input_exits_2(
     capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
