@@ -292,6 +292,8 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         """Put a fresh sqlgate pool in place; return the old one to close."""
         old = self._gate
         self._gate = self._new_gate()
+        # Metrics attached through engine.pool (sqlgate.observe) follow.
+        self._gate.observer = old.observer
         # Lists are replaced, never changed in place: a return running
         # meanwhile (in another thread, or from a finalizer) reads one whole.
         # Pools with nothing left out are forgotten here.

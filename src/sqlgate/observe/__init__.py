@@ -16,7 +16,10 @@ from ``time.monotonic``.
 
 ``sqlgate.observe.otel`` exports OpenTelemetry metrics and
 ``sqlgate.observe.prometheus`` a Prometheus collector; both attach an observer
-with ``attach`` so that they can share one pool.
+with ``attach`` so that they can share one pool. Both take a ``Pool``, an
+``AsyncPool``, or SQLAlchemy's ``engine.pool`` when it is sqlgate's
+(``SqlgatePool``/``AsyncSqlgatePool``): ``observed`` reads that one through the
+sqlgate pool underneath, the current one after a ``dispose()``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from sqlgate.stats import Observer
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["Fanout", "ObservedPool", "Observer", "attach", "detach"]
+    from sqlgate.stats import Stats
+
+__all__ = ["Fanout", "ObservedPool", "Observer", "attach", "detach", "observed"]
 
 
 class ObservedPool(Protocol):
@@ -100,3 +105,74 @@ def detach(pool: ObservedPool, observer: Observer) -> None:
     elif isinstance(current, Fanout):
         rest = [o for o in current.observers if o is not observer]
         pool.observer = rest[0] if len(rest) == 1 else Fanout(rest) if rest else None
+
+
+class MeteredPool(Protocol):
+    """What the exporters read: a name, the observer slot, and ``stats()``."""
+
+    observer: Observer | None
+
+    @property
+    def name(self) -> str:
+        """The pool's name (its metrics label)."""
+
+    def stats(self) -> Stats: ...
+
+
+class _Underneath:
+    """SQLAlchemy's ``engine.pool`` (sqlgate's) seen as the sqlgate pool it runs on.
+
+    Every read goes to the current sqlgate pool (``sqlgate_pool``), which a
+    ``dispose()`` replaces; the integration hands the observer over then.
+    """
+
+    def __init__(self, outer: object) -> None:
+        self._outer = outer
+
+    def _gate(self) -> MeteredPool:
+        gate: MeteredPool = self._outer.sqlgate_pool  # type: ignore[attr-defined]
+        return gate
+
+    @property
+    def name(self) -> str:
+        return self._gate().name
+
+    @property
+    def observer(self) -> Observer | None:
+        return self._gate().observer
+
+    @observer.setter
+    def observer(self, observer: Observer | None) -> None:
+        self._gate().observer = observer
+
+    def stats(self) -> Stats:
+        return self._gate().stats()
+
+
+def observed(pool: object) -> MeteredPool:
+    """The pool the exporters read for ``pool``.
+
+    Args:
+        pool: a ``Pool``, an ``AsyncPool``, or SQLAlchemy's ``engine.pool``
+            when it is a ``SqlgatePool`` or ``AsyncSqlgatePool``.
+
+    Returns:
+        ``pool`` itself, or for ``engine.pool`` a view of the sqlgate pool
+        underneath (one per ``engine.pool``, kept on it, so it lives as long).
+
+    Raises:
+        TypeError: ``pool`` is neither; the message names what it got.
+    """
+    if hasattr(type(pool), "sqlgate_pool"):
+        view = getattr(pool, "_sqlgate_observed", None)
+        if view is None:
+            view = _Underneath(pool)
+            pool._sqlgate_observed = view  # type: ignore[attr-defined]
+        assert isinstance(view, _Underneath)
+        return view
+    if not callable(getattr(pool, "stats", None)) or not hasattr(pool, "observer"):
+        raise TypeError(
+            "pool must be a sqlgate Pool or AsyncPool, or SQLAlchemy's engine.pool "
+            f"when it is SqlgatePool/AsyncSqlgatePool, got {pool!r}"
+        )
+    return pool  # type: ignore[return-value]

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Observation, get_meter
 
-from sqlgate.observe import Observer, attach, detach
+from sqlgate.observe import Observer, attach, detach, observed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -68,8 +68,10 @@ BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
 class _Pool(Protocol):
     """What ``instrument`` needs of a ``Pool`` or ``AsyncPool``."""
 
-    name: str
     observer: Observer | None
+
+    @property
+    def name(self) -> str: ...
 
     def stats(self) -> Stats: ...
 
@@ -137,7 +139,7 @@ class _Instruments:
         with self._lock:
             self._pools[id(pool)] = (weakref.ref(pool), attributes)
 
-    def remove(self, pool: _Pool) -> None:
+    def remove(self, pool: object) -> None:
         with self._lock:
             self._pools.pop(id(pool), None)
 
@@ -228,14 +230,15 @@ class Instrumentation:
 
 
 def instrument(
-    pool: _Pool,
+    pool: object,
     meter_provider: MeterProvider | None = None,
     name: str | None = None,
 ) -> Instrumentation:
     """Report ``pool``'s metrics through OpenTelemetry.
 
     Args:
-        pool: a ``Pool`` or ``AsyncPool``.
+        pool: a ``Pool``, an ``AsyncPool``, or SQLAlchemy's ``engine.pool``
+            when it is sqlgate's (``SqlgatePool``, ``AsyncSqlgatePool``).
         meter_provider: where to report; None uses the global provider.
         name: the ``db.client.connection.pool.name`` attribute; None uses
             ``pool.name``.
@@ -244,13 +247,12 @@ def instrument(
         A handle whose ``uninstrument()`` stops the reporting.
 
     Raises:
-        TypeError: ``name`` is not a string, or ``pool`` has no stats.
+        TypeError: ``name`` is not a string, or ``pool`` is none of those.
     """
+    pool = observed(pool)
     chosen: object = pool.name if name is None else name
     if not isinstance(chosen, str) or not chosen:
         raise TypeError(f"name must be a non-empty str or None, got {chosen!r}")
-    if not callable(getattr(pool, "stats", None)):
-        raise TypeError(f"pool must be a sqlgate Pool or AsyncPool, got {pool!r}")
     meter = get_meter("sqlgate", _version(), meter_provider)
     with _by_meter_lock:
         instruments = _by_meter.get(meter)

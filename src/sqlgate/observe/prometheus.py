@@ -48,7 +48,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from sqlgate.observe import Observer, attach, detach
+from sqlgate.observe import Observer, attach, detach, observed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -102,8 +102,10 @@ _COUNTERS = (
 class _Pool(Protocol):
     """What the collector needs of a ``Pool`` or ``AsyncPool``."""
 
-    name: str
     observer: Observer | None
+
+    @property
+    def name(self) -> str: ...
 
     def stats(self) -> Stats: ...
 
@@ -137,7 +139,7 @@ class _Feed:
 class PoolCollector(Collector):
     """Exposes the figures of one or more pools; register it with a registry."""
 
-    def __init__(self, *pools: _Pool, prefix: str = "sqlgate") -> None:
+    def __init__(self, *pools: object, prefix: str = "sqlgate") -> None:
         """Create a collector, reporting ``pools`` under their ``name``.
 
         Args:
@@ -165,12 +167,19 @@ class PoolCollector(Collector):
         for pool in pools:
             self.add(pool)
 
-    def add(self, pool: _Pool, name: str | None = None) -> None:
+    def add(self, pool: object, name: str | None = None) -> None:
         """Report ``pool`` with ``pool=name`` (default: the pool's ``name``).
 
+        Args:
+            pool: a ``Pool``, an ``AsyncPool``, or SQLAlchemy's
+                ``engine.pool`` when it is sqlgate's.
+            name: the ``pool`` label; None uses the pool's ``name``.
+
         Raises:
+            TypeError: ``pool`` is none of those.
             ValueError: another pool is already reported under that name.
         """
+        pool = observed(pool)
         label = pool.name if name is None else name
         with self._lock:
             if label in self._pools:
@@ -179,8 +188,9 @@ class PoolCollector(Collector):
             self._pools[label] = (pool, feed)
         attach(pool, feed)
 
-    def remove(self, pool: _Pool) -> None:
+    def remove(self, pool: object) -> None:
         """Stop reporting ``pool``; a no-op if it is not reported."""
+        pool = observed(pool)
         with self._lock:
             for label, (known, feed) in list(self._pools.items()):
                 if known is pool:
