@@ -369,6 +369,10 @@ def waiter_error(name: str, waiter: Waiter[Any]) -> BaseException:
 # -- leak tracking (only while leak_threshold is set) ----------------------------
 
 
+#: Connection classes already reported as impossible to reclaim (no weakref).
+_unreclaimable: set[type] = set()
+
+
 def track(
     core: PoolCore[C],
     conn: C,
@@ -399,7 +403,16 @@ def track(
         lost.append(entry)
         wake()
 
-    core.loosen(entry, collected)
+    if not core.loosen(entry, collected) and type(conn) not in _unreclaimable:
+        # sqlite3's connections cannot be weakly referenced: say so once.
+        _unreclaimable.add(type(conn))
+        log.warning(
+            "%s: %s connections cannot be weakly referenced, so one dropped "
+            "without release is reported after leak_threshold but never "
+            "reclaimed: its slot stays taken until close(timeout)",
+            core.name,
+            type(conn).__qualname__,
+        )
 
 
 def report_reclaimed(

@@ -161,7 +161,9 @@ class Pool(ShellBase[C]):
                 While on, the pool keeps only a weak reference to connections
                 in use, so one dropped without release is reclaimed when
                 garbage-collected (drivers whose connections support weak
-                references: psycopg, PyMySQL; not sqlite3).
+                references: psycopg, PyMySQL; not sqlite3, whose dropped
+                connection is reported but keeps its slot until
+                ``close(timeout)``; logged once per connection class).
 
         Raises:
             TypeError: ``connect`` is not callable, or a knob has the wrong type.
