@@ -108,6 +108,7 @@ class Pool(ShellBase[C]):
         observer: Observer | None = None,
         circuit_after: int = CIRCUIT_AFTER,
         leak_threshold: float | None = None,
+        dial_in_caller: bool = False,
     ) -> None:
         """Create a pool; it dials nothing until asked (or ``min_idle`` > 0).
 
@@ -164,6 +165,16 @@ class Pool(ShellBase[C]):
                 references: psycopg, PyMySQL; not sqlite3, whose dropped
                 connection is reported but keeps its slot until
                 ``close(timeout)``; logged once per connection class).
+            dial_in_caller: for drivers whose connections work only in the
+                thread that made them (sqlite3 with ``check_same_thread``):
+                each dial runs in the thread that carries out the pool's
+                decision, which for an acquire below ``max_open`` is the
+                caller itself, as Go dials in the caller, instead of a pool
+                thread. Connections are still handed out first come, first
+                served, so such a driver suits a pool used by one thread (as
+                with any pool); a dial for another thread's queued acquire
+                runs in the releasing thread, a ``min_idle`` refill in the
+                maintenance thread. Settable later as ``dial_in_caller``.
 
         Raises:
             TypeError: ``connect`` is not callable, or a knob has the wrong type.
@@ -172,6 +183,10 @@ class Pool(ShellBase[C]):
         if not callable(connect):
             raise TypeError(f"connect must be callable, got {connect!r}")
         self._connect = connect
+        if not isinstance(dial_in_caller, bool):
+            raise TypeError(f"dial_in_caller must be a bool, got {dial_in_caller!r}")
+        #: Dial in the thread that carries out a Connect, not a pool thread.
+        self.dial_in_caller = dial_in_caller
         self._setup(
             name=name if name is not None else f"pool-{id(self):x}",
             max_open=max_open,
@@ -726,7 +741,13 @@ class Pool(ShellBase[C]):
                 self._shut.pop(entry, None)
 
     def _start_dial(self, ticket: int) -> None:
-        """Start the opener thread for ``ticket``."""
+        """Start the opener thread for ``ticket`` (or dial here: dial_in_caller)."""
+        if self.dial_in_caller:
+            # A thread-bound driver: the connection must be made by the
+            # thread that will use it, the caller (see __init__). The ticket
+            # is settled either way; an interrupt then reaches the caller.
+            self._dial(ticket, interrupts=True)
+            return
         try:
             threading.Thread(
                 target=self._dial,
@@ -742,8 +763,13 @@ class Pool(ShellBase[C]):
                 out = core.take_effects()
             self._run(out)
 
-    def _dial(self, ticket: int) -> None:
-        """Opener thread: dial once and settle ``ticket`` exactly once."""
+    def _dial(self, ticket: int, interrupts: bool = False) -> None:
+        """Opener thread (or caller): dial once and settle ``ticket`` exactly once.
+
+        A dial that raised is settled as failed; with ``interrupts`` (a dial
+        in the caller's thread) a KeyboardInterrupt or SystemExit is then
+        raised again, so that it reaches the caller.
+        """
         core = self._core
         with self._lock:
             if ticket not in core._tickets or ticket in self._dialing:
@@ -772,6 +798,8 @@ class Pool(ShellBase[C]):
             self._run(out)
             if now_open and not core.is_closed:
                 self._maybe_start_maintenance()  # it wakes for the probe
+            if interrupts and not isinstance(exc, Exception):
+                raise
             return
         with self._lock:
             self._dialing.discard(ticket)

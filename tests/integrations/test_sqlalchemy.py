@@ -395,3 +395,45 @@ def test_pre_ping_discards_the_dead_one(pg_url: str) -> None:
     finally:
         engine.dispose()
         killer.dispose()
+
+
+def test_issue16_sqlite_check_same_thread_dials_in_the_caller(tmp_path: Path) -> None:
+    # SQLAlchemy's own URL example: sqlite3 binds each connection to its thread.
+    url = f"sqlite:///{tmp_path / 'bound.db'}?check_same_thread=true"
+    engine = create_engine(url, poolclass=SqlgatePool, max_open=2)
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    with engine.begin() as conn:  # dialed here, so usable here
+        conn.execute(text("create table obs_sa_bound (x integer)"))
+    with engine.connect() as a, engine.connect() as b:
+        assert a.execute(text("select count(*) from obs_sa_bound")).scalar() == 0
+        assert b.execute(text("select 1")).scalar() == 1
+    assert pool.sqlgate_pool.dial_in_caller  # detected: it stays in the caller
+    s = pool.stats()
+    assert (s.dials, s.idle, s.broken_closed) == (2, 2, 0)
+    gate_check(engine)
+    engine.dispose()
+
+
+def test_issue16_sqlite_without_thread_binding_dials_on_sqlgates_threads(
+    tmp_path: Path,
+) -> None:
+    # A file URL: SQLAlchemy passes check_same_thread=False.
+    engine = create_engine(f"sqlite:///{tmp_path / 'free.db'}", poolclass=SqlgatePool)
+    pool = engine.pool
+    assert isinstance(pool, SqlgatePool)
+    assert pool.sqlgate_pool.dial_in_caller  # undecided: the first one here
+    with engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+    assert not pool.sqlgate_pool.dial_in_caller  # tried: not bound
+    engine.dispose()
+    assert not engine.pool.sqlgate_pool.dial_in_caller
+    forced = create_engine(
+        f"sqlite:///{tmp_path / 'free.db'}", poolclass=SqlgatePool, dial_in_caller=True
+    )
+    with forced.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+    assert forced.pool.sqlgate_pool.dial_in_caller
+    forced.dispose()
+    with pytest.raises(TypeError, match="dial_in_caller must be a bool or None"):
+        create_engine("sqlite://", poolclass=SqlgatePool, dial_in_caller="yes")

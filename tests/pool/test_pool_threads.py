@@ -10,17 +10,21 @@ import gc
 import logging
 import math
 import re
+import sqlite3
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import sqlgate.pool
 from sqlgate import ConnectError, Pool, PoolClosed, PoolTimeout, TooManyWaiters
 from tests.fakes import FakeConn, FakeDriver, Gate, wait_until
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 LeakCheck = Callable[[Pool[Any], FakeDriver], None]
 
@@ -774,3 +778,64 @@ def test_issue16_without_the_knob_the_timeout_covers_the_dial(
 def test_issue16_timeout_at_capacity_only_must_be_a_bool(driver: FakeDriver) -> None:
     with pytest.raises(TypeError, match="timeout_at_capacity_only must be a bool"):
         Pool(driver.connect, timeout_at_capacity_only=1)  # type: ignore[arg-type]
+
+
+# -- dial_in_caller: thread-bound drivers (issue 16) ----------------------------------
+
+
+def test_issue16_dial_in_caller_dials_in_the_acquiring_thread(
+    driver: FakeDriver, leak_check: LeakCheck
+) -> None:
+    dialed_in: list[str] = []
+
+    def connect() -> FakeConn:
+        dialed_in.append(threading.current_thread().name)
+        return driver.connect()
+
+    pool = Pool(connect, max_open=2, name="bound", dial_in_caller=True)
+    leak_check(pool, driver)
+    a = pool.acquire()
+    caller = Caller(pool)
+    assert caller.result().number == 2
+    assert dialed_in == ["MainThread", caller.thread.name]
+    assert dial_threads(pool) == []
+    pool.release(a)
+    caller.finish()
+    assert counts(pool) == (2, 0, 2, 0, 0, 0)
+
+
+def test_issue16_dial_in_caller_serves_sqlite_check_same_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bound.db"
+    pool = Pool(lambda: sqlite3.connect(path), dial_in_caller=True)
+    conn = pool.acquire()
+    assert conn.execute("select 1").fetchone() == (1,)  # made in this thread
+    pool.release(conn)
+    pool.close()
+    plain = Pool(lambda: sqlite3.connect(path))
+    conn = plain.acquire()  # made on a pool thread: refused here
+    with pytest.raises(sqlite3.ProgrammingError, match="same thread"):
+        conn.execute("select 1")
+    plain.release(conn, broken=True)
+    plain.close()
+
+
+def test_issue16_interrupt_in_a_callers_dial_reaches_the_caller(
+    driver: FakeDriver, leak_check: LeakCheck
+) -> None:
+    driver.fail_with = [KeyboardInterrupt(), None]
+    pool = Pool(driver.connect, max_open=1, dial_in_caller=True)
+    leak_check(pool, driver)
+    with pytest.raises(KeyboardInterrupt):
+        pool.acquire()
+    pool._core.check()
+    assert counts(pool) == (0, 0, 0, 0, 0, 0)  # the ticket is settled
+    conn = pool.acquire()  # and the pool still serves
+    assert conn.number == 1
+    pool.release(conn)
+
+
+def test_issue16_dial_in_caller_must_be_a_bool(driver: FakeDriver) -> None:
+    with pytest.raises(TypeError, match="dial_in_caller must be a bool, got 1"):
+        Pool(driver.connect, dial_in_caller=1)  # type: ignore[arg-type]

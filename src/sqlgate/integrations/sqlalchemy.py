@@ -46,6 +46,10 @@ SQLAlchemy's contract, kept:
   closed when they come back. ``engine.dispose()`` does that, then gives the
   engine a new pool; ``engine.dispose(close=False)`` leaves the old pool's
   connections alone (a forked child's recipe).
+- A driver that binds connections to their thread (sqlite3 with
+  ``check_same_thread``, as in SQLAlchemy's own SQLite URL examples) is
+  dialed in the caller's thread: detected for sqlite3, forced with
+  ``dial_in_caller=True`` for others (``SqlgatePool`` only).
 - ``QueuePool``'s sizing arguments are understood: ``pool_size`` is
   ``max_idle`` and, with ``max_overflow``, ``max_open = pool_size +
   max_overflow`` (-1: unlimited). ``pool_use_lifo`` is accepted; sqlgate
@@ -73,6 +77,7 @@ Requires the ``sqlalchemy`` extra.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from typing import (
     TYPE_CHECKING,
@@ -156,6 +161,31 @@ def _sizes(
     return max_open, max_idle
 
 
+def _thread_bound(dbapi_connection: object) -> bool:
+    """Whether a DBAPI connection refuses use from a thread other than its own.
+
+    Only sqlite3 binds its connections (``check_same_thread``); it is asked
+    from a short-lived thread: creating a cursor checks the thread, nothing
+    else.
+    """
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return False
+    refused: list[bool] = []
+
+    def probe() -> None:
+        try:
+            dbapi_connection.cursor().close()
+        except sqlite3.ProgrammingError:
+            refused.append(True)
+
+    thread = threading.Thread(target=probe, name="sqlgate-thread-probe")
+    thread.start()
+    thread.join()
+    return bool(refused)
+
+
 #: ``max_idle`` for QueuePool's ``pool_size=0`` (no limit).
 _UNLIMITED = 2**31 - 1
 
@@ -180,6 +210,7 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         pool_size: int | None = None,
         max_overflow: int | None = None,
         use_lifo: bool = True,
+        dial_in_caller: bool | None = None,
         **kw: Any,
     ) -> None:
         """Create the pool; ``create_engine`` passes these keywords through.
@@ -205,6 +236,13 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
                 to their sum, as QueuePool; -1 means unlimited.
             use_lifo: accepted for QueuePool's ``pool_use_lifo``; sqlgate
                 always reuses the most recently returned connection first.
+            dial_in_caller: ``SqlgatePool`` only: dial in the caller's
+                thread, for drivers whose connections work only in the
+                thread that made them (see ``sqlgate.Pool``). None (the
+                default) detects it: with the sqlite3 driver the first
+                connection is dialed in the caller and tried from another
+                thread; if ``check_same_thread`` allows that, later dials
+                run on sqlgate's threads again.
             kw: SQLAlchemy's own pool arguments (``reset_on_return``,
                 ``pre_ping``, ``echo``, ``events``, ``dialect``...).
 
@@ -214,6 +252,18 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         super().__init__(creator, **kw)
         if not isinstance(use_lifo, bool):
             raise TypeError(f"use_lifo must be a bool, got {use_lifo!r}")
+        if dial_in_caller is not None and not isinstance(dial_in_caller, bool):
+            raise TypeError(
+                f"dial_in_caller must be a bool or None, got {dial_in_caller!r}"
+            )
+        #: Whether dials run in the caller's thread; None while undecided
+        #: (the first sqlite3 connection tells, see _dial_record).
+        self._dial_in_caller = dial_in_caller
+        if (
+            dial_in_caller is None
+            and getattr(self._dialect, "driver", "") != "pysqlite"
+        ):
+            self._dial_in_caller = False
         max_open, max_idle = _sizes(max_open, max_idle, pool_size, max_overflow)
         self._knobs: dict[str, Any] = {
             "max_open": max_open,
@@ -225,6 +275,7 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
             "max_waiting": max_waiting,
             "timeout": timeout,
             "name": name,
+            "dial_in_caller": dial_in_caller,
         }
         #: Records whose connection SQLAlchemy closed, given back to sqlgate
         #: as broken: the next dials reconnect them (their record_info kept).
@@ -245,6 +296,8 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
         # SQLAlchemy resets a connection on its way back (reset_on_return);
         # sqlgate must not roll back a second time.
         knobs["rollback_on_return"] = False
+        # Undecided (None) starts in the caller: safe for a thread-bound one.
+        knobs["dial_in_caller"] = self._dial_in_caller is not False
         return self._make_gate(knobs)
 
     def _make_gate(self, knobs: dict[str, Any]) -> G:
@@ -277,7 +330,20 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
                 spares.append(record)
                 raise
             return record
-        return self._create_connection()
+        record = self._create_connection()
+        if self._dial_in_caller is None:
+            self._decide_dial_in_caller(record)
+        return record
+
+    def _decide_dial_in_caller(self, record: Record) -> None:
+        """Dial in the caller from now on only if ``record``'s connection is bound."""
+        bound = _thread_bound(record.dbapi_connection)
+        self._dial_in_caller = bound
+        if not bound:
+            self._set_dial_in_caller(False)
+
+    def _set_dial_in_caller(self, value: bool) -> None:
+        """Tell the sqlgate pool underneath (the threaded one only)."""
 
     def _owner(self, record: Record) -> G:
         """The sqlgate pool that handed ``record`` out."""
@@ -330,9 +396,12 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
 
     def recreate(self) -> Self:
         """A new pool with the same arguments (``engine.dispose()`` uses it)."""
+        knobs = dict(self._knobs)
+        if knobs["dial_in_caller"] is None and self._dial_in_caller is not None:
+            knobs["dial_in_caller"] = self._dial_in_caller  # decided already
         return self.__class__(
             self._creator,
-            **self._knobs,
+            **knobs,
             recycle=self._recycle,
             echo=self.echo,
             logging_name=self._orig_logging_name,
@@ -370,6 +439,9 @@ class SqlgatePool(_GatedPool[Pool[Record]]):
         start_courier()  # forgotten connections come back through it
         return Pool(self._dial_record, **knobs)
 
+    def _set_dial_in_caller(self, value: bool) -> None:
+        self._gate.dial_in_caller = value
+
     def _acquire(self) -> Record:
         return self._gate.acquire()
 
@@ -403,6 +475,10 @@ class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
     _dialect = _AsyncConnDialect()
 
     def _make_gate(self, knobs: dict[str, Any]) -> AsyncPool[Record]:
+        # Dials run on the event loop; a thread-bound driver has no place here.
+        if self._knobs["dial_in_caller"]:
+            raise ValueError("dial_in_caller applies to SqlgatePool, not to asyncio")
+        del knobs["dial_in_caller"]
         # A record is closed through its dialect, whose async adapter awaits
         # inside: the on_close hook closes it in a greenlet, so the pool's own
         # close() that follows finds nothing left to close.
