@@ -199,14 +199,24 @@ PROGRAMMING_ERRORS: Final = (
 )
 
 
+#: Errors that are connection failures even though they subclass one of
+#: ``PROGRAMMING_ERRORS`` (both are ValueErrors).
+CONNECTION_ERRORS: Final = (OSError, UnicodeError)
+
+
 def is_programming_error(error: BaseException) -> bool:
     """Whether a dial's ``error`` says the code is wrong, not the database down.
 
     Any ``OSError`` is a connection failure, even one that is also a
-    ValueError (``ssl.SSLCertVerificationError``); a driver's own error
-    classes are never programming errors here.
+    ValueError (``ssl.SSLCertVerificationError``), and so is a
+    ``UnicodeError`` (a ValueError too): bytes the driver could not decode
+    come from the other end (a port that answers another protocol, or
+    garbage), not from the code. A driver's own error classes are never
+    programming errors here.
     """
-    return isinstance(error, PROGRAMMING_ERRORS) and not isinstance(error, OSError)
+    return isinstance(error, PROGRAMMING_ERRORS) and not isinstance(
+        error, CONNECTION_ERRORS
+    )
 
 
 class InvariantError(AssertionError):

@@ -17,7 +17,10 @@ duck-typed: no driver is imported.
 - anything else: ``rollback()`` every time.
 
 ``pool.connection()`` ends its block with the twin rule: commit what is open
-on a normal exit (``commit_open_transaction``), roll back on an exception. A
+on a normal exit (``commit_open_transaction``; a PostgreSQL transaction the
+driver reports aborted, by psycopg, psycopg2 or pg8000, is rolled back and
+raises ``TransactionAborted`` instead of a COMMIT the server would answer
+with ROLLBACK), roll back on an exception. A
 transaction the return path rolls back is logged at DEBUG (logger
 ``sqlgate``): that work is lost.
 """
@@ -161,6 +164,22 @@ def _commit_by_status(conn: Any) -> None:
         conn.commit()
 
 
+def _commit_unless_failed_pg8000(conn: Any) -> None:
+    # pg8000's last ReadyForQuery status; b"E": a failed transaction block.
+    if getattr(conn, "_transaction_status", None) == b"E":
+        conn.rollback()
+        raise _aborted(conn)
+    conn.commit()
+
+
+def _is_psycopg2(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "psycopg2" and hasattr(cls, "info")
+
+
+def _is_pg8000(cls: type) -> bool:
+    return cls.__module__.split(".")[0] == "pg8000"
+
+
 def _commit_by_server_status(conn: Any) -> None:
     if conn.server_status & _MY_IN_TRANS:
         conn.commit()
@@ -180,8 +199,10 @@ def _commit_for(cls: type) -> Callable[[Any], object]:
     step: Callable[[Any], object]
     if hasattr(cls, "in_transaction"):
         step = _commit_if_in_transaction
-    elif _is_psycopg(cls):
+    elif _is_psycopg(cls) or _is_psycopg2(cls):
         step = _commit_by_status
+    elif _is_pg8000(cls):
+        step = _commit_unless_failed_pg8000
     elif _is_pymysql(cls):
         step = _commit_by_server_status
     else:
@@ -200,8 +221,9 @@ def commit_open_transaction(conn: object) -> None:
         conn: a blocking DB-API connection.
 
     Raises:
-        TransactionAborted: psycopg reports the transaction aborted by an
-            earlier error; it was rolled back instead.
+        TransactionAborted: psycopg, psycopg2 (INERROR) or pg8000 (``E``)
+            reports the transaction aborted by an earlier error; it was
+            rolled back instead.
         The driver's error: the COMMIT failed.
     """
     (_commits.get(type(conn)) or _commit_for(type(conn)))(conn)

@@ -38,6 +38,16 @@ What it learns from PEP 249 alone:
   checkout for a connection idle longer than ``ping_idle``.
 - **Reset on return**: ``rollback()`` every time (one round trip): the
   adapter cannot see whether the caller left a transaction open.
+- **An aborted transaction is never reported committed**: PostgreSQL aborts
+  a transaction at its first error (caught or not) and answers a later
+  COMMIT with ROLLBACK, which some drivers report as success (psycopg2).
+  ``commit`` therefore raises ``TransactionAborted`` (after a rollback; the
+  connection is kept) when the driver's local status says so (psycopg2's
+  ``info.transaction_status`` INERROR, pg8000's ``E``), and, for any other
+  driver, when a statement of the transaction failed and a ``SELECT 1``
+  probe is then refused with a SQL error (the database no longer runs
+  statements in it). A database that keeps the transaction going after an
+  error (MySQL/MariaDB) answers the probe and commits as asked.
 - **Isolation and read-only**: ``begin`` sends the SQL standard's
   ``SET TRANSACTION ISOLATION LEVEL x, READ ONLY`` before the transaction's
   first statement. PostgreSQL and MySQL/MariaDB take it; a database that
@@ -60,6 +70,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from sqlgate.drivers._base import Cursor, SyncAdapter, parse_params
+from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -200,6 +211,10 @@ class DBAPIAdapter(SyncAdapter):
         #: id(conn) -> conn, for connections inside a transaction ``begin``
         #: started (the value guards against a reused id).
         self._in_tx: dict[int, Any] = {}
+        #: id(conn) -> conn, for transactions in which a statement failed.
+        self._failed: dict[int, Any] = {}
+        #: How to read the driver's local "transaction aborted" flag, if any.
+        self._aborted_flag = _ABORTED_FLAGS.get(module_name.split(".")[0])
         #: The driver's mode, learnt by ``prepare``: False for PEP 249's
         #: manual commit (a transaction opens implicitly); True for a driver
         #: that autocommits and opens one only on ``BEGIN``; None: not known.
@@ -328,6 +343,27 @@ class DBAPIAdapter(SyncAdapter):
     def _leave(self, conn: Any) -> None:
         if self._inside(conn):
             del self._in_tx[id(conn)]
+        if self._failed.get(id(conn)) is conn:
+            del self._failed[id(conn)]
+
+    def _note_failure(self, conn: Any) -> None:
+        """Remember that a statement of ``conn``'s transaction failed."""
+        if self._inside(conn):
+            self._failed[id(conn)] = conn
+
+    def _is_aborted(self, conn: Any) -> bool:
+        """Whether the database aborted ``conn``'s transaction (see the module)."""
+        if self._aborted_flag is not None:
+            return self._aborted_flag(conn)
+        if self._failed.get(id(conn)) is not conn:
+            return False
+        try:
+            self._run(conn, PROBE, None)
+        except Exception as exc:
+            if isinstance(exc, (*self._dead, *self._maybe_dead)):
+                raise
+            return True
+        return False
 
     def reset(self, conn: Any) -> None:
         """See ``SyncAdapter.reset``: ``rollback()``, always (one round trip).
@@ -385,14 +421,29 @@ class DBAPIAdapter(SyncAdapter):
     def commit(self, conn: Any, read_only: bool) -> None:
         """See ``SyncAdapter.commit``: ``commit()``; the mark is cleared.
 
+        A transaction the database already aborted (see the module
+        docstring) is rolled back instead and ``TransactionAborted`` raised:
+        nothing was committed, and the connection is kept.
+
         Args:
             conn: the driver's connection.
             read_only: unused.
 
         Raises:
+            TransactionAborted: the database had aborted the transaction at
+                an earlier error; it was rolled back.
             The driver's error.
         """
-        self._leave(conn)
+        try:
+            aborted = self._is_aborted(conn)
+        finally:
+            self._leave(conn)
+        if aborted:
+            conn.rollback()
+            raise TransactionAborted(
+                "the transaction was already aborted by an earlier error: it "
+                f"was rolled back, nothing was committed ({self.name})"
+            )
         conn.commit()
 
     def rollback(self, conn: Any, read_only: bool) -> None:
@@ -455,6 +506,8 @@ class DBAPIAdapter(SyncAdapter):
             if manual:
                 with contextlib.suppress(Exception):
                     conn.rollback()
+            else:
+                self._note_failure(conn)
             raise
         return result
 
@@ -491,6 +544,8 @@ class DBAPIAdapter(SyncAdapter):
             if manual:
                 with contextlib.suppress(Exception):
                     conn.rollback()
+            else:
+                self._note_failure(conn)
             raise
         return count if isinstance(count, int) else -1, None
 
@@ -518,6 +573,25 @@ class DBAPIAdapter(SyncAdapter):
         finally:
             if cur is not conn:
                 _close_quietly(cur)
+
+
+def _psycopg2_aborted(conn: Any) -> bool:
+    # libpq's PQTRANSACTION_INERROR, read locally.
+    return bool(conn.info.transaction_status == _PG_INERROR)
+
+
+def _pg8000_aborted(conn: Any) -> bool:
+    # The last ReadyForQuery status: b"E" is "in a failed transaction block".
+    return getattr(conn, "_transaction_status", None) == b"E"
+
+
+_PG_INERROR = 3
+
+#: Driver package -> its local "the transaction is aborted" flag.
+_ABORTED_FLAGS: dict[str, Callable[[Any], bool]] = {
+    "psycopg2": _psycopg2_aborted,
+    "pg8000": _pg8000_aborted,
+}
 
 
 def _close_quietly(cur: Any) -> None:
@@ -683,8 +757,16 @@ _MYSQLCONNECTOR_PARAMS: dict[str, Callable[[str], object]] = {
 }
 
 
+#: mysql-connector's connect timeout (s) when the DSN gives none.
+CONNECT_TIMEOUT = 10.0
+
+
 def _mysqlconnector(dsn: DSN) -> Callable[[], Any]:
-    """mysql.connector.connect; ``program_name`` becomes a connect attribute."""
+    """mysql.connector.connect; ``program_name`` becomes a connect attribute.
+
+    ``connect_timeout`` (default ``CONNECT_TIMEOUT``) is its
+    ``connection_timeout``, which bounds the dial only.
+    """
     opts = parse_params(dsn, _MYSQLCONNECTOR_PARAMS)
     kwargs: dict[str, Any] = {
         "host": dsn.host or "localhost",
@@ -694,8 +776,9 @@ def _mysqlconnector(dsn: DSN) -> Callable[[], Any]:
         "database": dsn.database or None,
         "autocommit": False,
     }
-    if "connect_timeout" in opts:
-        kwargs["connection_timeout"] = opts.pop("connect_timeout")
+    # Bounded by default (as PyMySQL's 10 s): a port that accepts and never
+    # answers (a non-MySQL service) would otherwise hang the dial.
+    kwargs["connection_timeout"] = opts.pop("connect_timeout", CONNECT_TIMEOUT)
     if "program_name" in opts:
         kwargs["conn_attrs"] = {"program_name": opts.pop("program_name")}
     kwargs.update(opts)
