@@ -45,6 +45,7 @@ overrides it. The name never holds a user name or a password.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
@@ -375,11 +376,16 @@ class DB(HandleBase):
         return Result(count, last)
 
     def exec_many(self, sql: str, seq_of_params: Any, *, retry: bool = True) -> Result:
-        """Run a statement once per parameter set, on one connection.
+        """Run a statement once per parameter set, on one connection, atomically.
 
-        The driver's ``executemany``: one round trip where it batches them
-        (psycopg's pipeline, PyMySQL's multi-row INSERT, asyncpg's prepared
-        statement), else one per set. Retried as ``exec`` is: only on a dead
+        All or nothing, on every driver: the sets run in one transaction the
+        handle begins and commits around the driver's ``executemany`` (one
+        round trip where it batches them: psycopg's pipeline, PyMySQL's
+        multi-row INSERT, asyncpg's prepared statement; else one per set). A
+        set that fails rolls the transaction back: none of them took effect.
+        Inside a transaction (``Tx.exec_many``) or on a reserved
+        connection (``Conn.exec_many``) the caller's transaction, if
+        any, governs instead. Retried as ``exec`` is: only on a dead
         connection found before anything was sent.
 
         Args:
@@ -399,9 +405,26 @@ class DB(HandleBase):
         """
         check_seq_of_params(seq_of_params)
         count, last = self._once(
-            retry, lambda c: self._drv.exec_many(c, sql, seq_of_params)
+            retry, lambda c: self._many_atomic(c, sql, seq_of_params)
         )
         return Result(count, last)
+
+    def _many_atomic(
+        self, conn: Any, sql: str, seq_of_params: Any
+    ) -> tuple[int, int | None]:
+        """``exec_many``'s sets in one transaction on ``conn`` (see there)."""
+        drv = self._drv
+        drv.begin(conn, None, False)
+        try:
+            count, last = drv.exec_many(conn, sql, seq_of_params)
+        except Exception:
+            # The set's error is the one that matters; a rollback that fails
+            # too leaves the connection to the release path's judgement.
+            with contextlib.suppress(Exception):
+                drv.rollback(conn, False)
+            raise
+        drv.commit(conn, False)
+        return count, last
 
     def query(
         self,
