@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import uuid
@@ -224,19 +225,22 @@ def test_garbage_answer_fails_the_dial_and_opens_the_breaker(
     url = f"postgresql+{driver}://postgres@127.0.0.1:{garbage_port}/test"
     with sqlgate.db.open(url, max_open=2) as db:
         errors = []
-        for _ in range(5):
+        for i in range(5):
             with pytest.raises(sqlgate.Error) as info:
                 db.query_row("select 1")
             errors.append(type(info.value).__name__)
             assert isinstance(info.value.__cause__, UnicodeError)
-        s = db.stats()
+            del info
+            if i == 1:
+                # Counted as failed dials (no probe runs while it is closed).
+                s = db.stats()
+                assert (s.circuit_open, s.dial_failures) == (False, 2)
+        # The third failed dial opened the breaker (its probes, with backoff,
+        # may have failed since: not counted here).
         assert errors == ["ConnectError"] * 2 + ["CircuitOpen"] * 3
-        assert (s.circuit_open, s.dial_failures, s.dials, s.open_connections) == (
-            True,
-            3,
-            0,
-            0,
-        )
+        s = db.stats()
+        assert (s.circuit_open, s.dials, s.in_use, s.idle) == (True, 0, 0, 0)
+    gc.collect()  # pg8000's abandoned sockets: warned here, not in a later test
 
 
 def test_garbage_answer_fails_the_dial_in_the_async_pool(garbage_port: int) -> None:
@@ -252,24 +256,22 @@ def test_garbage_answer_fails_the_dial_in_the_async_pool(garbage_port: int) -> N
         pool = sqlgate.AsyncPool(dial, max_open=2)
         errors = []
         try:
-            for _ in range(5):
+            for i in range(5):
                 with pytest.raises(sqlgate.Error) as info:
                     async with pool.connection():
                         pass
                 errors.append(type(info.value).__name__)
                 assert isinstance(info.value.__cause__, UnicodeError)
+                if i == 1:
+                    s = pool.stats()
+                    assert (s.circuit_open, s.dial_failures) == (False, 2)
             return errors, pool.stats()
         finally:
             await pool.close()
 
     errors, s = asyncio.run(main())
     assert errors == ["ConnectError"] * 2 + ["CircuitOpen"] * 3
-    assert (s.circuit_open, s.dial_failures, s.dials, s.open_connections) == (
-        True,
-        3,
-        0,
-        0,
-    )
+    assert (s.circuit_open, s.dials, s.in_use, s.idle) == (True, 0, 0, 0)
 
 
 # -- mysql-connector's dial is bounded ------------------------------------------
