@@ -280,6 +280,55 @@ class SyncAdapter(_Adapter):
         """
         return False
 
+    def cancel(self, conn: Any) -> bool:
+        """Ask the server to stop the statement ``conn`` is running now.
+
+        Called from another thread (the handle's deadline timer) while the
+        owner thread may be blocked in a driver call on ``conn``, or may have
+        just finished it. An override uses ``conn`` only through what the
+        driver allows concurrently (a protocol cancel, ``interrupt()``, a
+        side connection), waits a bounded short time at most, and stops only
+        the statement running now: a late cancel must not stop the next one
+        (each adapter says how it ensures that).
+
+        Args:
+            conn: the driver's connection, owned by another thread.
+
+        Returns:
+            True when a cancel was sent; False when the driver offers none or
+            sending failed (the base's answer: the handle then discards the
+            connection). Never raises.
+        """
+        return False
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is what a statement stopped by ``cancel`` raises.
+
+        Args:
+            exc: what a call on a connection raised.
+
+        Returns:
+            True for the driver's "cancelled / interrupted" error; False for
+            anything else (the base's answer).
+        """
+        return False
+
+    def reusable_after_cancel(self, conn: Any, in_transaction: bool) -> bool:
+        """Whether ``conn`` is in a known clean state after a cancelled statement.
+
+        No I/O. Asked after the cancelled call raised (its error consumed).
+
+        Args:
+            conn: the driver's connection.
+            in_transaction: the statement ran inside a transaction ``begin``
+                started (the caller aborts that transaction either way).
+
+        Returns:
+            True when the connection can serve the next statement; False
+            (the base's answer) makes the handle discard it.
+        """
+        return False
+
     def reset(self, conn: Any) -> None:
         """Make a returned connection clean: roll back, autocommit back on.
 
@@ -583,6 +632,57 @@ class AsyncAdapter(_Adapter):
         Returns:
             True for a dead link (the connection is discarded); False for a
             SQL error (the base's answer), which keeps the connection.
+        """
+        return False
+
+    async def cancel(self, conn: Any) -> bool:
+        """Ask the server to stop the statement ``conn`` is running now.
+
+        Awaited on the event loop that owns ``conn``, from another task than
+        the one that may be awaiting a statement on it (or may have just
+        finished it). An override waits a bounded short time at most and
+        stops only the statement running now: a late cancel must not stop
+        the next one (each adapter says how it ensures that).
+
+        Args:
+            conn: the driver's connection.
+
+        Returns:
+            True when a cancel was sent; False when the driver offers none or
+            sending failed (the base's answer: the handle then discards the
+            connection). Never raises.
+
+        Cancellation:
+            Nothing was sent, or a cancel request is on its way; the caller
+            treats the connection as for False.
+        """
+        return False
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is what a statement stopped by ``cancel`` raises.
+
+        Args:
+            exc: what a call on a connection raised.
+
+        Returns:
+            True for the driver's "cancelled / interrupted" error; False for
+            anything else (the base's answer).
+        """
+        return False
+
+    def reusable_after_cancel(self, conn: Any, in_transaction: bool) -> bool:
+        """Whether ``conn`` is in a known clean state after a cancelled statement.
+
+        No I/O. Asked after the cancelled call raised (its error consumed).
+
+        Args:
+            conn: the driver's connection.
+            in_transaction: the statement ran inside a transaction ``begin``
+                started (the caller aborts that transaction either way).
+
+        Returns:
+            True when the connection can serve the next statement; False
+            (the base's answer) makes the handle discard it.
         """
         return False
 
