@@ -27,7 +27,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("sqlgate._core", "sqlgate._reset")),
     (
         "shells",
-        ("sqlgate._shell", "sqlgate.pool", "sqlgate.aiopool", "sqlgate._reaper"),
+        (
+            "sqlgate._deadlines",
+            "sqlgate._shell",
+            "sqlgate.pool",
+            "sqlgate.aiopool",
+            "sqlgate._reaper",
+        ),
     ),
     ("drivers", ("sqlgate.drivers", "sqlgate.drivers.")),
     (

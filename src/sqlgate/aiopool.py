@@ -27,7 +27,6 @@ import weakref
 from asyncio import get_running_loop
 from collections import deque
 from functools import partial
-from heapq import heapify, heappop, heappush
 from time import monotonic
 from time import monotonic as _stock_loop_clock
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -47,6 +46,7 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
+from sqlgate._deadlines import LoopDeadlines
 from sqlgate._reset import (
     _CLEAN,
     _ROLLBACK,
@@ -243,16 +243,8 @@ class AsyncPool(ShellBase[C]):
         #: those call (one Python frame fewer per wait).
         self._clock: Callable[[], float] = _stock_loop_clock
         self._new_future: Callable[[], asyncio.Future[None]] = _no_loop_yet
-        #: Waiters' deadlines (loop clock), in order: (deadline, waiter);
-        #: ``_early`` is the heap of those that came too early for the deque.
-        self._deadlines: deque[tuple[float, Waiter[C]]] = deque()
-        self._early: list[tuple[float, int, Waiter[C]]] = []
-        self._early_seq = 0
-        #: Records kept before settled ones are trimmed (``_trim_deadlines``).
-        self._records_cap = 64
-        #: The one timer for every waiter's deadline, and when it is due.
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        #: Waiters' deadlines (loop clock), served by one timer for the pool.
+        self._deadlines = self._new_deadlines()
         #: Has the loop run ``_settle_late`` soon: safe in a finalizer, from
         #: any thread, inside a core call.
         self._wake_late = partial(_settle_on_loop, weakref.ref(self))
@@ -288,6 +280,7 @@ class AsyncPool(ShellBase[C]):
             )
         self._loop = loop
         self._clock, self._new_future = _loop_primitives(loop)
+        self._deadlines.bind(loop, self._clock)
         self._maybe_start_maintenance()
         return loop
 
@@ -295,7 +288,7 @@ class AsyncPool(ShellBase[C]):
 
     # The pool's own timeout is not a cancellation, so it can raise
     # PoolTimeout with the numbers and the last dial error. One timer serves
-    # every waiter (see ``_expire_waiters``): a wait costs no timer of its own.
+    # every waiter (``_deadlines``): a wait costs no timer of its own.
     async def acquire(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """Take a connection, waiting for one if none is idle.
 
@@ -355,14 +348,15 @@ class AsyncPool(ShellBase[C]):
         # _wait() inlined: one coroutine fewer on every wait and every wake.
         if limit:
             deadline = self._clock() + limit
-            records = self._deadlines
-            if records and records[-1][0] <= deadline and self._timer is not None:
-                # _add_deadline() inlined for its common case: an append.
+            deadlines = self._deadlines
+            records = deadlines.records
+            if records and records[-1][0] <= deadline and deadlines.timer is not None:
+                # deadlines.add() inlined for its common case: an append.
                 records.append((deadline, got))
-                if len(records) > self._records_cap:
-                    self._trim_deadlines()
+                if len(records) > deadlines.cap:
+                    deadlines.trim()
             else:
-                self._add_deadline(got, deadline)
+                deadlines.add(got, deadline)
         elif limit is not None:
             self._time_out(got)
         if not fut.done():
@@ -396,7 +390,7 @@ class AsyncPool(ShellBase[C]):
         """
         fut: asyncio.Future[None] = waiter.token  # type: ignore[assignment]
         if limit:
-            self._add_deadline(waiter, self._clock() + limit)
+            self._deadlines.add(waiter, self._clock() + limit)
         elif limit is not None:
             self._time_out(waiter)
         if not fut.done():
@@ -417,103 +411,12 @@ class AsyncPool(ShellBase[C]):
             return timeout_error(self.name, self._core, limit)
         return waiter_error(self.name, waiter)
 
-    # -- the waiters' deadlines: one timer for the pool -------------------------
-    #
-    # A waiter with a deadline is recorded in ``_deadlines``, a deque kept in
-    # deadline order: with the pool's default timeout, deadlines grow with
-    # the queue, so a wait only appends. A deadline earlier than the last one
-    # (a shorter per-call timeout) goes to the heap ``_early`` instead. One
-    # timer is armed no later than any recorded deadline (so at or before the
-    # earliest live one); when it fires it times out every waiter that is
-    # due and re-arms for the next live deadline. Served, failed and
-    # cancelled waiters are not looked for: their records are dropped from
-    # the front when the timer fires, and whenever the records outnumber
-    # the queue by 64 and more (``_trim_deadlines``): so a wait costs an
-    # append, and the records stay within twice the queue plus 64.
+    # -- the waiters' deadlines: one timer for the pool (``_deadlines``) -------
 
-    def _add_deadline(self, waiter: Waiter[C], deadline: float) -> None:
-        """Give ``waiter`` up at ``deadline`` (the loop's clock)."""
-        if waiter.state != WAITING:
-            return  # settled already
-        records = self._deadlines
-        if records and records[-1][0] > deadline:
-            heap = self._early
-            self._early_seq += 1
-            heappush(heap, (deadline, self._early_seq, waiter))
-        else:
-            records.append((deadline, waiter))
-        timer = self._timer
-        if timer is None or deadline < self._timer_at:
-            if timer is not None:
-                timer.cancel()
-            self._arm(deadline)
-        if len(records) > self._records_cap or len(self._early) > self._records_cap:
-            self._trim_deadlines()
-
-    def _trim_deadlines(self) -> None:
-        """Forget the records of settled waiters once they outgrow the queue.
-
-        Served waiters leave from the front (first come, first served): drop
-        those. If cancelled ones behind a waiter still waiting keep the
-        records over twice the queue, sweep them all out. Amortised O(1) a
-        wait: the next trim comes after as many new records again.
-        """
-        records = self._deadlines
-        while records and records[0][1].state != WAITING:
-            records.popleft()
-        heap = self._early
-        while heap and heap[0][2].state != WAITING:
-            heappop(heap)
-        waiting = len(self._core._waiters)
-        if len(records) + len(heap) > 2 * waiting:
-            self._deadlines = deque(r for r in records if r[1].state == WAITING)
-            self._early = [r for r in heap if r[2].state == WAITING]
-            heapify(self._early)
-        self._records_cap = 2 * waiting + 64
-
-    def _arm(self, when: float) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._timer_at = when
-        self._timer = loop.call_at(when, self._expire_waiters)
-
-    def _expire_waiters(self) -> None:
-        """The pool's timer: time out every waiter due, then re-arm for the next."""
-        self._timer = None
-        # The loop ran this because it holds ``_timer_at`` reached (to within
-        # its clock's resolution): whatever is due by then is due now.
-        now = max(self._clock(), self._timer_at)
-        records = self._deadlines
-        while records:
-            deadline, waiter = records[0]
-            if waiter.state == WAITING:
-                if deadline > now:
-                    break
-                self._time_out(waiter)
-            records.popleft()
-        heap = self._early
-        while heap:
-            deadline, _, waiter = heap[0]
-            if waiter.state == WAITING:
-                if deadline > now:
-                    break
-                self._time_out(waiter)
-            heappop(heap)
-        if records or heap:
-            self._arm(
-                min(
-                    records[0][0] if records else math.inf,
-                    heap[0][0] if heap else math.inf,
-                )
-            )
-
-    def _forget_deadlines(self) -> None:
-        """Disarm the timer and drop every record (the pool closed)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._deadlines.clear()
-        self._early.clear()
+    def _new_deadlines(self) -> LoopDeadlines[Waiter[C]]:
+        """The record of waiters' deadlines; ``_time_out`` gives each up."""
+        core = self._core
+        return LoopDeadlines(_is_waiting, lambda: len(core._waiters), self._time_out)
 
     def _time_out(self, waiter: Waiter[C]) -> None:
         """Give up on a waiter nobody has served yet (its deadline passed)."""
@@ -1076,7 +979,7 @@ class AsyncPool(ShellBase[C]):
         if self._lost or self._returns:
             self._settle_late()  # their release tasks are waited for below
         self._call(self._core.close)
-        self._forget_deadlines()  # every waiter failed with PoolClosed
+        self._deadlines.clear()  # every waiter failed with PoolClosed
         self._wake_maintenance()
         taken = 0 if limit == 0 else await self._take_back(limit)
         # Closing may spawn more tasks (a dial landing is closed): loop.
@@ -1127,13 +1030,11 @@ class AsyncPool(ShellBase[C]):
         old = self._core
         self._core = renew_after_fork(old, monotonic())
         keep((old, self._tasks, self._maintenance, self._all_back, self._loop))
-        keep((self._timer, self._deadlines, self._early))
+        keep(self._deadlines)
         self._loop = None
         self._clock = _stock_loop_clock
         self._new_future = _no_loop_yet
-        self._deadlines = deque()
-        self._early = []
-        self._timer = None
+        self._deadlines = self._new_deadlines()
         self._tasks = set()
         self._maintenance = None
         self._maintenance_wakeup = None
@@ -1211,6 +1112,10 @@ def _settle_on_loop(ref: weakref.ref[AsyncPool[Any]]) -> None:
         else:
             return
     pool._settle_without_loop()
+
+
+def _is_waiting(waiter: Waiter[Any]) -> bool:
+    return waiter.state == WAITING
 
 
 def _no_loop_yet() -> asyncio.Future[None]:

@@ -78,7 +78,7 @@ async def test_a_waiter_times_out_exactly_at_its_deadline(
         await task
     s = pool.stats()
     assert (s.timeouts, s.waiting, s.in_use) == (1, 0, 1)
-    assert pool._timer is None  # nothing left to wait for: disarmed
+    assert pool._deadlines.timer is None  # nothing left to wait for: disarmed
     assert_ledger(pool, driver)
     await pool.release(held)
     await close_clean(pool, driver)
@@ -137,7 +137,7 @@ async def test_a_wait_arms_no_timer_of_its_own(driver: AsyncFakeDriver) -> None:
     assert pending_timers() == 1  # armed for the first deadline, still
     await at(clock, T0 + 30)  # fires, finds nobody due, stays disarmed
     assert pending_timers() == 0
-    assert (len(pool._deadlines), len(pool._early)) == (0, 0)
+    assert (len(pool._deadlines.records), len(pool._deadlines.early)) == (0, 0)
     assert pool.stats().timeouts == 0
     await pool.release(held)
     await close_clean(pool, driver)
@@ -191,15 +191,15 @@ async def test_an_earlier_deadline_moves_a_timer_armed_for_a_served_one(
     pool = make(driver, max_open=1, acquire_timeout=10)
     held = await pool.acquire()  # it waited for the dial: timer at T0 + 10
     await at(clock, T0 + 10)  # fires for nobody, and disarms
-    assert pool._timer is None
+    assert pool._deadlines.timer is None
     first = await queue(pool, 20)  # T0 + 30: the timer
     await pool.release(held)
     await until(first.done, "the hand-off")
     held = await first
-    assert (len(pool._deadlines), pool._timer_at) == (1, T0 + 30)
+    assert (len(pool._deadlines.records), pool._deadlines.at) == (1, T0 + 30)
     clock.now = T0 + 11
     second = await queue(pool, 4)  # T0 + 15
-    assert (pending_timers(), pool._timer_at) == (1, T0 + 15)
+    assert (pending_timers(), pool._deadlines.at) == (1, T0 + 15)
     await at(clock, T0 + 14.999)
     assert not second.done()
     await at(clock, T0 + 15)
@@ -225,7 +225,7 @@ async def test_a_waiter_timed_out_from_the_middle_of_the_queue(
         await middle
     assert not first.done()
     assert not last.done()
-    assert pool._timer_at == T0 + 10  # re-armed for the next live deadline
+    assert pool._deadlines.at == T0 + 10  # re-armed for the next live deadline
     await at(clock, T0 + 9.999)
     assert not first.done()
     await at(clock, T0 + 10)
@@ -256,7 +256,7 @@ async def test_cancelling_the_head_waiter_leaves_the_next_deadline(
         await head
     await at(clock, T0 + 10)  # the timer fires for the head, which left
     assert not second.done()
-    assert pool._timer_at == T0 + 15
+    assert pool._deadlines.at == T0 + 15
     await at(clock, T0 + 14.999)
     assert not second.done()
     await at(clock, T0 + 15)
@@ -276,13 +276,13 @@ async def test_cancelling_an_early_waiter_the_timer_was_armed_for(
     held = await pool.acquire()
     later = await queue(pool)  # T0 + 10
     early = await queue(pool, 1)  # T0 + 1, in the heap: the timer
-    assert pool._timer_at == T0 + 1
+    assert pool._deadlines.at == T0 + 1
     early.cancel()
     with pytest.raises(asyncio.CancelledError):
         await early
     await at(clock, T0 + 1)
     assert not later.done()
-    assert pool._timer_at == T0 + 10
+    assert pool._deadlines.at == T0 + 10
     await at(clock, T0 + 10)
     with pytest.raises(sqlgate.PoolTimeout):
         await later
@@ -317,7 +317,7 @@ async def test_records_of_settled_waiters_do_not_pile_up(
         await pool.release(held)
         await until(task.done, "the hand-off")
         held = await task
-        assert len(pool._deadlines) + len(pool._early) <= 2 * 1 + 64 + 1
+        assert len(pool._deadlines) <= 2 * 1 + 64 + 1
     stuck = await queue(pool)  # heads the queue for the rest of the test
     for i in range(300):
         clock.now = T0 + 1 + i * 0.001
@@ -325,13 +325,13 @@ async def test_records_of_settled_waiters_do_not_pile_up(
         task.cancel()  # cancelled behind the head: swept once they pile up
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert len(pool._deadlines) + len(pool._early) <= 2 * 1 + 64 + 1
+    assert len(pool._deadlines) <= 2 * 1 + 64 + 1
     for _ in range(300):  # shorter per-call timeouts: the heap
         task = await queue(pool, 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-    assert len(pool._deadlines) + len(pool._early) <= 2 * 1 + 64 + 1
+    assert len(pool._deadlines) <= 2 * 1 + 64 + 1
     await pool.release(held)
     await until(stuck.done, "the hand-off")
     held = await stuck
@@ -350,7 +350,7 @@ async def test_close_disarms_the_timer(driver: AsyncFakeDriver) -> None:
     with pytest.raises(sqlgate.PoolClosed):
         await task
     assert pending_timers() == 0
-    assert (pool._timer, len(pool._deadlines)) == (None, 0)
+    assert (pool._deadlines.timer, len(pool._deadlines.records)) == (None, 0)
     await pool.release(held)
     await close_clean(pool, driver)
 
