@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlgate import _retry
+from sqlgate._core import retry as _retry
 from sqlgate._shell import keep
 from sqlgate.drivers import parse
 from sqlgate.drivers._base import check_isolation

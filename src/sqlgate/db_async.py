@@ -16,7 +16,7 @@ then borrows a connection per call:
 - ``begin``: the transaction (``AsyncTx``) owns it until commit or rollback.
 - ``conn``: the reserved connection (``AsyncConn``) owns it until closed.
 
-Checkout and the retry rule (``sqlgate._retry``): a connection idle longer
+Checkout and the retry rule (``sqlgate._core.retry``): a connection idle longer
 than ``ping_idle`` seconds is pinged before use; a dead one is discarded
 (``release(broken=True)``, counted in ``Stats.broken_closed``) and the call
 goes on with another: two pooled tries, then a fresh one. Once a statement
@@ -57,7 +57,8 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from sqlgate import _reaper, _retry
+from sqlgate import _reaper
+from sqlgate._core import retry as _retry
 from sqlgate._handle import (
     BATCH,
     ConnState,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from sqlgate._retry import MAX_POOLED_TRIES, Decision, Phase, Source, decide, plan
+from sqlgate._core.retry import MAX_POOLED_TRIES, Decision, Phase, Source, decide, plan
 
 
 def test_plan_is_gos_two_pooled_then_fresh() -> None:

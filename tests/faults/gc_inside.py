@@ -14,7 +14,7 @@ What counts as the critical section:
 - ``Pool`` (threads): the body of every ``with <x>._lock:`` block in
   ``pool.py`` (found with ``ast``, so edits to the shell move the points with
   them), and every line of the core or the shared helpers called from there.
-- ``AsyncPool``: every line of the core (``_core.py``); a core call is the
+- ``AsyncPool``: every line of the core (``_core/``); a core call is the
   asyncio shell's atomic section.
 """
 
@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from types import FrameType, TracebackType
 
 POOL_PY = str(Path(sqlgate.pool.__file__).resolve())
-CORE_PY = str(Path(sqlgate._core.__file__).resolve())
+#: The core's modules (``sqlgate/_core/*.py``).
+CORE_PYS = frozenset(
+    str(path) for path in Path(sqlgate._core.__file__).resolve().parent.glob("*.py")
+)
 
 
 def lock_body_lines(path: str) -> frozenset[int]:
@@ -94,7 +97,7 @@ def in_core(frame: FrameType | None) -> bool:
     """Whether ``frame`` is a line of the core (an ``AsyncPool`` atomic section)."""
     return (
         frame is not None
-        and frame.f_code.co_filename == CORE_PY
+        and frame.f_code.co_filename in CORE_PYS
         and not _settling(frame)
     )
 
@@ -130,7 +133,7 @@ class Inside:
 
     def _call(self, frame: FrameType, event: str, arg: object) -> Any:
         name = frame.f_code.co_filename
-        if name in (POOL_PY, CORE_PY):
+        if name == POOL_PY or name in CORE_PYS:
             return self._line
         return None
 

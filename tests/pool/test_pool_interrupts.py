@@ -22,7 +22,7 @@ raises is switched off by CPython: one injection per run). Afterwards:
 
 What is not an injection point, and why:
 
-- Lines of ``sqlgate/_core.py``: each core input runs under the pool lock as
+- Lines of ``sqlgate/_core/``: each core input runs under the pool lock as
   one transition, which ``check()`` verifies before and after; a shell cannot
   repair a transition cut in half, and does not try to.
 - Line events at which no real interrupt can land. CPython raises a pending

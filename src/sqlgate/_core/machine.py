@@ -113,11 +113,16 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
+from sqlgate._core.config import (
+    CIRCUIT_AFTER,
+    MAX_CONNECTING,
+    check_duration,
+    check_int,
+)
 from sqlgate.errors import CircuitOpen, PoolClosed, TooManyWaiters
 from sqlgate.stats import Stats
 
@@ -168,8 +173,6 @@ LEAKED: Final = "leaked"
 #: connections dialed together do not all expire together; never lengthened, so
 #: a lifetime set just below a server or proxy timeout stays below it.
 LIFETIME_JITTER: Final = 0.05
-#: Dials in flight at once, by default: chosen by measurement (docs/design.md).
-MAX_CONNECTING: Final = 4
 #: Backoff for refilling ``min_idle`` after failed dials: first delay, cap (s).
 REFILL_BACKOFF: Final = (0.1, 10.0)
 #: Backoff of the circuit breaker's probe dials: first delay, cap (s). Each
@@ -177,13 +180,6 @@ REFILL_BACKOFF: Final = (0.1, 10.0)
 #: back is found within about half a second, and a fleet of pools does not
 #: probe in step.
 CIRCUIT_BACKOFF: Final = (0.05, 0.5)
-#: Default ``circuit_after``: consecutive failed dials that open the circuit.
-CIRCUIT_AFTER: Final = 3
-#: The longest duration a thread can wait for (s; ``threading.TIMEOUT_MAX``,
-#: about 292 years on Linux). A duration knob or timeout above it means "no
-#: limit", as ``math.inf`` does: no wait could last that long anyway, and a
-#: lock's timed acquire refuses anything longer with ``OverflowError``.
-FOREVER: Final = threading.TIMEOUT_MAX
 #: Built-in exception classes a dial raises when the code is wrong (a connect
 #: callable or adapter bug, a bad argument), not when the database is down.
 PROGRAMMING_ERRORS: Final = (
@@ -329,50 +325,6 @@ class Wake(Generic[C]):
 Effect = Connect | Close[C] | Wake[C]
 
 
-# -- knob validation ---------------------------------------------------------
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return value
-
-
-def check_duration(name: str, value: object, *, zero_ok: bool = False) -> float | None:
-    """Validate a duration knob: None, ``math.inf`` (or > ``FOREVER``) mean no limit.
-
-    Args:
-        name: the knob's name, for the error message.
-        value: what the caller passed.
-        zero_ok: whether 0 is allowed (a timeout of 0 is; a lifetime of 0 is not).
-
-    Returns:
-        The value as a float, or None for "no limit" (None, ``math.inf``, or
-        more seconds than a thread can wait: ``sys.maxsize`` and ``1e10``
-        included, which a timed lock acquire would refuse).
-
-    Raises:
-        TypeError: not a number.
-        ValueError: NaN, negative, or zero where zero makes no sense.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    try:
-        seconds = float(value)
-    except OverflowError:  # an int beyond any float: as far as infinity goes
-        seconds = math.inf if value > 0 else -math.inf
-    if math.isnan(seconds):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if seconds < 0 or (seconds == 0 and not zero_ok):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(f"{name} must be {bound} seconds or None, got {value!r}")
-    return None if seconds > FOREVER else seconds
-
-
 class PoolCore(Generic[C]):
     """The pool state machine. Not thread-safe: the shell serialises calls."""
 
@@ -417,14 +369,14 @@ class PoolCore(Generic[C]):
         """
         # -- knobs (validated; the setters re-validate) --
         #: Most connections counted open at once; <= 0 means unlimited.
-        self.max_open = _check_int("max_open", max_open, 0)
+        self.max_open = check_int("max_open", max_open, 0)
         #: Idle cap as configured; <= 0 keeps none. See ``_idle_cap``.
-        self.max_idle = max(0, _check_int("max_idle", max_idle, -(2**63)))
+        self.max_idle = max(0, check_int("max_idle", max_idle, -(2**63)))
         #: Warm floor of idle connections, refilled in the background; never
         #: above the idle cap (I7: a setter that lowers the cap lowers it).
-        self.min_idle = _check_int("min_idle", min_idle, 0)
+        self.min_idle = check_int("min_idle", min_idle, 0)
         #: Most dials in flight at once; 0 means unlimited.
-        self.max_connecting = _check_int("max_connecting", max_connecting, 0)
+        self.max_connecting = check_int("max_connecting", max_connecting, 0)
         #: Seconds a connection may live; None means forever.
         self.conn_max_lifetime = check_duration("conn_max_lifetime", conn_max_lifetime)
         #: Seconds a connection may sit idle; None means forever.
@@ -432,10 +384,10 @@ class PoolCore(Generic[C]):
             "conn_max_idle_time", conn_max_idle_time
         )
         #: Most callers queued at once; 0 means unbounded.
-        self.max_waiting = _check_int("max_waiting", max_waiting, 0)
+        self.max_waiting = check_int("max_waiting", max_waiting, 0)
         self.name = name
         #: Failed dials in a row that open the circuit; 0 disables it.
-        self.circuit_after = _check_int("circuit_after", circuit_after, 0)
+        self.circuit_after = check_int("circuit_after", circuit_after, 0)
         self._rng = rng
         self._check_min_idle(self.min_idle)
 
@@ -934,7 +886,7 @@ class PoolCore(Generic[C]):
         as they are released, and lowers ``min_idle`` to the new idle cap;
         growing dials for queued waiters.
         """
-        self.max_open = _check_int("max_open", n, 0)
+        self.max_open = check_int("max_open", n, 0)
         self._put_checks = True
         self._limits_changed()
         self._shrink_idle()
@@ -945,14 +897,14 @@ class PoolCore(Generic[C]):
 
         A ``min_idle`` above the new idle cap is lowered to it.
         """
-        self.max_idle = max(0, _check_int("max_idle", n, -(2**63)))
+        self.max_idle = max(0, check_int("max_idle", n, -(2**63)))
         self._limits_changed()
         self._shrink_idle()
         self._maybe_dial(now)
 
     def set_min_idle(self, n: int, now: float) -> None:
         """Change the warm floor; it may not exceed the idle cap."""
-        n = _check_int("min_idle", n, 0)
+        n = check_int("min_idle", n, 0)
         self._check_min_idle(n)
         self.min_idle = n
         self._refill_at = 0.0
@@ -960,7 +912,7 @@ class PoolCore(Generic[C]):
 
     def set_max_connecting(self, n: int, now: float) -> None:
         """Change how many dials may be in flight at once (0 = unlimited)."""
-        self.max_connecting = _check_int("max_connecting", n, 0)
+        self.max_connecting = check_int("max_connecting", n, 0)
         self._maybe_dial(now)
 
     def set_conn_max_lifetime(self, seconds: float | None, now: float) -> None:
@@ -983,7 +935,7 @@ class PoolCore(Generic[C]):
         An open circuit closes at once if the new threshold is 0 or above the
         failures counted so far.
         """
-        self.circuit_after = _check_int("circuit_after", n, 0)
+        self.circuit_after = check_int("circuit_after", n, 0)
         if not n or self._fails_in_row < n:
             self._circuit_since = None
         self._maybe_dial(now)
@@ -1006,7 +958,7 @@ class PoolCore(Generic[C]):
 
     def set_max_waiting(self, n: int) -> None:
         """Change the queue bound (0 = unbounded); queued callers stay queued."""
-        self.max_waiting = _check_int("max_waiting", n, 0)
+        self.max_waiting = check_int("max_waiting", n, 0)
 
     # -- queries -------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""The pure core: every pool rule and decision, no I/O, stdlib only.
+
+``machine`` is the pool's state machine (``PoolCore``; its header is the
+theory of operation), ``config`` the pool's knobs with their defaults and
+validation, ``retry`` the handle's bad-connection retry rule. This package
+re-exports what the shells and the tests use, so they import from
+``sqlgate._core`` and need not know which module holds what.
+"""
+
+from __future__ import annotations
+
+from sqlgate._core.config import (
+    CIRCUIT_AFTER,
+    FOREVER,
+    MAX_CONNECTING,
+    check_duration,
+    check_int,
+)
+from sqlgate._core.machine import (
+    ABANDONED,
+    BROKEN,
+    CIRCUIT_BACKOFF,
+    CLOSED,
+    CLOSING,
+    CONNECTION_ERRORS,
+    FAILED,
+    IDLE,
+    IN_USE,
+    LEAKED,
+    LIFETIME_JITTER,
+    MAX_IDLE,
+    MAX_IDLE_TIME,
+    MAX_LIFETIME,
+    MAX_OPEN,
+    POOL_CLOSED,
+    PROGRAMMING_ERRORS,
+    REFILL_BACKOFF,
+    SERVED,
+    WAITING,
+    Close,
+    Connect,
+    Effect,
+    Entry,
+    InvariantError,
+    PoolCore,
+    Waiter,
+    Wake,
+    is_programming_error,
+)
+
+__all__ = [
+    "ABANDONED",
+    "BROKEN",
+    "CIRCUIT_AFTER",
+    "CIRCUIT_BACKOFF",
+    "CLOSED",
+    "CLOSING",
+    "CONNECTION_ERRORS",
+    "FAILED",
+    "FOREVER",
+    "IDLE",
+    "IN_USE",
+    "LEAKED",
+    "LIFETIME_JITTER",
+    "MAX_CONNECTING",
+    "MAX_IDLE",
+    "MAX_IDLE_TIME",
+    "MAX_LIFETIME",
+    "MAX_OPEN",
+    "POOL_CLOSED",
+    "PROGRAMMING_ERRORS",
+    "REFILL_BACKOFF",
+    "SERVED",
+    "WAITING",
+    "Close",
+    "Connect",
+    "Effect",
+    "Entry",
+    "InvariantError",
+    "PoolCore",
+    "Waiter",
+    "Wake",
+    "check_duration",
+    "check_int",
+    "is_programming_error",
+]
