@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sqlgate.pool",
             "sqlgate.aiopool",
             "sqlgate._reaper",
+            "sqlgate._watchdog",
         ),
     ),
     ("drivers", ("sqlgate.drivers", "sqlgate.drivers.")),

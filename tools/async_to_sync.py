@@ -50,6 +50,7 @@ NAMES = {
     "AsyncConn": "Conn",
     "AsyncRows": "Rows",
     "_AsyncSession": "_Session",
+    "_AsyncWatch": "_Watch",
     "open_async": "open",
     # what it stands on
     "AsyncPool": "Pool",

@@ -7,6 +7,7 @@ from sqlgate.db_async import AsyncDB, open_async
 from sqlgate.errors import (
     CircuitOpen,
     ConnectError,
+    DeadlineExceeded,
     Error,
     PoolClosed,
     PoolTimeout,
@@ -25,6 +26,7 @@ __all__ = [
     "CircuitOpen",
     "Conn",
     "ConnectError",
+    "DeadlineExceeded",
     "Error",
     "Pool",
     "PoolClosed",

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import warnings
 from collections import deque, namedtuple
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlgate._core import check_duration
 from sqlgate._core import retry as _retry
 from sqlgate._shell import keep
 from sqlgate.drivers import parse
 from sqlgate.drivers._base import check_isolation
-from sqlgate.errors import Error
+from sqlgate.errors import DeadlineExceeded, Error
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -261,8 +263,11 @@ def dead(adapter: SyncAdapter | AsyncAdapter, conn: Any, exc: BaseException) -> 
         exc: what the call raised.
 
     Returns:
-        True when the connection must be discarded.
+        True when the connection must be discarded; for ``DeadlineExceeded``,
+        the verdict the handle gave when the deadline passed.
     """
+    if isinstance(exc, DeadlineExceeded):
+        return exc._discard
     return not isinstance(exc, Exception) or adapter.is_dead(conn, exc)
 
 
@@ -340,6 +345,11 @@ class HandleBase:
             (whether the driver's reset runs on return, the user's ``reset``).
         """
         self._ping_idle = ping_idle
+        #: The deadline of a call made without ``timeout=``, in seconds
+        #: (``statement_timeout``); None: no deadline.
+        self._statement_timeout = check_duration(
+            "statement_timeout", pool_knobs.pop("statement_timeout", None)
+        )
         self._secrets = dsn.secrets() if dsn is not None else ()
         # Warnings for orphans the reaper gave back, raised at the next call.
         self._owed: deque[str] = deque()
@@ -369,6 +379,24 @@ class HandleBase:
         keep(self._orphans)
         self._orphans = deque()
         self._owed = deque()
+
+    def _when(self, timeout: float | None) -> float | None:
+        """A call's deadline (``time.monotonic()`` seconds), or None for none.
+
+        Args:
+            timeout: the call's ``timeout=``: seconds (>= 0), ``math.inf``
+                for no deadline, or None for the handle's
+                ``statement_timeout``.
+
+        Raises:
+            TypeError: ``timeout`` is not a number (or is a bool).
+            ValueError: ``timeout`` is negative or NaN.
+        """
+        if timeout is None:
+            seconds = self._statement_timeout
+        else:
+            seconds = check_duration("timeout", timeout, zero_ok=True)
+        return None if seconds is None else time.monotonic() + seconds
 
     def _tries(self, retry: bool) -> Iterator[bool]:
         """The checkout tries of one call, per the retry plan (``_retry.plan``).

@@ -48,11 +48,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from sqlgate import _reaper
+from sqlgate import _reaper, _watchdog
 from sqlgate._core import retry as _retry
 from sqlgate._handle import (
     BATCH,
@@ -72,7 +73,7 @@ from sqlgate._handle import (
 from sqlgate._shell import forget_after_fork
 from sqlgate.drivers import detect_sync, sync_adapter
 from sqlgate.drivers._base import scrub
-from sqlgate.errors import Error
+from sqlgate.errors import DeadlineExceeded, Error, PoolTimeout
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ def open(
     ping_idle: float | None = 1.0,
     name: str | None = None,
     row_factory: RowFactory | None = None,
+    statement_timeout: float | None = None,
     **pool_knobs: Any,
 ) -> DB:
     """Open a database handle; no connection is made until one is needed.
@@ -134,6 +136,16 @@ def open(
             ``sqlgate.tuple_row``) for tuples, ``sqlgate.dict_row``,
             ``sqlgate.namedtuple_row``, or a callable taking the column
             names and returning a function from a row tuple to the row.
+        statement_timeout: the deadline, in seconds, of every call made
+            without a ``timeout=`` of its own (``exec``, ``query``...; see
+            ``DB.exec``): the wait for a connection and the statement
+            together, the statement cancelled on the server when it passes
+            (``DeadlineExceeded``). None (the default): no deadline. Unlike
+            the server's own ``statement_timeout`` setting (PostgreSQL's,
+            MariaDB's ``max_statement_time``), it bounds the wait for a
+            connection too, works on every driver, and the caller gets
+            ``DeadlineExceeded``; the server's setting still protects the
+            server from callers that set none.
         **pool_knobs: the pool's keyword arguments (``max_open``,
             ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
             hook runs after the driver's own reset;
@@ -152,7 +164,120 @@ def open(
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
     pool_knobs["row_factory"] = check_row_factory(row_factory)
+    pool_knobs["statement_timeout"] = statement_timeout
     return build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
+
+
+# -- deadlines -------------------------------------------------------------------
+#
+# A call with a deadline (``timeout=``, or the handle's ``statement_timeout``)
+# computes ``when`` once (``time.monotonic()`` seconds) and hands what is left
+# of it to each step: the pool's acquire, the checkout ping, each retry and
+# the statement. While a statement runs, a ``_Watch`` is armed: when ``when``
+# passes, it asks the adapter to cancel the statement on the server
+# (``adapter.cancel``). The statement then fails with the driver's "cancelled"
+# error, which the call raises as ``DeadlineExceeded`` (chained), keeping the
+# connection only when the adapter says it is clean
+# (``reusable_after_cancel``). A statement that completes anyway (it finished
+# before the cancel took effect, or no cancel was available) returns its
+# result: its effects are real, and an adapter's cancel never stops a later
+# statement. Under asyncio, when no cancel could be sent, the call stops
+# waiting (its task is cancelled, as ``asyncio.timeout`` does) and the
+# connection is discarded. A call without a deadline pays one ``if``.
+
+
+class _Watch:
+    """One statement's deadline on one connection: a ``sqlgate._watchdog`` entry.
+
+    When it fires, a thread of its own sends the adapter's cancel (the
+    deadline thread must stay quick); ``disarm`` waits for it.
+    """
+
+    __slots__ = ("_adapter", "_conn", "_entry", "_sent", "_thread")
+
+    def __init__(self, adapter: SyncAdapter, conn: Any, when: float) -> None:
+        self._adapter = adapter
+        self._conn = conn
+        self._sent = False
+        self._thread: threading.Thread | None = None
+        self._entry = _watchdog.arm(when, self._fire)
+
+    def _fire(self) -> None:
+        thread = threading.Thread(
+            target=self._cancel, name="sqlgate-cancel", daemon=True
+        )
+        thread.start()
+        self._thread = thread
+
+    def _cancel(self) -> None:
+        try:
+            self._sent = bool(self._adapter.cancel(self._conn))
+        except Exception as exc:  # an adapter's bug: as if none was sent
+            log.warning("cancelling a statement failed: %r", exc)
+
+    def disarm(self) -> bool | None:
+        """After the statement: None if it did not fire, else if a cancel was sent.
+
+        The cancel is waited for first.
+        """
+        if self._entry.cancel():
+            return None
+        # Fired: the deadline thread sets _thread a few instructions on.
+        while self._thread is None:
+            time.sleep(0.0001)
+        self._thread.join()
+        return self._sent
+
+
+def _too_late(name: str) -> DeadlineExceeded:
+    error = DeadlineExceeded(
+        f"{name}: the call's deadline passed before its statement was sent "
+        "(nothing was sent)"
+    )
+    return error
+
+
+def _watched(
+    adapter: SyncAdapter,
+    conn: Any,
+    when: float,
+    in_tx: bool,
+    run: Callable[[Any], _T],
+    name: str,
+) -> _T:
+    """``run(conn)`` under the deadline ``when`` (see the section's comment).
+
+    Raises:
+        DeadlineExceeded: the deadline passed first (``_discard`` says what
+            to do with ``conn``), the driver's error chained.
+        What ``run`` raises otherwise.
+    """
+    if when <= time.monotonic():
+        raise _too_late(name)
+    watch = _Watch(adapter, conn, when)
+    try:
+        result = run(conn)
+    except BaseException as exc:
+        sent = watch.disarm()
+        if sent is None:
+            raise  # the deadline had not passed: not a miss
+        discard = not (
+            sent
+            and adapter.is_cancelled(exc)
+            and adapter.reusable_after_cancel(conn, in_tx)
+        )
+        how = (
+            "it was cancelled on the server"
+            if sent
+            else "the driver could not cancel it; its connection was discarded"
+        )
+        error = DeadlineExceeded(
+            f"{name}: the call's deadline passed while its statement ran: {how}"
+        )
+        error._discard = discard
+        raise error from exc
+    watch.disarm()
+    return result
 
 
 class DB(HandleBase):
@@ -269,20 +394,25 @@ class DB(HandleBase):
         if self._owed:
             self._pay_owed()
 
-    def _acquire(self, retry: bool) -> Any:
+    def _acquire(self, retry: bool, when: float | None = None) -> Any:
         """Check out a connection judged alive, per the retry plan.
+
+        Args:
+            retry: follow the retry plan; False: one try.
+            when: the call's deadline (``time.monotonic()`` seconds), or None.
 
         Raises:
             The pool's errors; the dead link's error when every try met one
             (or the first, with ``retry=False``); nothing was sent.
+            DeadlineExceeded: ``when`` passed first.
         """
         if self._orphans or self._draining or self._owed:
             self._tidy()
         pool = self._pool
         error: BaseException | None = None
         for always in self._tries(retry):
-            conn = pool.acquire()
-            error = self._check(conn, always=always)
+            conn = pool.acquire() if when is None else self._acquire_by(when)
+            error = self._check(conn, always=always, when=when)
             if error is None:
                 return conn
             pool.release(conn, broken=True)
@@ -290,14 +420,49 @@ class DB(HandleBase):
         assert error is not None
         raise error
 
-    def _check(self, conn: Any, *, always: bool) -> BaseException | None:
+    def _acquire_by(self, when: float) -> Any:
+        """The pool's acquire, bounded by the call's deadline too.
+
+        Raises:
+            DeadlineExceeded: ``when`` passed before a connection was free
+                (the pool's ``PoolTimeout`` chained): the waiter is gone, as
+                after any acquire timeout.
+            The pool's errors (its own ``acquire_timeout`` when shorter).
+        """
+        pool = self._pool
+        left = when - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(
+                f"{self.name}: the call's deadline passed before it had a "
+                "connection (nothing was sent)"
+            )
+        limit: float | None = pool._timeout
+        if limit is not None and limit < left:
+            return pool.acquire(limit)
+        try:
+            return pool.acquire(left)
+        except PoolTimeout as exc:
+            raise DeadlineExceeded(
+                f"{self.name}: the call's deadline passed while waiting for a "
+                f"connection ({exc})"
+            ) from exc
+
+    def _check(
+        self, conn: Any, *, always: bool, when: float | None = None
+    ) -> BaseException | None:
         """The checkout test; the dead link's error, or None when alive."""
         adapter = self._drv
         closed = adapter.is_closed(conn)
         if not self._needs_ping(conn, closed, always):
             return None
         try:
-            adapter.ping(conn)
+            if when is None:
+                adapter.ping(conn)
+            else:
+                _watched(adapter, conn, when, False, adapter.ping, self.name)
+        except DeadlineExceeded as exc:
+            self._pool.release(conn, broken=exc._discard)
+            raise
         except Exception as exc:
             return exc
         except BaseException:
@@ -329,17 +494,27 @@ class DB(HandleBase):
             finally:
                 self._draining = False
 
-    def _once(self, retry: bool, run: Callable[[Any], _T]) -> _T:
+    def _once(self, retry: bool, when: float | None, run: Callable[[Any], _T]) -> _T:
         """``exec``/``query_row``/``ping``: one call on a connection, released."""
-        conn = self._acquire(retry)
+        conn = self._acquire(retry, when)
         broken = False
         try:
-            return run(conn)
+            if when is None:
+                return run(conn)
+            return _watched(self._drv, conn, when, False, run, self.name)
         except BaseException as exc:
-            broken = self._failed(conn, exc)
+            broken = self._judge(conn, exc)
             raise
         finally:
             self._release(conn, broken)
+
+    def _judge(self, conn: Any, exc: BaseException) -> bool:
+        """After a statement on ``conn`` failed with ``exc``: whether to discard it.
+
+        A cancel from outside (asyncio) stops the statement on the server
+        too, and the adapter judges the connection then.
+        """
+        return self._failed(conn, exc)
 
     def _first_row(
         self, conn: Any, sql: str, params: Any, row_factory: RowFactory | None
@@ -357,7 +532,14 @@ class DB(HandleBase):
 
     # -- the API ---------------------------------------------------------------
 
-    def exec(self, sql: str, params: Any = None, *, retry: bool = True) -> Result:
+    def exec(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement that returns no rows.
 
         Args:
@@ -365,18 +547,39 @@ class DB(HandleBase):
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: on a dead connection found before sending, try another
                 (two pooled, then a fresh one); False: one try.
+            timeout: seconds for the whole call: the wait for a connection,
+                the checkout ping, retries and the statement; when they pass
+                while the statement runs, it is cancelled on the server.
+                None: the handle's ``statement_timeout`` (``open``);
+                ``math.inf``: no deadline.
 
         Returns:
             ``Result(rows_affected, last_insert_id)``.
 
         Raises:
+            DeadlineExceeded: ``timeout`` passed (the driver's or the pool's
+                error chained); the connection is kept only when the driver
+                left it clean.
+            TypeError, ValueError: ``timeout`` is not a number >= 0.
             The driver's error (a dead link also discards the connection);
             the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
         """
-        count, last = self._once(retry, lambda c: self._drv.exec(c, sql, params))
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        count, last = self._once(retry, when, lambda c: self._drv.exec(c, sql, params))
         return Result(count, last)
 
-    def exec_many(self, sql: str, seq_of_params: Any, *, retry: bool = True) -> Result:
+    def exec_many(
+        self,
+        sql: str,
+        seq_of_params: Any,
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement once per parameter set, on one connection, atomically.
 
         All or nothing, on every driver: the sets run in one transaction the
@@ -394,6 +597,8 @@ class DB(HandleBase):
             seq_of_params: an iterable of parameter sets (tuples or dicts, in
                 ``db.paramstyle``); read once.
             retry: as for ``exec``.
+            timeout: as for ``exec``; a deadline that passes rolls the sets
+                back (none took effect) unless it came during the COMMIT.
 
         Returns:
             ``Result(rows_affected, None)``: the total where the driver sums
@@ -405,8 +610,13 @@ class DB(HandleBase):
             As ``exec``.
         """
         check_seq_of_params(seq_of_params)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         count, last = self._once(
-            retry, lambda c: self._many_atomic(c, sql, seq_of_params)
+            retry, when, lambda c: self._many_atomic(c, sql, seq_of_params)
         )
         return Result(count, last)
 
@@ -434,6 +644,7 @@ class DB(HandleBase):
         *,
         retry: bool = True,
         row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Rows:
         """Run a query; the rows hold the connection until exhausted or closed.
 
@@ -443,6 +654,8 @@ class DB(HandleBase):
             retry: as for ``exec``.
             row_factory: how to build this query's rows (see ``open``);
                 None: the handle's.
+            timeout: as for ``exec``, up to the query's first rows (reading
+                the rows afterwards is not bounded).
 
         Returns:
             The ``Rows``: iterate them (``for``), or use them as a
@@ -452,16 +665,37 @@ class DB(HandleBase):
             As ``exec``.
         """
         check_row_factory(row_factory)
-        return self._query(sql, params, retry, row_factory)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        return self._query(sql, params, retry, row_factory, when)
 
     def _query(
-        self, sql: str, params: Any, retry: bool, row_factory: RowFactory | None
+        self,
+        sql: str,
+        params: Any,
+        retry: bool,
+        row_factory: RowFactory | None,
+        when: float | None,
     ) -> Rows:
-        conn = self._acquire(retry)
+        conn = self._acquire(retry, when)
+        drv = self._drv
         try:
-            cur = self._drv.query(conn, sql, params)
+            if when is None:
+                cur = drv.query(conn, sql, params)
+            else:
+                cur = _watched(
+                    drv,
+                    conn,
+                    when,
+                    False,
+                    lambda c: drv.query(c, sql, params),
+                    self.name,
+                )
         except BaseException as exc:
-            self._release(conn, self._failed(conn, exc))
+            self._release(conn, self._judge(conn, exc))
             raise
         make = row_maker(row_factory or self._row_factory, cur.columns)
         return Rows(cur, self._drv, conn, self, None, make)
@@ -473,6 +707,7 @@ class DB(HandleBase):
         *,
         retry: bool = True,
         row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Run a query and return its first row (the rest are discarded).
 
@@ -482,6 +717,7 @@ class DB(HandleBase):
             retry: as for ``exec``.
             row_factory: how to build the row (see ``open``); None:
                 the handle's.
+            timeout: as for ``exec`` (reading the first row included).
 
         Returns:
             The first row (a tuple unless a row factory says otherwise), or
@@ -491,8 +727,15 @@ class DB(HandleBase):
             As ``exec``.
         """
         check_row_factory(row_factory)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         # No rows object (nor its finalizer): the row is read before the release.
-        return self._once(retry, lambda c: self._first_row(c, sql, params, row_factory))
+        return self._once(
+            retry, when, lambda c: self._first_row(c, sql, params, row_factory)
+        )
 
     def begin(
         self,
@@ -500,6 +743,7 @@ class DB(HandleBase):
         read_only: bool = False,
         *,
         retry: bool = True,
+        timeout: float | None = None,
     ) -> Tx:
         """Start a transaction on a connection of its own.
 
@@ -510,6 +754,8 @@ class DB(HandleBase):
             read_only: start a READ ONLY transaction.
             retry: a dead connection met at checkout or by the BEGIN itself
                 (which changes nothing) is replaced, as for ``exec``.
+            timeout: as for ``exec``, for the wait for a connection and the
+                BEGIN (each statement of the transaction takes its own).
 
         Returns:
             The ``Tx``; as a context manager (``with``) it commits
@@ -523,16 +769,37 @@ class DB(HandleBase):
             The driver's and the pool's errors, as ``exec``.
         """
         level = check_begin(isolation, read_only)
-        return self._begin(level, read_only, retry)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        return self._begin(level, read_only, retry, when)
 
-    def _begin(self, level: str | None, read_only: bool, retry: bool) -> Tx:
+    def _begin(
+        self, level: str | None, read_only: bool, retry: bool, when: float | None
+    ) -> Tx:
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
-            conn = self._acquire(retry)
+            conn = self._acquire(retry, when)
+            drv = self._drv  # known once a connection was dialed
             try:
-                self._drv.begin(conn, level, read_only)
+                if when is None:
+                    drv.begin(conn, level, read_only)
+                else:
+                    _watched(
+                        drv,
+                        conn,
+                        when,
+                        False,
+                        lambda c: self._drv.begin(c, level, read_only),
+                        self.name,
+                    )
             except BaseException as exc:
+                if isinstance(exc, DeadlineExceeded):  # never retried
+                    self._release(conn, exc._discard)
+                    raise
                 decision = self._begin_failed(conn, exc, retry and tries > 0)
                 self._release(conn, decision.discard)
                 if decision.retry:
@@ -540,12 +807,14 @@ class DB(HandleBase):
                 raise
             return Tx(conn, self._drv, read_only, self, None)
 
-    def conn(self, *, retry: bool = True) -> Conn:
+    def conn(self, *, retry: bool = True, timeout: float | None = None) -> Conn:
         """Reserve one connection for a series of calls (a session).
 
         Args:
             retry: a dead connection met at checkout is replaced, as for
                 ``exec``.
+            timeout: as for ``exec``, for the wait for a connection and the
+                checkout ping (each call on it takes its own).
 
         Returns:
             The ``Conn``; ``close()`` (or leaving its ``with``
@@ -555,18 +824,32 @@ class DB(HandleBase):
         Raises:
             The pool's errors; a dead link's, as ``exec``.
         """
-        return self._conn(retry)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        return self._conn(retry, when)
 
-    def _conn(self, retry: bool) -> Conn:
-        return Conn(self._acquire(retry), self._drv, self)
+    def _conn(self, retry: bool, when: float | None) -> Conn:
+        return Conn(self._acquire(retry, when), self._drv, self)
 
-    def ping(self) -> None:
+    def ping(self, *, timeout: float | None = None) -> None:
         """Check that the database answers (always a round trip).
 
+        Args:
+            timeout: as for ``exec``.
+
         Raises:
+            DeadlineExceeded: ``timeout`` passed.
             The driver's error (a dead connection is discarded), or the pool's.
         """
-        self._once(True, lambda c: self._drv.ping(c))
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        self._once(True, when, lambda c: self._drv.ping(c))
 
     @property
     def paramstyle(self) -> str:
@@ -889,8 +1172,18 @@ class _Session:
     #: read through a connection another caller has since been given).
     _rows: weakref.WeakSet[Rows]
 
+    #: Whether statements here run inside a transaction ``begin`` started.
+    _in_tx = False
+
     def _live(self) -> Any:
         raise NotImplementedError
+
+    def _when(self, timeout: float | None) -> float | None:
+        """A call's deadline: its own ``timeout``, else the handle's default."""
+        db = self._db
+        if timeout is None and db._statement_timeout is None:
+            return None
+        return db._when(timeout)
 
     def _track(self, rows: Rows) -> None:
         self._rows.add(rows)
@@ -912,40 +1205,88 @@ class _Session:
         """
         raise NotImplementedError
 
+    def _cancelled(self, discard: bool) -> None:
+        """A statement here was cancelled (deadline or cancel).
+
+        The connection is discarded when ``discard``, else kept; a
+        transaction ends (rolled back) either way.
+        """
+        raise NotImplementedError
+
     def _guard(self, exc: BaseException, conn: Any) -> None:
-        """After a call on ``conn`` raised ``exc``: a dead link ends this object."""
-        if dead(self._adapter, conn, exc):
+        """After a call on ``conn`` raised ``exc``: a dead link ends this object.
+
+        So does a cancelled statement, unless the driver left the connection
+        clean (a transaction ends either way).
+        """
+        if isinstance(exc, DeadlineExceeded):
+            self._cancelled(exc._discard)
+        elif dead(self._adapter, conn, exc):
             self._lost()
 
-    def exec(self, sql: str, params: Any = None) -> Result:
+    def _run(self, conn: Any, when: float | None, run: Callable[[Any], _T]) -> _T:
+        """``run(conn)`` under the deadline ``when``, or as it is."""
+        if when is None:
+            return run(conn)
+        return _watched(self._adapter, conn, when, self._in_tx, run, self._db.name)
+
+    def exec(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement on this connection (never retried).
 
         Args:
             sql: the statement, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            timeout: seconds for the statement; when they pass, it is
+                cancelled on the server, and a transaction ends (rolled
+                back). None: the handle's ``statement_timeout``.
 
         Returns:
             ``Result(rows_affected, last_insert_id)``.
 
         Raises:
             sqlgate.Error: finished, or the connection was lost earlier.
+            DeadlineExceeded: ``timeout`` passed (the driver's error
+                chained); the connection is kept only when the driver left it
+                clean, else a transaction ends with its connection discarded
+                and a ``Conn`` is marked lost.
+            TypeError, ValueError: ``timeout`` is not a number >= 0.
             The driver's error; a dead link ends this object.
         """
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            count, last = self._adapter.exec(conn, sql, params)
+            if when is None:
+                count, last = adapter.exec(conn, sql, params)
+            else:
+                count, last = self._run(
+                    conn, when, lambda c: adapter.exec(c, sql, params)
+                )
         except BaseException as exc:
             self._guard(exc, conn)
             raise
         return Result(count, last)
 
-    def exec_many(self, sql: str, seq_of_params: Any) -> Result:
+    def exec_many(
+        self,
+        sql: str,
+        seq_of_params: Any,
+        *,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement once per parameter set on this connection (never retried).
 
         Args:
             sql: the statement, in the driver's dialect.
             seq_of_params: an iterable of parameter sets, in the driver's
                 paramstyle; read once.
+            timeout: as for ``exec``.
 
         Returns:
             ``Result(rows_affected, None)``, as ``DB.exec_many``.
@@ -957,15 +1298,27 @@ class _Session:
         """
         check_seq_of_params(seq_of_params)
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            count, last = self._adapter.exec_many(conn, sql, seq_of_params)
+            if when is None:
+                count, last = adapter.exec_many(conn, sql, seq_of_params)
+            else:
+                count, last = self._run(
+                    conn, when, lambda c: adapter.exec_many(c, sql, seq_of_params)
+                )
         except BaseException as exc:
             self._guard(exc, conn)
             raise
         return Result(count, last)
 
     def query(
-        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Rows:
         """Run a query on this connection; the rows hold only the cursor.
 
@@ -974,6 +1327,7 @@ class _Session:
             params: its parameters, in the driver's paramstyle; None for none.
             row_factory: how to build the rows (see ``open``); None:
                 the handle's.
+            timeout: as for ``exec``, up to the query's first rows.
 
         Returns:
             The ``Rows``; closing them leaves the connection with this
@@ -985,12 +1339,23 @@ class _Session:
             As ``exec``.
         """
         check_row_factory(row_factory)
-        return self._query(sql, params, row_factory)
+        when = self._when(timeout)
+        return self._query(sql, params, row_factory, when)
 
-    def _query(self, sql: str, params: Any, row_factory: RowFactory | None) -> Rows:
+    def _query(
+        self,
+        sql: str,
+        params: Any,
+        row_factory: RowFactory | None,
+        when: float | None,
+    ) -> Rows:
         conn = self._live()
+        adapter = self._adapter
         try:
-            cur = self._adapter.query(conn, sql, params)
+            if when is None:
+                cur = adapter.query(conn, sql, params)
+            else:
+                cur = self._run(conn, when, lambda c: adapter.query(c, sql, params))
         except BaseException as exc:
             self._guard(exc, conn)
             raise
@@ -1000,7 +1365,12 @@ class _Session:
         return rows
 
     def query_row(
-        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """The first row of a query on this connection.
 
@@ -1009,6 +1379,7 @@ class _Session:
             params: its parameters, in the driver's paramstyle; None for none.
             row_factory: how to build the row (see ``open``); None:
                 the handle's.
+            timeout: as for ``exec``, up to the query's first rows.
 
         Returns:
             The first row, or None when there is none.
@@ -1017,7 +1388,7 @@ class _Session:
             As ``exec``, while the query runs or its row is fetched.
         """
         check_row_factory(row_factory)
-        rows = self._query(sql, params, row_factory)
+        rows = self._query(sql, params, row_factory, self._when(timeout))
         return rows.first()
 
 
@@ -1032,6 +1403,7 @@ class Tx(TxState, _Session):
     """
 
     _owner: Conn | None
+    _in_tx = True
 
     def __init__(
         self,
@@ -1054,6 +1426,21 @@ class Tx(TxState, _Session):
 
     def _lost(self) -> None:
         self._end("ended: its connection was lost", broken=True)
+
+    def _cancelled(self, discard: bool) -> None:
+        if self._ended is not None:
+            return
+        how = "rolled back: a statement in it was cancelled"
+        if discard:
+            self._end(how + " and its connection discarded", broken=True)
+            return
+        try:
+            self._adapter.rollback(self._conn, self._read_only)
+        except BaseException as exc:  # the cancel's error is the one to see
+            log.info("rollback after a cancelled statement failed: %r", exc)
+            self._end(how + " and its connection discarded", broken=True)
+            return
+        self._end(how, broken=False)
 
     def _lost_under_rows(self) -> None:
         if self._ended is None:
@@ -1161,16 +1548,27 @@ class Conn(ConnState, _Session):
     def _lost(self) -> None:
         self._broken = True
 
+    def _cancelled(self, discard: bool) -> None:
+        if discard:
+            self._lost()
+
     def _lost_under_rows(self) -> None:
         if not self._closed:
             self._lost()
 
-    def begin(self, isolation: str | None = None, read_only: bool = False) -> Tx:
+    def begin(
+        self,
+        isolation: str | None = None,
+        read_only: bool = False,
+        *,
+        timeout: float | None = None,
+    ) -> Tx:
         """Start a transaction on this connection (see ``DB.begin``).
 
         Args:
             isolation: as for ``DB.begin``.
             read_only: as for ``DB.begin``.
+            timeout: seconds for the BEGIN, as for ``exec``.
 
         Returns:
             The ``Tx``; when it ends, the connection stays with this
@@ -1185,33 +1583,47 @@ class Conn(ConnState, _Session):
             The driver's error; a dead link marks this ``Conn`` lost.
         """
         level = check_begin(isolation, read_only)
-        return self._begin(level, read_only)
+        when = self._when(timeout)
+        return self._begin(level, read_only, when)
 
-    def _begin(self, level: str | None, read_only: bool) -> Tx:
+    def _begin(self, level: str | None, read_only: bool, when: float | None) -> Tx:
         conn = self._live()
         if self._tx is not None and not self._tx.done:
             raise Error(
                 "a transaction begun on this Conn is still open: commit or roll "
                 "it back first (transactions do not nest)"
             )
+        adapter = self._adapter
         try:
-            self._adapter.begin(conn, level, read_only)
+            if when is None:
+                adapter.begin(conn, level, read_only)
+            else:
+                self._run(conn, when, lambda c: adapter.begin(c, level, read_only))
         except BaseException as exc:
             self._guard(exc, conn)
             raise
         tx = self._tx = Tx(conn, self._adapter, read_only, self._db, self)
         return tx
 
-    def ping(self) -> None:
+    def ping(self, *, timeout: float | None = None) -> None:
         """A round trip on this connection.
+
+        Args:
+            timeout: seconds, as for ``exec``.
 
         Raises:
             sqlgate.Error: closed, or the connection was lost earlier.
+            DeadlineExceeded: ``timeout`` passed.
             The driver's error; a dead link marks this ``Conn`` lost.
         """
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            self._adapter.ping(conn)
+            if when is None:
+                adapter.ping(conn)
+            else:
+                self._run(conn, when, adapter.ping)
         except BaseException as exc:
             self._guard(exc, conn)
             raise

@@ -53,11 +53,12 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from sqlgate import _reaper
+from sqlgate import _reaper, _watchdog
 from sqlgate._core import retry as _retry
 from sqlgate._handle import (
     BATCH,
@@ -78,7 +79,7 @@ from sqlgate._shell import forget_after_fork, keep
 from sqlgate.aiopool import AsyncPool
 from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import scrub
-from sqlgate.errors import ConnectError, Error, PoolTimeout
+from sqlgate.errors import ConnectError, DeadlineExceeded, Error, PoolTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -110,6 +111,7 @@ def open_async(
     ping_idle: float | None = 1.0,
     name: str | None = None,
     row_factory: RowFactory | None = None,
+    statement_timeout: float | None = None,
     **pool_knobs: Any,
 ) -> AsyncDB:
     """Open a database handle; no connection is made until one is needed.
@@ -139,6 +141,16 @@ def open_async(
             ``sqlgate.tuple_row``) for tuples, ``sqlgate.dict_row``,
             ``sqlgate.namedtuple_row``, or a callable taking the column
             names and returning a function from a row tuple to the row.
+        statement_timeout: the deadline, in seconds, of every call made
+            without a ``timeout=`` of its own (``exec``, ``query``...; see
+            ``AsyncDB.exec``): the wait for a connection and the statement
+            together, the statement cancelled on the server when it passes
+            (``DeadlineExceeded``). None (the default): no deadline. Unlike
+            the server's own ``statement_timeout`` setting (PostgreSQL's,
+            MariaDB's ``max_statement_time``), it bounds the wait for a
+            connection too, works on every driver, and the caller gets
+            ``DeadlineExceeded``; the server's setting still protects the
+            server from callers that set none.
         **pool_knobs: the pool's keyword arguments (``max_open``,
             ``max_idle``, ``acquire_timeout``, ``reset``...). A ``reset``
             hook runs after the driver's own reset;
@@ -157,7 +169,203 @@ def open_async(
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
     pool_knobs["row_factory"] = check_row_factory(row_factory)
+    pool_knobs["statement_timeout"] = statement_timeout
     return build(AsyncDB, target, ping_idle, name, pool_knobs, async_adapter)
+
+
+# -- deadlines -------------------------------------------------------------------
+#
+# A call with a deadline (``timeout=``, or the handle's ``statement_timeout``)
+# computes ``when`` once (``time.monotonic()`` seconds) and hands what is left
+# of it to each step: the pool's acquire, the checkout ping, each retry and
+# the statement. While a statement runs, a ``_Watch`` is armed: when ``when``
+# passes, it asks the adapter to cancel the statement on the server
+# (``adapter.cancel``). The statement then fails with the driver's "cancelled"
+# error, which the call raises as ``DeadlineExceeded`` (chained), keeping the
+# connection only when the adapter says it is clean
+# (``reusable_after_cancel``). A statement that completes anyway (it finished
+# before the cancel took effect, or no cancel was available) returns its
+# result: its effects are real, and an adapter's cancel never stops a later
+# statement. Under asyncio, when no cancel could be sent, the call stops
+# waiting (its task is cancelled, as ``asyncio.timeout`` does) and the
+# connection is discarded. A call without a deadline pays one ``if``.
+
+if True:  # ASYNC
+
+    class _AsyncWatch:
+        """One statement's deadline on one connection: a timer on the loop.
+
+        When it fires, a task awaits the adapter's cancel; when none could be
+        sent, the statement's task is cancelled (``_cut``) so that the caller
+        stops waiting.
+        """
+
+        __slots__ = ("_adapter", "_conn", "_cut", "_done", "_owner", "_task", "_timer")
+
+        def __init__(self, adapter: AsyncAdapter, conn: Any, when: float) -> None:
+            loop = asyncio.get_running_loop()
+            self._adapter = adapter
+            self._conn = conn
+            self._owner = asyncio.current_task()
+            #: The statement's task was cancelled by this watch.
+            self._cut = False
+            #: The statement returned or raised: never cancel its task now.
+            self._done = False
+            self._task: asyncio.Task[bool] | None = None
+            self._timer = loop.call_later(when - time.monotonic(), self._fire)
+
+        def _fire(self) -> None:
+            self._task = asyncio.get_running_loop().create_task(self._cancel())
+
+        async def _cancel(self) -> bool:
+            try:
+                sent = await self._adapter.cancel(self._conn)
+            except Exception as exc:  # an adapter's bug: as if none was sent
+                log.warning("cancelling a statement failed: %r", exc)
+                sent = False
+            if not sent and not self._done and self._owner is not None:
+                self._cut = True
+                self._owner.cancel()
+            return sent
+
+        async def disarm(self) -> bool | None:
+            """After the statement: None if it did not fire, else if a cancel was sent.
+
+            The cancel is awaited first.
+            """
+            self._done = True
+            self._timer.cancel()
+            task = self._task
+            if task is None:
+                return None
+            try:
+                return await task
+            except BaseException:
+                return False
+
+        def uncut(self, exc: BaseException) -> bool:
+            """Whether the CancelledError ``exc`` came from this watch alone."""
+            if not self._cut or self._owner is None:
+                return False
+            return self._owner.uncancel() == 0
+
+else:
+
+    class _Watch:
+        """One statement's deadline on one connection: a ``sqlgate._watchdog`` entry.
+
+        When it fires, a thread of its own sends the adapter's cancel (the
+        deadline thread must stay quick); ``disarm`` waits for it.
+        """
+
+        __slots__ = ("_adapter", "_conn", "_entry", "_sent", "_thread")
+
+        def __init__(self, adapter: AsyncAdapter, conn: Any, when: float) -> None:
+            self._adapter = adapter
+            self._conn = conn
+            self._sent = False
+            self._thread: threading.Thread | None = None
+            self._entry = _watchdog.arm(when, self._fire)
+
+        def _fire(self) -> None:
+            thread = threading.Thread(
+                target=self._cancel, name="sqlgate-cancel", daemon=True
+            )
+            thread.start()
+            self._thread = thread
+
+        def _cancel(self) -> None:
+            try:
+                self._sent = bool(self._adapter.cancel(self._conn))
+            except Exception as exc:  # an adapter's bug: as if none was sent
+                log.warning("cancelling a statement failed: %r", exc)
+
+        def disarm(self) -> bool | None:
+            """After the statement: None if it did not fire, else if a cancel was sent.
+
+            The cancel is waited for first.
+            """
+            if self._entry.cancel():
+                return None
+            # Fired: the deadline thread sets _thread a few instructions on.
+            while self._thread is None:
+                time.sleep(0.0001)
+            self._thread.join()
+            return self._sent
+
+
+def _too_late(name: str) -> DeadlineExceeded:
+    error = DeadlineExceeded(
+        f"{name}: the call's deadline passed before its statement was sent "
+        "(nothing was sent)"
+    )
+    return error
+
+
+async def _watched(
+    adapter: AsyncAdapter,
+    conn: Any,
+    when: float,
+    in_tx: bool,
+    run: Callable[[Any], Awaitable[_T]],
+    name: str,
+) -> _T:
+    """``run(conn)`` under the deadline ``when`` (see the section's comment).
+
+    Raises:
+        DeadlineExceeded: the deadline passed first (``_discard`` says what
+            to do with ``conn``), the driver's error chained.
+        What ``run`` raises otherwise.
+    """
+    if when <= time.monotonic():
+        raise _too_late(name)
+    watch = _AsyncWatch(adapter, conn, when)
+    try:
+        result = await run(conn)
+    except BaseException as exc:
+        sent = await watch.disarm()
+        if sent is None:
+            raise  # the deadline had not passed: not a miss
+        if True:  # ASYNC
+            if isinstance(exc, asyncio.CancelledError) and not watch.uncut(exc):
+                raise  # cancelled from outside as well: the caller's cancel wins
+        discard = not (
+            sent
+            and adapter.is_cancelled(exc)
+            and adapter.reusable_after_cancel(conn, in_tx)
+        )
+        how = (
+            "it was cancelled on the server"
+            if sent
+            else "the driver could not cancel it; its connection was discarded"
+        )
+        error = DeadlineExceeded(
+            f"{name}: the call's deadline passed while its statement ran: {how}"
+        )
+        error._discard = discard
+        raise error from exc
+    await watch.disarm()
+    return result
+
+
+if True:  # ASYNC
+
+    async def _after_cancel(adapter: AsyncAdapter, conn: Any, in_tx: bool) -> bool:
+        """After a cancel from outside interrupted a statement on ``conn``: stop it.
+
+        The statement is cancelled on the server too (the driver's own
+        reaction to the cancel may not reach the server, as aiosqlite's).
+
+        Returns:
+            Whether to discard the connection (no cancel sent, or the adapter
+            does not call it clean).
+        """
+        try:
+            sent = await adapter.cancel(conn)
+        except BaseException as exc:  # cancelled again, or an adapter's bug
+            log.debug("cancelling an interrupted statement failed: %r", exc)
+            return True
+        return not (sent and adapter.reusable_after_cancel(conn, in_tx))
 
 
 class AsyncDB(HandleBase):
@@ -308,20 +516,27 @@ class AsyncDB(HandleBase):
         if self._owed:
             self._pay_owed()
 
-    async def _acquire(self, retry: bool) -> Any:
+    async def _acquire(self, retry: bool, when: float | None = None) -> Any:
         """Check out a connection judged alive, per the retry plan.
+
+        Args:
+            retry: follow the retry plan; False: one try.
+            when: the call's deadline (``time.monotonic()`` seconds), or None.
 
         Raises:
             The pool's errors; the dead link's error when every try met one
             (or the first, with ``retry=False``); nothing was sent.
+            DeadlineExceeded: ``when`` passed first.
         """
         if self._orphans or self._draining or self._owed:
             await self._tidy()
         pool = self._pool
         error: BaseException | None = None
         for always in self._tries(retry):
-            conn = await pool.acquire()
-            error = await self._check(conn, always=always)
+            conn = (
+                await pool.acquire() if when is None else await self._acquire_by(when)
+            )
+            error = await self._check(conn, always=always, when=when)
             if error is None:
                 return conn
             await pool.release(conn, broken=True)
@@ -329,14 +544,49 @@ class AsyncDB(HandleBase):
         assert error is not None
         raise error
 
-    async def _check(self, conn: Any, *, always: bool) -> BaseException | None:
+    async def _acquire_by(self, when: float) -> Any:
+        """The pool's acquire, bounded by the call's deadline too.
+
+        Raises:
+            DeadlineExceeded: ``when`` passed before a connection was free
+                (the pool's ``PoolTimeout`` chained): the waiter is gone, as
+                after any acquire timeout.
+            The pool's errors (its own ``acquire_timeout`` when shorter).
+        """
+        pool = self._pool
+        left = when - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(
+                f"{self.name}: the call's deadline passed before it had a "
+                "connection (nothing was sent)"
+            )
+        limit: float | None = pool._timeout
+        if limit is not None and limit < left:
+            return await pool.acquire(limit)
+        try:
+            return await pool.acquire(left)
+        except PoolTimeout as exc:
+            raise DeadlineExceeded(
+                f"{self.name}: the call's deadline passed while waiting for a "
+                f"connection ({exc})"
+            ) from exc
+
+    async def _check(
+        self, conn: Any, *, always: bool, when: float | None = None
+    ) -> BaseException | None:
         """The checkout test; the dead link's error, or None when alive."""
         adapter = self._drv
         closed = adapter.is_closed(conn)
         if not self._needs_ping(conn, closed, always):
             return None
         try:
-            await adapter.ping(conn)
+            if when is None:
+                await adapter.ping(conn)
+            else:
+                await _watched(adapter, conn, when, False, adapter.ping, self.name)
+        except DeadlineExceeded as exc:
+            await self._pool.release(conn, broken=exc._discard)
+            raise
         except Exception as exc:
             return exc
         except BaseException:
@@ -374,17 +624,32 @@ class AsyncDB(HandleBase):
                 finally:
                     self._draining = False
 
-    async def _once(self, retry: bool, run: Callable[[Any], Awaitable[_T]]) -> _T:
+    async def _once(
+        self, retry: bool, when: float | None, run: Callable[[Any], Awaitable[_T]]
+    ) -> _T:
         """``exec``/``query_row``/``ping``: one call on a connection, released."""
-        conn = await self._acquire(retry)
+        conn = await self._acquire(retry, when)
         broken = False
         try:
-            return await run(conn)
+            if when is None:
+                return await run(conn)
+            return await _watched(self._drv, conn, when, False, run, self.name)
         except BaseException as exc:
-            broken = self._failed(conn, exc)
+            broken = await self._judge(conn, exc)
             raise
         finally:
             await self._release(conn, broken)
+
+    async def _judge(self, conn: Any, exc: BaseException) -> bool:
+        """After a statement on ``conn`` failed with ``exc``: whether to discard it.
+
+        A cancel from outside (asyncio) stops the statement on the server
+        too, and the adapter judges the connection then.
+        """
+        if True:  # ASYNC
+            if isinstance(exc, asyncio.CancelledError):
+                return await _after_cancel(self._drv, conn, False)
+        return self._failed(conn, exc)
 
     async def _first_row(
         self, conn: Any, sql: str, params: Any, row_factory: RowFactory | None
@@ -402,7 +667,14 @@ class AsyncDB(HandleBase):
 
     # -- the API ---------------------------------------------------------------
 
-    async def exec(self, sql: str, params: Any = None, *, retry: bool = True) -> Result:
+    async def exec(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement that returns no rows.
 
         Args:
@@ -410,25 +682,47 @@ class AsyncDB(HandleBase):
             params: its parameters, in ``db.paramstyle``; None for none.
             retry: on a dead connection found before sending, try another
                 (two pooled, then a fresh one); False: one try.
+            timeout: seconds for the whole call: the wait for a connection,
+                the checkout ping, retries and the statement; when they pass
+                while the statement runs, it is cancelled on the server.
+                None: the handle's ``statement_timeout`` (``open_async``);
+                ``math.inf``: no deadline.
 
         Returns:
             ``Result(rows_affected, last_insert_id)``.
 
         Raises:
+            DeadlineExceeded: ``timeout`` passed (the driver's or the pool's
+                error chained); the connection is kept only when the driver
+                left it clean.
+            TypeError, ValueError: ``timeout`` is not a number >= 0.
             The driver's error (a dead link also discards the connection);
             the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
 
         Cancellation:
             While waiting for a connection: nothing is left behind (the
-            pool's guarantee). During the checkout ping or the statement:
-            the connection is discarded (its protocol state is unknown),
-            never handed to the next user.
+            pool's guarantee). During the statement: it is cancelled on the
+            server too, and the connection kept only when the driver left
+            it clean. During the checkout ping: the connection is
+            discarded (its protocol state is unknown).
         """
-        count, last = await self._once(retry, lambda c: self._drv.exec(c, sql, params))
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        count, last = await self._once(
+            retry, when, lambda c: self._drv.exec(c, sql, params)
+        )
         return Result(count, last)
 
     async def exec_many(
-        self, sql: str, seq_of_params: Any, *, retry: bool = True
+        self,
+        sql: str,
+        seq_of_params: Any,
+        *,
+        retry: bool = True,
+        timeout: float | None = None,
     ) -> Result:
         """Run a statement once per parameter set, on one connection, atomically.
 
@@ -447,6 +741,8 @@ class AsyncDB(HandleBase):
             seq_of_params: an iterable of parameter sets (tuples or dicts, in
                 ``db.paramstyle``); read once.
             retry: as for ``exec``.
+            timeout: as for ``exec``; a deadline that passes rolls the sets
+                back (none took effect) unless it came during the COMMIT.
 
         Returns:
             ``Result(rows_affected, None)``: the total where the driver sums
@@ -463,8 +759,13 @@ class AsyncDB(HandleBase):
             effect), unless the cancel came during the COMMIT itself.
         """
         check_seq_of_params(seq_of_params)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         count, last = await self._once(
-            retry, lambda c: self._many_atomic(c, sql, seq_of_params)
+            retry, when, lambda c: self._many_atomic(c, sql, seq_of_params)
         )
         return Result(count, last)
 
@@ -492,6 +793,7 @@ class AsyncDB(HandleBase):
         *,
         retry: bool = True,
         row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> _Opening[AsyncRows]:
         """Run a query; the rows hold the connection until exhausted or closed.
 
@@ -501,6 +803,8 @@ class AsyncDB(HandleBase):
             retry: as for ``exec``.
             row_factory: how to build this query's rows (see ``open_async``);
                 None: the handle's.
+            timeout: as for ``exec``, up to the query's first rows (reading
+                the rows afterwards is not bounded).
 
         Returns:
             The ``AsyncRows``: iterate them (``async for``), or use them as a
@@ -514,19 +818,40 @@ class AsyncDB(HandleBase):
             As ``exec``; once the rows are returned they own the connection.
         """
         check_row_factory(row_factory)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         if True:  # ASYNC
-            return _Opening(self._query(sql, params, retry, row_factory))
+            return _Opening(self._query(sql, params, retry, row_factory, when))
         else:
-            return self._query(sql, params, retry, row_factory)
+            return self._query(sql, params, retry, row_factory, when)
 
     async def _query(
-        self, sql: str, params: Any, retry: bool, row_factory: RowFactory | None
+        self,
+        sql: str,
+        params: Any,
+        retry: bool,
+        row_factory: RowFactory | None,
+        when: float | None,
     ) -> AsyncRows:
-        conn = await self._acquire(retry)
+        conn = await self._acquire(retry, when)
+        drv = self._drv
         try:
-            cur = await self._drv.query(conn, sql, params)
+            if when is None:
+                cur = await drv.query(conn, sql, params)
+            else:
+                cur = await _watched(
+                    drv,
+                    conn,
+                    when,
+                    False,
+                    lambda c: drv.query(c, sql, params),
+                    self.name,
+                )
         except BaseException as exc:
-            await self._release(conn, self._failed(conn, exc))
+            await self._release(conn, await self._judge(conn, exc))
             raise
         make = row_maker(row_factory or self._row_factory, cur.columns)
         return AsyncRows(cur, self._drv, conn, self, None, make)
@@ -538,6 +863,7 @@ class AsyncDB(HandleBase):
         *,
         retry: bool = True,
         row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Run a query and return its first row (the rest are discarded).
 
@@ -547,6 +873,7 @@ class AsyncDB(HandleBase):
             retry: as for ``exec``.
             row_factory: how to build the row (see ``open_async``); None:
                 the handle's.
+            timeout: as for ``exec`` (reading the first row included).
 
         Returns:
             The first row (a tuple unless a row factory says otherwise), or
@@ -562,9 +889,14 @@ class AsyncDB(HandleBase):
             never handed to the next user.
         """
         check_row_factory(row_factory)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         # No rows object (nor its finalizer): the row is read before the release.
         return await self._once(
-            retry, lambda c: self._first_row(c, sql, params, row_factory)
+            retry, when, lambda c: self._first_row(c, sql, params, row_factory)
         )
 
     def begin(
@@ -573,6 +905,7 @@ class AsyncDB(HandleBase):
         read_only: bool = False,
         *,
         retry: bool = True,
+        timeout: float | None = None,
     ) -> _Opening[AsyncTx]:
         """Start a transaction on a connection of its own.
 
@@ -583,6 +916,8 @@ class AsyncDB(HandleBase):
             read_only: start a READ ONLY transaction.
             retry: a dead connection met at checkout or by the BEGIN itself
                 (which changes nothing) is replaced, as for ``exec``.
+            timeout: as for ``exec``, for the wait for a connection and the
+                BEGIN (each statement of the transaction takes its own).
 
         Returns:
             The ``AsyncTx``; as a context manager (``async with``) it commits
@@ -602,19 +937,45 @@ class AsyncDB(HandleBase):
             no transaction is returned.
         """
         level = check_begin(isolation, read_only)
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         if True:  # ASYNC
-            return _Opening(self._begin(level, read_only, retry))
+            return _Opening(self._begin(level, read_only, retry, when))
         else:
-            return self._begin(level, read_only, retry)
+            return self._begin(level, read_only, retry, when)
 
-    async def _begin(self, level: str | None, read_only: bool, retry: bool) -> AsyncTx:
+    async def _begin(
+        self, level: str | None, read_only: bool, retry: bool, when: float | None
+    ) -> AsyncTx:
         tries = len(_retry.plan(retry))
         while True:
             tries -= 1
-            conn = await self._acquire(retry)
+            conn = await self._acquire(retry, when)
+            drv = self._drv  # known once a connection was dialed
             try:
-                await self._drv.begin(conn, level, read_only)
+                if when is None:
+                    await drv.begin(conn, level, read_only)
+                else:
+                    await _watched(
+                        drv,
+                        conn,
+                        when,
+                        False,
+                        lambda c: self._drv.begin(c, level, read_only),
+                        self.name,
+                    )
             except BaseException as exc:
+                if True:  # ASYNC
+                    if isinstance(exc, asyncio.CancelledError):
+                        discard = await _after_cancel(drv, conn, True)
+                        await self._release(conn, discard)
+                        raise
+                if isinstance(exc, DeadlineExceeded):  # never retried
+                    await self._release(conn, exc._discard)
+                    raise
                 decision = self._begin_failed(conn, exc, retry and tries > 0)
                 await self._release(conn, decision.discard)
                 if decision.retry:
@@ -622,12 +983,16 @@ class AsyncDB(HandleBase):
                 raise
             return AsyncTx(conn, self._drv, read_only, self, None)
 
-    def conn(self, *, retry: bool = True) -> _Opening[AsyncConn]:
+    def conn(
+        self, *, retry: bool = True, timeout: float | None = None
+    ) -> _Opening[AsyncConn]:
         """Reserve one connection for a series of calls (a session).
 
         Args:
             retry: a dead connection met at checkout is replaced, as for
                 ``exec``.
+            timeout: as for ``exec``, for the wait for a connection and the
+                checkout ping (each call on it takes its own).
 
         Returns:
             The ``AsyncConn``; ``close()`` (or leaving its ``async with``
@@ -642,18 +1007,27 @@ class AsyncDB(HandleBase):
             While waiting for a connection: nothing is left behind. During
             the checkout ping: the connection is discarded.
         """
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
         if True:  # ASYNC
-            return _Opening(self._conn(retry))
+            return _Opening(self._conn(retry, when))
         else:
-            return self._conn(retry)
+            return self._conn(retry, when)
 
-    async def _conn(self, retry: bool) -> AsyncConn:
-        return AsyncConn(await self._acquire(retry), self._drv, self)
+    async def _conn(self, retry: bool, when: float | None) -> AsyncConn:
+        return AsyncConn(await self._acquire(retry, when), self._drv, self)
 
-    async def ping(self) -> None:
+    async def ping(self, *, timeout: float | None = None) -> None:
         """Check that the database answers (always a round trip).
 
+        Args:
+            timeout: as for ``exec``.
+
         Raises:
+            DeadlineExceeded: ``timeout`` passed.
             The driver's error (a dead connection is discarded), or the pool's.
 
         Cancellation:
@@ -662,7 +1036,12 @@ class AsyncDB(HandleBase):
             the connection is discarded (its protocol state is unknown),
             never handed to the next user.
         """
-        await self._once(True, lambda c: self._drv.ping(c))
+        when = (
+            None
+            if timeout is None and self._statement_timeout is None
+            else self._when(timeout)
+        )
+        await self._once(True, when, lambda c: self._drv.ping(c))
 
     @property
     def paramstyle(self) -> str:
@@ -904,7 +1283,7 @@ class AsyncDB(HandleBase):
                 # One dial, no retry: a target that refuses fails here, and
                 # no run of failed dials opens the circuit (whose probe
                 # would keep dialing after this handle is closed).
-                await self._once(False, lambda c: self._drv.ping(c))
+                await self._once(False, None, lambda c: self._drv.ping(c))
                 await self._warmed()
             except BaseException:
                 await self.close()
@@ -1137,8 +1516,18 @@ class _AsyncSession:
     #: read through a connection another caller has since been given).
     _rows: weakref.WeakSet[AsyncRows]
 
+    #: Whether statements here run inside a transaction ``begin`` started.
+    _in_tx = False
+
     def _live(self) -> Any:
         raise NotImplementedError
+
+    def _when(self, timeout: float | None) -> float | None:
+        """A call's deadline: its own ``timeout``, else the handle's default."""
+        db = self._db
+        if timeout is None and db._statement_timeout is None:
+            return None
+        return db._when(timeout)
 
     def _track(self, rows: AsyncRows) -> None:
         self._rows.add(rows)
@@ -1160,45 +1549,104 @@ class _AsyncSession:
         """
         raise NotImplementedError
 
+    async def _cancelled(self, discard: bool) -> None:
+        """A statement here was cancelled (deadline or cancel).
+
+        The connection is discarded when ``discard``, else kept; a
+        transaction ends (rolled back) either way.
+        """
+        raise NotImplementedError
+
     async def _guard(self, exc: BaseException, conn: Any) -> None:
-        """After a call on ``conn`` raised ``exc``: a dead link ends this object."""
-        if dead(self._adapter, conn, exc):
+        """After a call on ``conn`` raised ``exc``: a dead link ends this object.
+
+        So does a cancelled statement, unless the driver left the connection
+        clean (a transaction ends either way).
+        """
+        if True:  # ASYNC
+            if isinstance(exc, asyncio.CancelledError):
+                discard = await _after_cancel(self._adapter, conn, self._in_tx)
+                await self._cancelled(discard)
+                return
+        if isinstance(exc, DeadlineExceeded):
+            await self._cancelled(exc._discard)
+        elif dead(self._adapter, conn, exc):
             await self._lost()
 
-    async def exec(self, sql: str, params: Any = None) -> Result:
+    async def _run(
+        self, conn: Any, when: float | None, run: Callable[[Any], Awaitable[_T]]
+    ) -> _T:
+        """``run(conn)`` under the deadline ``when``, or as it is."""
+        if when is None:
+            return await run(conn)
+        return await _watched(
+            self._adapter, conn, when, self._in_tx, run, self._db.name
+        )
+
+    async def exec(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement on this connection (never retried).
 
         Args:
             sql: the statement, in the driver's dialect.
             params: its parameters, in the driver's paramstyle; None for none.
+            timeout: seconds for the statement; when they pass, it is
+                cancelled on the server, and a transaction ends (rolled
+                back). None: the handle's ``statement_timeout``.
 
         Returns:
             ``Result(rows_affected, last_insert_id)``.
 
         Raises:
             sqlgate.Error: finished, or the connection was lost earlier.
+            DeadlineExceeded: ``timeout`` passed (the driver's error
+                chained); the connection is kept only when the driver left it
+                clean, else a transaction ends with its connection discarded
+                and an ``AsyncConn`` is marked lost.
+            TypeError, ValueError: ``timeout`` is not a number >= 0.
             The driver's error; a dead link ends this object.
 
         Cancellation:
-            While the statement runs: a transaction ends, its connection
-            discarded; an ``AsyncConn`` is marked lost (its ``close()``
+            While the statement runs: it is cancelled on the server too; a
+            transaction ends (rolled back); the connection is kept only
+            when the driver left it clean, else a transaction's is
+            discarded and an ``AsyncConn`` is marked lost (its ``close()``
             discards the connection).
         """
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            count, last = await self._adapter.exec(conn, sql, params)
+            if when is None:
+                count, last = await adapter.exec(conn, sql, params)
+            else:
+                count, last = await self._run(
+                    conn, when, lambda c: adapter.exec(c, sql, params)
+                )
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
         return Result(count, last)
 
-    async def exec_many(self, sql: str, seq_of_params: Any) -> Result:
+    async def exec_many(
+        self,
+        sql: str,
+        seq_of_params: Any,
+        *,
+        timeout: float | None = None,
+    ) -> Result:
         """Run a statement once per parameter set on this connection (never retried).
 
         Args:
             sql: the statement, in the driver's dialect.
             seq_of_params: an iterable of parameter sets, in the driver's
                 paramstyle; read once.
+            timeout: as for ``exec``.
 
         Returns:
             ``Result(rows_affected, None)``, as ``AsyncDB.exec_many``.
@@ -1213,15 +1661,27 @@ class _AsyncSession:
         """
         check_seq_of_params(seq_of_params)
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            count, last = await self._adapter.exec_many(conn, sql, seq_of_params)
+            if when is None:
+                count, last = await adapter.exec_many(conn, sql, seq_of_params)
+            else:
+                count, last = await self._run(
+                    conn, when, lambda c: adapter.exec_many(c, sql, seq_of_params)
+                )
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
         return Result(count, last)
 
     def query(
-        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> _Opening[AsyncRows]:
         """Run a query on this connection; the rows hold only the cursor.
 
@@ -1230,6 +1690,7 @@ class _AsyncSession:
             params: its parameters, in the driver's paramstyle; None for none.
             row_factory: how to build the rows (see ``open_async``); None:
                 the handle's.
+            timeout: as for ``exec``, up to the query's first rows.
 
         Returns:
             The ``AsyncRows``; closing them leaves the connection with this
@@ -1248,17 +1709,28 @@ class _AsyncSession:
             connection).
         """
         check_row_factory(row_factory)
+        when = self._when(timeout)
         if True:  # ASYNC
-            return _Opening(self._query(sql, params, row_factory))
+            return _Opening(self._query(sql, params, row_factory, when))
         else:
-            return self._query(sql, params, row_factory)
+            return self._query(sql, params, row_factory, when)
 
     async def _query(
-        self, sql: str, params: Any, row_factory: RowFactory | None
+        self,
+        sql: str,
+        params: Any,
+        row_factory: RowFactory | None,
+        when: float | None,
     ) -> AsyncRows:
         conn = self._live()
+        adapter = self._adapter
         try:
-            cur = await self._adapter.query(conn, sql, params)
+            if when is None:
+                cur = await adapter.query(conn, sql, params)
+            else:
+                cur = await self._run(
+                    conn, when, lambda c: adapter.query(c, sql, params)
+                )
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
@@ -1268,7 +1740,12 @@ class _AsyncSession:
         return rows
 
     async def query_row(
-        self, sql: str, params: Any = None, *, row_factory: RowFactory | None = None
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        row_factory: RowFactory | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """The first row of a query on this connection.
 
@@ -1277,6 +1754,7 @@ class _AsyncSession:
             params: its parameters, in the driver's paramstyle; None for none.
             row_factory: how to build the row (see ``open_async``); None:
                 the handle's.
+            timeout: as for ``exec``, up to the query's first rows.
 
         Returns:
             The first row, or None when there is none.
@@ -1289,7 +1767,7 @@ class _AsyncSession:
             result is closed too).
         """
         check_row_factory(row_factory)
-        rows = await self._query(sql, params, row_factory)
+        rows = await self._query(sql, params, row_factory, self._when(timeout))
         return await rows.first()
 
 
@@ -1304,6 +1782,7 @@ class AsyncTx(TxState, _AsyncSession):
     """
 
     _owner: AsyncConn | None
+    _in_tx = True
 
     def __init__(
         self,
@@ -1326,6 +1805,21 @@ class AsyncTx(TxState, _AsyncSession):
 
     async def _lost(self) -> None:
         await self._end("ended: its connection was lost", broken=True)
+
+    async def _cancelled(self, discard: bool) -> None:
+        if self._ended is not None:
+            return
+        how = "rolled back: a statement in it was cancelled"
+        if discard:
+            await self._end(how + " and its connection discarded", broken=True)
+            return
+        try:
+            await self._adapter.rollback(self._conn, self._read_only)
+        except BaseException as exc:  # the cancel's error is the one to see
+            log.info("rollback after a cancelled statement failed: %r", exc)
+            await self._end(how + " and its connection discarded", broken=True)
+            return
+        await self._end(how, broken=False)
 
     async def _lost_under_rows(self) -> None:
         if self._ended is None:
@@ -1443,18 +1937,27 @@ class AsyncConn(ConnState, _AsyncSession):
     async def _lost(self) -> None:
         self._broken = True
 
+    async def _cancelled(self, discard: bool) -> None:
+        if discard:
+            await self._lost()
+
     async def _lost_under_rows(self) -> None:
         if not self._closed:
             await self._lost()
 
     def begin(
-        self, isolation: str | None = None, read_only: bool = False
+        self,
+        isolation: str | None = None,
+        read_only: bool = False,
+        *,
+        timeout: float | None = None,
     ) -> _Opening[AsyncTx]:
         """Start a transaction on this connection (see ``AsyncDB.begin``).
 
         Args:
             isolation: as for ``AsyncDB.begin``.
             read_only: as for ``AsyncDB.begin``.
+            timeout: seconds for the BEGIN, as for ``exec``.
 
         Returns:
             The ``AsyncTx``; when it ends, the connection stays with this
@@ -1474,40 +1977,57 @@ class AsyncConn(ConnState, _AsyncSession):
             transaction is returned.
         """
         level = check_begin(isolation, read_only)
+        when = self._when(timeout)
         if True:  # ASYNC
-            return _Opening(self._begin(level, read_only))
+            return _Opening(self._begin(level, read_only, when))
         else:
-            return self._begin(level, read_only)
+            return self._begin(level, read_only, when)
 
-    async def _begin(self, level: str | None, read_only: bool) -> AsyncTx:
+    async def _begin(
+        self, level: str | None, read_only: bool, when: float | None
+    ) -> AsyncTx:
         conn = self._live()
         if self._tx is not None and not self._tx.done:
             raise Error(
                 "a transaction begun on this Conn is still open: commit or roll "
                 "it back first (transactions do not nest)"
             )
+        adapter = self._adapter
         try:
-            await self._adapter.begin(conn, level, read_only)
+            if when is None:
+                await adapter.begin(conn, level, read_only)
+            else:
+                await self._run(
+                    conn, when, lambda c: adapter.begin(c, level, read_only)
+                )
         except BaseException as exc:
             await self._guard(exc, conn)
             raise
         tx = self._tx = AsyncTx(conn, self._adapter, read_only, self._db, self)
         return tx
 
-    async def ping(self) -> None:
+    async def ping(self, *, timeout: float | None = None) -> None:
         """A round trip on this connection.
+
+        Args:
+            timeout: seconds, as for ``exec``.
 
         Raises:
             sqlgate.Error: closed, or the connection was lost earlier.
+            DeadlineExceeded: ``timeout`` passed.
             The driver's error; a dead link marks this ``AsyncConn`` lost.
 
         Cancellation:
-            This ``AsyncConn`` is marked lost (its ``close()`` discards the
-            connection).
+            As for ``exec``.
         """
         conn = self._live()
+        when = self._when(timeout)
+        adapter = self._adapter
         try:
-            await self._adapter.ping(conn)
+            if when is None:
+                await adapter.ping(conn)
+            else:
+                await self._run(conn, when, adapter.ping)
         except BaseException as exc:
             await self._guard(exc, conn)
             raise

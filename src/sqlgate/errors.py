@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CircuitOpen",
     "ConnectError",
+    "DeadlineExceeded",
     "Error",
     "PoolClosed",
     "PoolTimeout",
@@ -33,6 +34,23 @@ class PoolTimeout(Error, TimeoutError):
     """
 
     __module__ = "sqlgate"
+
+
+class DeadlineExceeded(Error, TimeoutError):
+    """A call's deadline (``timeout=``, or the handle's ``statement_timeout``) passed.
+
+    Raised when the deadline passed while the call waited for a connection
+    (the pool's ``PoolTimeout`` is ``__cause__``), before its statement was
+    sent (nothing was sent), or while its statement ran: the statement was
+    then cancelled on the server where the driver can, and the driver's
+    error (its "statement cancelled") is ``__cause__``. The connection was
+    kept only when the driver left it in a known clean state, else
+    discarded; a transaction it happened in is over (rolled back).
+    """
+
+    __module__ = "sqlgate"
+    #: The handle's verdict on the connection the call ran on: discard it.
+    _discard: bool = False
 
 
 class TooManyWaiters(Error):
