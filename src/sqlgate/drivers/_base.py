@@ -19,6 +19,7 @@ left open and puts autocommit back if the caller turned it off through
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from typing import TYPE_CHECKING, Any, Self
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from sqlgate.drivers._dsn import DSN
 
 __all__ = [
+    "CANCEL_TIMEOUT",
     "ISOLATION_LEVELS",
     "AsyncAdapter",
     "AsyncCursor",
@@ -39,6 +41,12 @@ __all__ = [
     "parse_params",
     "scrub",
 ]
+
+log = logging.getLogger("sqlgate")
+
+#: Longest an adapter's ``cancel`` waits (s): its side connection's dial and
+#: answer, or the protocol cancel request's round trip.
+CANCEL_TIMEOUT = 2.0
 
 #: Isolation level names accepted by ``begin``, as SQL spells them.
 ISOLATION_LEVELS = (
@@ -302,7 +310,12 @@ class SyncAdapter(_Adapter):
         return False
 
     def is_cancelled(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is what a statement stopped by ``cancel`` raises.
+        """Whether ``exc`` is what a statement stopped before its end raises.
+
+        Stopped by ``cancel``, by another session's cancel or kill of the
+        statement (not of the connection), or by the server's own statement
+        time limit where the driver reports it with the same error: the
+        caller knows whether its deadline passed.
 
         Args:
             exc: what a call on a connection raised.
@@ -659,7 +672,12 @@ class AsyncAdapter(_Adapter):
         return False
 
     def is_cancelled(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is what a statement stopped by ``cancel`` raises.
+        """Whether ``exc`` is what a statement stopped before its end raises.
+
+        Stopped by ``cancel``, by another session's cancel or kill of the
+        statement (not of the connection), or by the server's own statement
+        time limit where the driver reports it with the same error: the
+        caller knows whether its deadline passed.
 
         Args:
             exc: what a call on a connection raised.

@@ -9,17 +9,33 @@ Connections run in autocommit (``isolation_level=None``); ``begin`` sends
 connection left in a transaction is rolled back, and ``PRAGMA query_only`` is
 cleared; ``isolation_level`` is put back to None. No ping and no dead links:
 SQLite has no link to lose.
+
+Cancel: the ``sqlite3`` connection's ``interrupt()`` (``await
+conn.interrupt()`` calls it at once, from the event loop's thread, while
+aiosqlite's worker thread may be running the statement), with the same race
+rule, error and clean state as ``sqlgate.drivers.sqlite``. A task cancelled
+while awaiting ``exec``, ``exec_many``, ``query`` or a ``fetchmany`` also
+interrupts the statement: aiosqlite alone would let it run on in its thread,
+and every later call on the connection (its close included) would wait for it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
 from sqlgate._reset import needs_rollback
 from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params
-from sqlgate.drivers.sqlite import _PARAMS, check_sqlite_isolation, sqlite_target
+from sqlgate.drivers.sqlite import (
+    _PARAMS,
+    check_sqlite_isolation,
+    interrupt,
+    is_interrupted,
+    sqlite_target,
+)
+from sqlgate.drivers.sqlite import SYNC as SYNC_SQLITE
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -28,15 +44,40 @@ if TYPE_CHECKING:
 
 __all__ = ["ASYNC", "AiosqliteAdapter"]
 
+_T = TypeVar("_T")
+
+
+def _interrupt(conn: aiosqlite.Connection) -> bool:
+    """Interrupt what ``conn``'s worker thread runs; False when closed."""
+    try:
+        raw = conn._conn  # aiosqlite's property: raises once closed
+    except Exception:
+        return False
+    return interrupt(raw)
+
+
+async def _interruptible(conn: aiosqlite.Connection, call: Awaitable[_T]) -> _T:
+    """Await ``call``; if this task is cancelled meanwhile, interrupt ``conn``.
+
+    aiosqlite's worker thread would otherwise run the statement to its end.
+    """
+    try:
+        return await call
+    except asyncio.CancelledError:
+        _interrupt(conn)
+        raise
+
 
 class _Cursor(AsyncCursor):
-    def __init__(self, cur: aiosqlite.Cursor) -> None:
+    def __init__(self, conn: aiosqlite.Connection, cur: aiosqlite.Cursor) -> None:
+        self._conn = conn
         self._cur = cur
         desc = cur.description
         self.columns = tuple(d[0] for d in desc) if desc else ()
 
     async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in await self._cur.fetchmany(n)]
+        rows = await _interruptible(self._conn, self._cur.fetchmany(n))
+        return [tuple(r) for r in rows]
 
     async def aclose(self) -> None:
         await self._cur.close()
@@ -110,6 +151,45 @@ class AiosqliteAdapter(AsyncAdapter):
             The dial fails and the connection is closed.
         """
         await _autocommit(conn)
+
+    async def cancel(self, conn: aiosqlite.Connection) -> bool:
+        """See ``AsyncAdapter.cancel``; the ``sqlite3`` connection's ``interrupt()``.
+
+        Called at once, not queued behind the running statement on
+        aiosqlite's thread; no I/O.
+
+        Args:
+            conn: the aiosqlite connection.
+
+        Returns:
+            True when the interrupt was set; False when ``conn`` is closed.
+
+        Cancellation:
+            Not a cancellation point (nothing is awaited).
+        """
+        return _interrupt(conn)
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``AsyncAdapter.is_cancelled``; ``OperationalError: interrupted``."""
+        return is_interrupted(exc)
+
+    def reusable_after_cancel(
+        self, conn: aiosqlite.Connection, in_transaction: bool
+    ) -> bool:
+        """See ``SqliteAdapter.reusable_after_cancel``: yes unless closed.
+
+        Args:
+            conn: the aiosqlite connection.
+            in_transaction: unused; both cases are clean.
+
+        Returns:
+            True while aiosqlite's connection is open.
+        """
+        try:
+            raw = conn._conn
+        except Exception:
+            return False
+        return not SYNC_SQLITE.is_closed(raw)
 
     async def reset(self, conn: aiosqlite.Connection) -> None:
         """See ``AsyncAdapter.reset``; no I/O unless a transaction was left open.
@@ -219,9 +299,11 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: the statement failed.
 
         Cancellation:
-            The caller discards the connection (its state is unknown).
+            The statement is interrupted; the caller discards the connection
+            (its state is unknown).
         """
-        async with conn.execute(sql, params) as cur:
+        cur = await _interruptible(conn, conn.execute(sql, params))
+        async with cur:
             last = cur.lastrowid
             return cur.rowcount, last if last else None
 
@@ -242,9 +324,11 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: a statement failed.
 
         Cancellation:
-            The caller discards the connection (its state is unknown).
+            The statement is interrupted; the caller discards the connection
+            (its state is unknown).
         """
-        async with conn.executemany(sql, seq_of_params) as cur:
+        cur = await _interruptible(conn, conn.executemany(sql, seq_of_params))
+        async with cur:
             return cur.rowcount, None
 
     async def query(
@@ -265,9 +349,10 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: the query failed.
 
         Cancellation:
-            The caller discards the connection (its state is unknown).
+            The query is interrupted; the caller discards the connection
+            (its state is unknown).
         """
-        return _Cursor(await conn.execute(sql, params))
+        return _Cursor(conn, await _interruptible(conn, conn.execute(sql, params)))
 
 
 async def _autocommit(conn: aiosqlite.Connection) -> None:

@@ -25,16 +25,42 @@ connection intact; that error is taken as the answer.
 
 Dead link: ``is_closed()``, ``ConnectionDoesNotExistError``, an ``OSError``,
 or SQLSTATE 57P01/57P02/57P03 or class 08.
+
+Cancel: asyncpg cancels on the server by itself when the task awaiting a
+statement is cancelled (``asyncio.timeout``, ``wait_for``, a TaskGroup): it
+sends the protocol's cancel request, the task gets ``CancelledError`` at
+once, and the connection's next operation waits until the server has answered
+the cancelled statement; if the request fails, asyncpg terminates the
+connection (``is_closed()`` then says so). That is the way to bound a
+statement on asyncpg. Its cancel request itself is private API, so
+``cancel`` (for a caller that lets the statement's own task run on) sends
+``SELECT pg_cancel_backend(<the backend's pid>)`` on a side connection dialed
+from the DSN (``for_dsn`` keeps it; an adapter without a DSN, for connections
+from a connect callable, offers no cancel). Like the protocol's request it
+names the backend, not a statement, and is ignored by an idle backend: the
+caller must start no further statement before ``cancel`` returned. The
+statement raises ``asyncpg.exceptions.QueryCanceledError`` (SQLSTATE 57014,
+also the error of the server's ``statement_timeout``), a SQL error: outside a
+transaction the connection is ready for the next statement; inside one the
+transaction is aborted and the caller's ROLLBACK cleans it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from sqlgate._reset import needs_rollback, rollback_open_transaction_async
-from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params, sql_isolation
+from sqlgate.drivers._base import (
+    CANCEL_TIMEOUT,
+    AsyncAdapter,
+    AsyncCursor,
+    log,
+    parse_params,
+    sql_isolation,
+)
 from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
@@ -63,6 +89,25 @@ def _args(params: Any) -> Sequence[Any]:
     return params
 
 
+def _connect_kwargs(dsn: DSN) -> dict[str, Any]:
+    """``asyncpg.connect``'s arguments for a DSN (see ``AsyncpgAdapter.connector``)."""
+    opts = parse_params(dsn, _PARAMS)
+    kwargs: dict[str, Any] = {
+        "host": dsn.host,
+        "port": dsn.port,
+        "user": dsn.user,
+        "password": dsn.password,
+        "database": dsn.database or None,
+    }
+    if "application_name" in opts:
+        kwargs["server_settings"] = {"application_name": opts["application_name"]}
+    if "connect_timeout" in opts:
+        kwargs["timeout"] = opts["connect_timeout"]
+    if "statement_cache_size" in opts:
+        kwargs["statement_cache_size"] = opts["statement_cache_size"]
+    return kwargs
+
+
 class _Records(AsyncCursor):
     def __init__(self, columns: tuple[str, ...], rows: list[Any]) -> None:
         self.columns = columns
@@ -84,6 +129,31 @@ class AsyncpgAdapter(AsyncAdapter):
     name = "asyncpg"
     paramstyle = "numeric_dollar"
 
+    def __init__(self, side: dict[str, Any] | None = None) -> None:
+        #: ``asyncpg.connect`` arguments for ``cancel``'s side connection;
+        #: None: no DSN known, no cancel.
+        self._side = side
+
+    def for_dsn(self, dsn: DSN) -> AsyncpgAdapter:
+        """See ``AsyncAdapter.for_dsn``; one that can dial ``cancel``'s side link.
+
+        Args:
+            dsn: a parsed ``postgresql+asyncpg://`` DSN.
+
+        Returns:
+            An adapter keeping the DSN's dial arguments (its timeout bounded
+            by ``CANCEL_TIMEOUT``).
+
+        Raises:
+            ValueError: an unknown parameter or a bad value.
+        """
+        kwargs = _connect_kwargs(dsn)
+        dial = float(kwargs.get("timeout", CANCEL_TIMEOUT))
+        kwargs["timeout"] = min(dial, CANCEL_TIMEOUT)
+        kwargs.pop("statement_cache_size", None)
+        kwargs["server_settings"] = {"application_name": "sqlgate-cancel"}
+        return AsyncpgAdapter(kwargs)
+
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], Awaitable[asyncpg.Connection]], Callable[[], None] | None]:
@@ -102,20 +172,7 @@ class AsyncpgAdapter(AsyncAdapter):
             ValueError: an unknown parameter or a bad value; the message
                 names it.
         """
-        opts = parse_params(dsn, _PARAMS)
-        kwargs: dict[str, Any] = {
-            "host": dsn.host,
-            "port": dsn.port,
-            "user": dsn.user,
-            "password": dsn.password,
-            "database": dsn.database or None,
-        }
-        if "application_name" in opts:
-            kwargs["server_settings"] = {"application_name": opts["application_name"]}
-        if "connect_timeout" in opts:
-            kwargs["timeout"] = opts["connect_timeout"]
-        if "statement_cache_size" in opts:
-            kwargs["statement_cache_size"] = opts["statement_cache_size"]
+        kwargs = _connect_kwargs(dsn)
 
         async def connect() -> asyncpg.Connection:
             return await asyncpg.connect(**kwargs)
@@ -171,6 +228,64 @@ class AsyncpgAdapter(AsyncAdapter):
         return isinstance(state, str) and (
             state in _DEAD_STATES or state.startswith("08")
         )
+
+    async def cancel(self, conn: asyncpg.Connection) -> bool:
+        """See ``AsyncAdapter.cancel``; ``pg_cancel_backend`` on a side connection.
+
+        ``conn`` is only read (its backend's pid). Dial and query are bounded
+        by ``CANCEL_TIMEOUT`` each.
+
+        Args:
+            conn: the asyncpg connection, maybe awaited by another task.
+
+        Returns:
+            True when the server was asked to cancel (or ``conn`` is closed:
+            nothing runs); False without a DSN or when the side connection
+            failed (logged).
+
+        Cancellation:
+            The side connection is closed; the request may have been sent.
+        """
+        if conn.is_closed():
+            return True
+        if self._side is None:
+            return False
+        try:
+            pid = conn.get_server_pid()
+            side = await asyncpg.connect(**self._side)
+        except Exception as exc:
+            log.warning("cancel: no side connection: %r", exc)
+            return False
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                await side.fetchval("SELECT pg_cancel_backend($1)", pid)
+        except Exception as exc:
+            log.warning("cancel: pg_cancel_backend failed: %r", exc)
+            return False
+        finally:
+            side.terminate()
+        return True
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``AsyncAdapter.is_cancelled``; ``QueryCanceledError`` (57014)."""
+        return isinstance(exc, asyncpg.exceptions.QueryCanceledError)
+
+    def reusable_after_cancel(
+        self, conn: asyncpg.Connection, in_transaction: bool
+    ) -> bool:
+        """See ``AsyncAdapter.reusable_after_cancel``; by asyncpg's local state.
+
+        Args:
+            conn: the asyncpg connection, its statement's error read.
+            in_transaction: the statement ran in a ``begin`` transaction.
+
+        Returns:
+            False when closed; outside a transaction, True when asyncpg is
+            not in one; inside one, True (the caller's ROLLBACK cleans it).
+        """
+        if conn.is_closed():
+            return False
+        return in_transaction or not conn.is_in_transaction()
 
     async def reset(self, conn: asyncpg.Connection) -> None:
         """See ``AsyncAdapter.reset``; no round trip outside a transaction.

@@ -54,6 +54,17 @@ What it learns from PEP 249 alone:
   does not (duckdb) is refused clearly: ``ValueError`` naming the driver,
   the statement and the database's answer.
 
+- **Cancel** (the statement another thread runs now), where the driver
+  offers one that is safe from another thread: duckdb's ``interrupt()``
+  (stops what runs at the call, nothing later; the connection stays usable),
+  psycopg2's ``cancel()`` (libpq's cancel request, which names the backend,
+  not a statement, and which an idle backend ignores; it is bounded by the
+  server's answer only). pg8000 and mysql-connector offer none that is safe
+  while the connection is busy, and the adapter knows no DSN to dial a side
+  connection with: ``cancel`` returns False and the caller discards the
+  connection. A stopped statement's error (duckdb's ``InterruptException``,
+  SQLSTATE 57014, MySQL's 1317/1969/3024) is a SQL error, not a dead link.
+
 What it cannot tell, and a specific adapter can: whether a transaction is
 open (so every return costs a rollback), the driver's own liveness flags
 (most have none in PEP 249), server-side cursors (results are buffered), the
@@ -69,7 +80,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlgate.drivers._base import Cursor, SyncAdapter, parse_params
+from sqlgate.drivers._base import Cursor, SyncAdapter, log, parse_params
 from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
@@ -215,6 +226,8 @@ class DBAPIAdapter(SyncAdapter):
         self._failed: dict[int, Any] = {}
         #: How to read the driver's local "transaction aborted" flag, if any.
         self._aborted_flag = _ABORTED_FLAGS.get(module_name.split(".")[0])
+        #: The driver's own cancel (see the module docstring), or None.
+        self._cancel = _CANCELS.get(module_name.split(".")[0])
         #: The driver's mode, learnt by ``prepare``: False for PEP 249's
         #: manual commit (a transaction opens implicitly); True for a driver
         #: that autocommits and opens one only on ``BEGIN``; None: not known.
@@ -322,9 +335,74 @@ class DBAPIAdapter(SyncAdapter):
         """
         if self.is_closed(conn) or isinstance(exc, self._dead):
             return True
-        if not isinstance(exc, self._maybe_dead):
+        if not isinstance(exc, self._maybe_dead) or self.is_cancelled(exc):
             return False
         return not self._answers(conn)
+
+    # -- cancel ----------------------------------------------------------------
+
+    def cancel(self, conn: Any) -> bool:
+        """See ``SyncAdapter.cancel``: the driver's own, where it has one.
+
+        Args:
+            conn: the driver's connection, maybe busy in another thread.
+
+        Returns:
+            True when duckdb's ``interrupt()`` or psycopg2's ``cancel()`` was
+            called without error; False for another driver, or when it
+            failed (logged).
+        """
+        if self._cancel is None:
+            return False
+        try:
+            self._cancel(conn)
+        except Exception as exc:
+            log.warning("cancel failed (%s): %r", self.name, exc)
+            return False
+        return True
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``SyncAdapter.is_cancelled``: by class, SQLSTATE or error number.
+
+        Args:
+            exc: what a call raised.
+
+        Returns:
+            True for duckdb's ``InterruptException``, a PostgreSQL error with
+            SQLSTATE 57014 (psycopg2's ``pgcode``, pg8000's ``C`` field) or a
+            MySQL error numbered 1317, 1969 or 3024 (mysql-connector's
+            ``errno``).
+        """
+        if type(exc).__name__ == "InterruptException":  # duckdb
+            return True
+        if getattr(exc, "pgcode", None) == _QUERY_CANCELED:  # psycopg2
+            return True
+        if getattr(exc, "errno", None) in _MYSQL_CANCELLED:  # mysql-connector
+            return True
+        first = exc.args[0] if exc.args else None
+        return isinstance(first, dict) and first.get("C") == _QUERY_CANCELED
+
+    def reusable_after_cancel(self, conn: Any, in_transaction: bool) -> bool:
+        """See ``SyncAdapter.reusable_after_cancel``: duckdb and psycopg2 only.
+
+        Outside a transaction ``query`` has already rolled back the implicit
+        one the statement began.
+
+        Args:
+            conn: the driver's connection, its statement's error read.
+            in_transaction: the statement ran in a ``begin`` transaction.
+
+        Returns:
+            duckdb: True unless closed. psycopg2: True when libpq's status is
+            IDLE (inside a transaction also INTRANS or INERROR, which the
+            caller's rollback cleans). Any other driver: False.
+        """
+        if self._cancel is None or self.is_closed(conn):
+            return False
+        status = getattr(getattr(conn, "info", None), "transaction_status", None)
+        if status is None:  # duckdb
+            return True
+        return status in (_PG_IDLE_IN_ERROR if in_transaction else (_PG_IDLE,))
 
     def _answers(self, conn: Any) -> bool:
         """The probe: whether the server still answers on ``conn``."""
@@ -586,6 +664,29 @@ def _pg8000_aborted(conn: Any) -> bool:
 
 
 _PG_INERROR = 3
+_PG_IDLE = 0
+#: libpq's IDLE, INTRANS and INERROR.
+_PG_IDLE_IN_ERROR = (_PG_IDLE, 2, _PG_INERROR)
+#: PostgreSQL's query_canceled.
+_QUERY_CANCELED = "57014"
+#: As ``sqlgate.drivers.mysql.CANCELLED_ERRNOS`` (that module needs PyMySQL).
+_MYSQL_CANCELLED = frozenset({1317, 1969, 3024})
+
+
+def _interrupt(conn: Any) -> None:
+    conn.interrupt()
+
+
+def _pg_cancel(conn: Any) -> None:
+    conn.cancel()
+
+
+#: Driver package -> its cancel, safe from another thread.
+_CANCELS: dict[str, Callable[[Any], None]] = {
+    "duckdb": _interrupt,
+    "_duckdb": _interrupt,
+    "psycopg2": _pg_cancel,
+}
 
 #: Driver package -> its local "the transaction is aborted" flag.
 _ABORTED_FLAGS: dict[str, Callable[[Any], bool]] = {

@@ -26,26 +26,95 @@ server errors 1927 (connection killed), 1053 (server shutdown), 4031
 (disconnected for inactivity, MySQL 8); and any error after which PyMySQL
 closed its socket (``conn.open`` is False). ``KILL QUERY`` (1317) and other
 server errors are SQL errors: the connection is kept.
+
+Cancel: a side connection (same host, port, user, password, socket and TLS
+context as ``conn``; each of its steps bounded by ``CANCEL_TIMEOUT``) looks up
+``conn``'s server thread in ``information_schema.PROCESSLIST``. If it is
+running a statement (``COMMAND = 'Query'``), MariaDB gets ``KILL QUERY ID
+<that statement's QUERY_ID>``, which stops that statement only: if it ended
+meanwhile the server answers "Unknown query id" (1957) and a statement started
+since is left alone. MySQL has no query ids and gets ``KILL QUERY
+<thread id>``, which would also stop a statement started between the look-up
+and the kill. Nothing is sent when the thread is idle (a ``KILL QUERY`` on an
+idle thread is harmless on MariaDB 10.11 anyway: the next statement runs).
+Either way the caller must start no further statement on ``conn`` before
+``cancel`` returned. The stopped statement raises ``OperationalError`` 1317
+("Query execution was interrupted"); the connection stays in step with the
+server, in autocommit, and a transaction it was in stays open for the
+caller's ROLLBACK. ``max_statement_time`` (MariaDB, 1969) and
+``max_execution_time`` (MySQL, 3024) stop a statement with errors of their
+own, which count as cancelled too.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import pymysql
 from pymysql.constants import SERVER_STATUS
 
-from sqlgate.drivers._base import SyncAdapter, parse_params
+from sqlgate.drivers._base import CANCEL_TIMEOUT, SyncAdapter, log, parse_params
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate.drivers._dsn import DSN
 
-__all__ = ["DEAD_ERRNOS", "SYNC", "PyMySQLAdapter"]
+__all__ = ["CANCELLED_ERRNOS", "DEAD_ERRNOS", "SYNC", "PyMySQLAdapter"]
 
 #: MySQL/MariaDB error numbers that mean the link is gone.
 DEAD_ERRNOS = frozenset({2003, 2006, 2013, 2055, 1927, 1053, 4031})
+
+#: Error numbers of a statement stopped before its end: KILL QUERY (1317),
+#: MariaDB's max_statement_time (1969), MySQL's max_execution_time (3024).
+CANCELLED_ERRNOS = frozenset({1317, 1969, 3024})
+
+#: MariaDB's "Unknown query id": the statement to kill already ended.
+_UNKNOWN_QUERY_ID = 1957
+
+_RUNNING = (
+    "SELECT QUERY_ID FROM information_schema.PROCESSLIST "
+    "WHERE ID = %s AND COMMAND = 'Query'"
+)
+
+
+def _side_connection(conn: pymysql.Connection[Any]) -> pymysql.Connection[Any]:
+    """A new connection to ``conn``'s server as ``conn``'s user, briefly bounded."""
+    return pymysql.connect(
+        host=conn.host,
+        port=conn.port,
+        user=conn.user,
+        password=conn.password,
+        unix_socket=conn.unix_socket,
+        bind_address=conn.bind_address,
+        # TLS as required by conn's dial; else PyMySQL's default (preferred).
+        ssl=conn.ctx if getattr(conn, "_ssl_required", False) else None,
+        server_public_key=conn.server_public_key,
+        connect_timeout=min(float(conn.connect_timeout), CANCEL_TIMEOUT),
+        read_timeout=CANCEL_TIMEOUT,
+        write_timeout=CANCEL_TIMEOUT,
+        autocommit=True,
+        program_name="sqlgate-cancel",
+    )
+
+
+def _kill_running(side: pymysql.Connection[Any], thread_id: int, mariadb: bool) -> None:
+    """Stop the statement ``thread_id`` runs now, if any (see the module)."""
+    with side.cursor() as cur:
+        cur.execute(_RUNNING, (thread_id,))
+        row = cur.fetchone()
+        if row is None:
+            return  # idle: nothing to stop
+        if not mariadb:
+            cur.execute(f"KILL QUERY {int(thread_id)}")
+            return
+        try:
+            cur.execute(f"KILL QUERY ID {int(row[0])}")
+        except pymysql.err.OperationalError as exc:
+            if not exc.args or exc.args[0] != _UNKNOWN_QUERY_ID:
+                raise
+
 
 _IN_TRANS = SERVER_STATUS.SERVER_STATUS_IN_TRANS
 _AUTOCOMMIT = SERVER_STATUS.SERVER_STATUS_AUTOCOMMIT
@@ -158,6 +227,69 @@ class PyMySQLAdapter(SyncAdapter):
         if isinstance(exc, pymysql.err.MySQLError) and exc.args:
             return exc.args[0] in DEAD_ERRNOS
         return isinstance(exc, OSError)
+
+    def cancel(self, conn: pymysql.Connection[Any]) -> bool:
+        """See ``SyncAdapter.cancel``; ``KILL QUERY [ID]`` on a side connection.
+
+        ``conn`` is only read (its dial settings and server thread id), never
+        used for I/O, so another thread may be blocked in a call on it.
+
+        Args:
+            conn: the PyMySQL connection.
+
+        Returns:
+            True when its running statement was killed, or none was running;
+            False when the side connection or the kill failed (logged).
+        """
+        try:
+            thread_id = int(conn.server_thread_id[0])
+            mariadb = "mariadb" in str(conn.server_version).lower()
+            side = _side_connection(conn)
+        except Exception as exc:
+            log.warning("cancel: no side connection: %r", exc)
+            return False
+        try:
+            _kill_running(side, thread_id, mariadb)
+        except Exception as exc:
+            log.warning("cancel: KILL QUERY failed: %r", exc)
+            return False
+        finally:
+            with contextlib.suppress(Exception):  # close() drops the socket anyway
+                side.close()
+        return True
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``SyncAdapter.is_cancelled``; 1317, 1969 or 3024.
+
+        Args:
+            exc: what a call raised.
+
+        Returns:
+            True for a ``MySQLError`` whose number is in ``CANCELLED_ERRNOS``.
+        """
+        return (
+            isinstance(exc, pymysql.err.MySQLError)
+            and bool(exc.args)
+            and exc.args[0] in CANCELLED_ERRNOS
+        )
+
+    def reusable_after_cancel(
+        self, conn: pymysql.Connection[Any], in_transaction: bool
+    ) -> bool:
+        """See ``SyncAdapter.reusable_after_cancel``; yes while the link is open.
+
+        After ``KILL QUERY`` the server sends the error and waits for the
+        next command; autocommit and an open transaction are kept (the
+        caller rolls the latter back).
+
+        Args:
+            conn: the PyMySQL connection, its statement's error read.
+            in_transaction: unused; both cases are clean.
+
+        Returns:
+            True unless PyMySQL dropped its socket.
+        """
+        return bool(conn.open)
 
     def reset(self, conn: pymysql.Connection[Any]) -> None:
         """See ``SyncAdapter.reset``; no round trip unless something was left on.

@@ -31,6 +31,22 @@ EmptyQueryResponse: one round trip, no parse, no plan, no transaction; it also
 works through PgBouncer in transaction mode, where ``SELECT 1`` would take a
 server connection.
 
+Cancel: ``cancel_safe(timeout=CANCEL_TIMEOUT)``, libpq's cancel request on a
+connection of its own (non-blocking with libpq >= 17, else ``cancel()``),
+which psycopg allows from another thread or task while the connection is
+busy. It names the backend (its pid and secret key), not a statement: the
+server stops whatever that backend runs when the request arrives, and ignores
+it when the backend is idle, waiting for a command. So a late cancel is
+harmless only if the caller starts no further statement before ``cancel``
+returned (by then the server has signalled the backend). The statement raises
+``psycopg.errors.QueryCanceled`` (SQLSTATE 57014, also the error of the
+server's ``statement_timeout``), which is a SQL error, not a dead link.
+Outside a transaction the connection is IDLE again once that error is read;
+inside one, the transaction is aborted (INERROR) and the caller's ROLLBACK
+makes it clean. A task cancelled while awaiting a statement on an
+``AsyncConnection`` gets the same cancel from psycopg itself, which then
+waits up to 5 s for the statement to end (else it closes the connection).
+
 Dead link: psycopg marks a connection ``broken`` (or ``closed``) when its
 socket fails; the server's own goodbyes are SQLSTATE 57P01 (admin_shutdown:
 ``pg_terminate_backend``, fast shutdown), 57P02 (crash_shutdown), 57P03
@@ -52,9 +68,11 @@ from sqlgate._reset import (
     needs_rollback,
 )
 from sqlgate.drivers._base import (
+    CANCEL_TIMEOUT,
     AsyncAdapter,
     AsyncCursor,
     SyncAdapter,
+    log,
     parse_params,
     sql_isolation,
 )
@@ -150,6 +168,25 @@ def _is_dead(conn: Any, exc: BaseException) -> bool:
     return isinstance(state, str) and (state in _DEAD_STATES or state.startswith("08"))
 
 
+_STATUS = pq.TransactionStatus
+#: States a cancelled statement leaves a clean (or cleanly rolled back) link in.
+_AFTER_CANCEL_OUTSIDE = frozenset({_STATUS.IDLE})
+_AFTER_CANCEL_INSIDE = frozenset({_STATUS.IDLE, _STATUS.INTRANS, _STATUS.INERROR})
+
+
+def _is_cancelled(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.errors.QueryCanceled)
+
+
+def _reusable_after_cancel(conn: Any, in_transaction: bool) -> bool:
+    if conn.closed or conn.broken:
+        return False
+    status = conn.info.transaction_status
+    if in_transaction:
+        return status in _AFTER_CANCEL_INSIDE
+    return status in _AFTER_CANCEL_OUTSIDE
+
+
 class PsycopgAdapter(SyncAdapter):
     """psycopg ``Connection``."""
 
@@ -226,6 +263,50 @@ class PsycopgAdapter(SyncAdapter):
             (connection exception); False for any other error.
         """
         return _is_dead(conn, exc)
+
+    def cancel(self, conn: psycopg.Connection[Any]) -> bool:
+        """See ``SyncAdapter.cancel``; ``cancel_safe`` (the protocol's cancel).
+
+        Safe from another thread while ``conn`` is busy: it opens a cancel
+        connection of its own and uses ``conn`` only to read the backend's
+        address and key. Waits ``CANCEL_TIMEOUT`` at most.
+
+        Args:
+            conn: the psycopg connection.
+
+        Returns:
+            True when the server took the request (a closed connection has
+            nothing to cancel: True too); False when it failed (logged).
+        """
+        try:
+            conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+        except Exception as exc:
+            log.warning("cancel request failed: %r", exc)
+            return False
+        return True
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``SyncAdapter.is_cancelled``; ``QueryCanceled`` (SQLSTATE 57014).
+
+        Also what the server's ``statement_timeout`` raises.
+        """
+        return _is_cancelled(exc)
+
+    def reusable_after_cancel(
+        self, conn: psycopg.Connection[Any], in_transaction: bool
+    ) -> bool:
+        """See ``SyncAdapter.reusable_after_cancel``; by the local status.
+
+        Args:
+            conn: the psycopg connection, its statement's error read.
+            in_transaction: the statement ran in a ``begin`` transaction.
+
+        Returns:
+            Outside a transaction: True when IDLE. Inside one: True when
+            IDLE, INTRANS or INERROR (the caller's ROLLBACK cleans it).
+            False when closed, broken, ACTIVE or UNKNOWN.
+        """
+        return _reusable_after_cancel(conn, in_transaction)
 
     def reset(self, conn: psycopg.Connection[Any]) -> None:
         """See ``SyncAdapter.reset``; no round trip when IDLE.
@@ -350,6 +431,37 @@ class PsycopgAsyncAdapter(AsyncAdapter):
     def is_dead(self, conn: psycopg.AsyncConnection[Any], exc: BaseException) -> bool:
         """See ``PsycopgAdapter.is_dead``: the flags, 57P01-57P03 or class 08."""
         return _is_dead(conn, exc)
+
+    async def cancel(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """See ``PsycopgAdapter.cancel``: ``cancel_safe``, awaited.
+
+        Args:
+            conn: the psycopg connection, maybe awaited by another task.
+
+        Returns:
+            True when the server took the request; False when it failed
+            (logged).
+
+        Cancellation:
+            The request may or may not have been sent; the statement ends
+            either way or the caller's deadline handling discards it.
+        """
+        try:
+            await conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+        except Exception as exc:
+            log.warning("cancel request failed: %r", exc)
+            return False
+        return True
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``PsycopgAdapter.is_cancelled``: ``QueryCanceled``."""
+        return _is_cancelled(exc)
+
+    def reusable_after_cancel(
+        self, conn: psycopg.AsyncConnection[Any], in_transaction: bool
+    ) -> bool:
+        """See ``PsycopgAdapter.reusable_after_cancel``: by the local status."""
+        return _reusable_after_cancel(conn, in_transaction)
 
     async def reset(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """See ``PsycopgAdapter.reset``; ROLLBACK only when INTRANS or INERROR.

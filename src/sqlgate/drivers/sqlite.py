@@ -23,6 +23,16 @@ inside a transaction is rolled back, and ``PRAGMA query_only`` (set by a
 read-only transaction) is cleared. ``isolation_level`` is put back to None if
 the caller changed it.
 
+Cancel: ``sqlite3.Connection.interrupt()``, which SQLite allows from any
+thread. It stops the statements running on the connection when it is called
+and does nothing when none runs (a late cancel cannot stop a later
+statement, provided the caller starts none before ``cancel`` returned: SQLite
+also interrupts statements started while an interrupted one is still
+running). The statement raises ``sqlite3.OperationalError: interrupted``
+(SQLITE_INTERRUPT). The connection stays usable: outside a transaction nothing
+is left behind; inside one, SQLite may have rolled the transaction back
+already (an interrupted write does), and ``in_transaction`` says so.
+
 Liveness: SQLite has no link to lose. There is no ping, and no error is a
 dead link; a connection closed through ``Conn.raw`` is seen as closed.
 """
@@ -35,14 +45,22 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from sqlgate._reset import needs_rollback
-from sqlgate.drivers._base import SyncAdapter, parse_params
+from sqlgate.drivers._base import SyncAdapter, log, parse_params
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate.drivers._dsn import DSN
 
-__all__ = ["SYNC", "SqliteAdapter", "check_sqlite_isolation", "sqlite_target"]
+__all__ = [
+    "SQLITE_INTERRUPT",
+    "SYNC",
+    "SqliteAdapter",
+    "check_sqlite_isolation",
+    "interrupt",
+    "is_interrupted",
+    "sqlite_target",
+]
 
 _TXLOCKS = ("deferred", "immediate", "exclusive")
 
@@ -54,6 +72,44 @@ def _txlock(value: str) -> str:
 
 
 _PARAMS: dict[str, Callable[[str], object]] = {"timeout": float, "txlock": _txlock}
+
+#: SQLite's result code for an interrupted statement.
+SQLITE_INTERRUPT = 9
+
+
+def is_interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``sqlite3``'s error for an interrupted statement.
+
+    Args:
+        exc: what a call raised.
+
+    Returns:
+        True for an ``OperationalError`` with SQLITE_INTERRUPT (or, where the
+        code is missing, the message "interrupted").
+    """
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == SQLITE_INTERRUPT
+    return str(exc) == "interrupted"
+
+
+def interrupt(conn: sqlite3.Connection) -> bool:
+    """``conn.interrupt()`` from any thread, never raising.
+
+    Args:
+        conn: a ``sqlite3`` connection.
+
+    Returns:
+        True when called; False when the connection is closed.
+    """
+    try:
+        conn.interrupt()
+    except Exception as exc:
+        log.debug("sqlite3 interrupt failed: %r", exc)
+        return False
+    return True
 
 
 def check_sqlite_isolation(isolation: str | None) -> None:
@@ -177,6 +233,41 @@ class SqliteAdapter(SyncAdapter):
         except sqlite3.ProgrammingError:
             return True
         return False
+
+    def cancel(self, conn: sqlite3.Connection) -> bool:
+        """See ``SyncAdapter.cancel``; ``interrupt()`` (thread-safe, no I/O).
+
+        Args:
+            conn: the ``sqlite3`` connection, maybe running a statement in
+                another thread.
+
+        Returns:
+            True when the interrupt was set; False when ``conn`` is closed.
+        """
+        return interrupt(conn)
+
+    def is_cancelled(self, exc: BaseException) -> bool:
+        """See ``SyncAdapter.is_cancelled``; ``OperationalError: interrupted``."""
+        return is_interrupted(exc)
+
+    def reusable_after_cancel(
+        self, conn: sqlite3.Connection, in_transaction: bool
+    ) -> bool:
+        """See ``SyncAdapter.reusable_after_cancel``; yes unless closed.
+
+        An interrupt leaves nothing half done: outside a transaction the
+        statement had no effect; inside one, SQLite either rolled it back
+        already or keeps it open for the caller's rollback
+        (``in_transaction`` tells which).
+
+        Args:
+            conn: the ``sqlite3`` connection.
+            in_transaction: unused; both cases are clean.
+
+        Returns:
+            True unless the connection is closed.
+        """
+        return not self.is_closed(conn)
 
     def reset(self, conn: sqlite3.Connection) -> None:
         """See ``SyncAdapter.reset``; no I/O unless a transaction was left open.
