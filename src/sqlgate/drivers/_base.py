@@ -295,17 +295,22 @@ class SyncAdapter(_Adapter):
         owner thread may be blocked in a driver call on ``conn``, or may have
         just finished it. An override uses ``conn`` only through what the
         driver allows concurrently (a protocol cancel, ``interrupt()``, a
-        side connection), waits a bounded short time at most, and stops only
-        the statement running now: a late cancel must not stop the next one
-        (each adapter says how it ensures that).
+        side connection) and waits ``CANCEL_TIMEOUT`` at most per step.
+
+        The caller's part of the race: it starts no further statement on
+        ``conn`` until ``cancel`` has returned (e.g. the owner, once its call
+        is over, waits for a cancel in flight before going on). Then a late
+        cancel stops nothing: every adapter's request is ignored by an idle
+        connection (each says how).
 
         Args:
             conn: the driver's connection, owned by another thread.
 
         Returns:
-            True when a cancel was sent; False when the driver offers none or
-            sending failed (the base's answer: the handle then discards the
-            connection). Never raises.
+            True when the running statement was asked to stop, or none was
+            running; False when the driver offers no cancel or sending it
+            failed (logged; the base's answer): the caller then discards the
+            connection. Never raises.
         """
         return False
 
@@ -653,17 +658,22 @@ class AsyncAdapter(_Adapter):
 
         Awaited on the event loop that owns ``conn``, from another task than
         the one that may be awaiting a statement on it (or may have just
-        finished it). An override waits a bounded short time at most and
-        stops only the statement running now: a late cancel must not stop
-        the next one (each adapter says how it ensures that).
+        finished it). An override waits ``CANCEL_TIMEOUT`` at most per step;
+        the caller's part of the race is as for ``SyncAdapter.cancel``.
+
+        Cancelling the task that awaits a statement (``asyncio.timeout``,
+        ``wait_for``) stops the statement on the server too, for every
+        adapter here (psycopg and asyncpg send their cancel request, the
+        aiosqlite adapter interrupts): a deadline may be either.
 
         Args:
             conn: the driver's connection.
 
         Returns:
-            True when a cancel was sent; False when the driver offers none or
-            sending failed (the base's answer: the handle then discards the
-            connection). Never raises.
+            True when the running statement was asked to stop, or none was
+            running; False when the driver offers no cancel or sending it
+            failed (logged; the base's answer): the caller then discards the
+            connection. Never raises.
 
         Cancellation:
             Nothing was sent, or a cancel request is on its way; the caller
