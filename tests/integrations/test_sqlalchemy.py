@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import sqlite3
 import threading
 from functools import partial
@@ -14,6 +15,7 @@ pytest.importorskip("sqlalchemy")
 
 from sqlalchemy import Connection, Integer, String, create_engine, exc, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.pool import Pool, QueuePool
 
 from sqlgate.integrations.sqlalchemy import SqlgatePool
 from tests.fakes import Gate, wait_until
@@ -284,6 +286,71 @@ def test_issue16_invalidated_record_is_kept_and_reconnected(
     gate_check(sqlite_engine)
 
 
+def drop_after_invalidate(path: Path, poolclass: type[Pool], *, hold: bool) -> str:
+    """SQLAlchemy's test_invalidate_on_results, as a plain function.
+
+    A connection is invalidated while a result on it is half read; then
+    another connection drops the table. Returns "" when the drop worked, else
+    the error. ``hold`` keeps the half-read cursor alive meanwhile (in that
+    test a reference cycle does, until a garbage collection frees it).
+    """
+    engine = create_engine(
+        f"sqlite:///{path}",
+        poolclass=poolclass,
+        connect_args={"timeout": 0},  # a lock fails at once, no 5 s wait
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("create table obs_sa_lock (id integer, name text)"))
+            conn.execute(
+                text("insert into obs_sa_lock values (:id, :name)"),
+                [{"id": i, "name": f"row {i}"} for i in range(1, 100)],
+            )
+        conn = engine.connect()
+        result = conn.exec_driver_sql("select * from obs_sa_lock")
+        for _ in range(20):
+            result.fetchone()
+        dbapi_conn = conn.connection.dbapi_connection
+        cursor = result.cursor
+        conn.invalidate()
+        # Closed by the time invalidate() returns, in this thread.
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            dbapi_conn.execute("select 1")  # type: ignore[union-attr]
+        conn.close()
+        del result, dbapi_conn
+        if not hold:
+            del cursor
+            gc.collect()
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("drop table obs_sa_lock"))
+        except exc.OperationalError as error:
+            return str(error.orig)
+        return ""
+    finally:
+        engine.dispose()
+
+
+def test_issue16_invalidated_sqlite_connection_leaves_no_lock(tmp_path: Path) -> None:
+    # SQLAlchemy closes an invalidated connection itself, in the caller's
+    # thread, before the record comes back to the pool. sqlite3 then keeps
+    # the database locked only while a cursor of the closed connection is
+    # alive (sqlite3_close_v2): on either pool, the same.
+    outcomes = {
+        (cls, hold): drop_after_invalidate(
+            tmp_path / f"{cls.__name__}-{hold}.db", cls, hold=hold
+        )
+        for cls in (QueuePool, SqlgatePool)
+        for hold in (True, False)
+    }
+    assert outcomes == {
+        (QueuePool, True): "database is locked",
+        (SqlgatePool, True): "database is locked",
+        (QueuePool, False): "",
+        (SqlgatePool, False): "",
+    }
+
+
 def test_issue16_queuepool_sizes_map_to_sqlgate_knobs(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'sizes.db'}"
     engine = create_engine(url, poolclass=SqlgatePool, pool_size=5, max_overflow=3)
@@ -298,10 +365,10 @@ def test_issue16_queuepool_sizes_map_to_sqlgate_knobs(tmp_path: Path) -> None:
     engine.dispose()
     cases: list[tuple[dict[str, Any], tuple[int, int]]] = [
         ({"pool_size": 7}, (7, 0)),
-        ({"max_overflow": 2}, (2, 7)),  # QueuePool's default pool_size is 5
+        ({"max_overflow": 2}, (5, 7)),  # QueuePool's default pool_size is 5
         ({"pool_size": 3, "max_overflow": -1}, (3, 0)),
         ({"max_open": 4, "max_idle": 3}, (3, 4)),
-        ({}, (2, 0)),
+        ({}, (5, 0)),  # QueuePool's default pool_size, not sqlgate's 2
     ]
     for knobs, (max_idle, max_open) in cases:
         engine = create_engine(url, poolclass=SqlgatePool, **knobs)

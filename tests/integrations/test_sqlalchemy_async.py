@@ -311,7 +311,7 @@ async def test_core_and_orm_on_postgres_leave_nothing_open(
     pg_url: str, driver: str
 ) -> None:
     app = unique_app(driver)
-    engine = pg_engine(driver, app, max_open=3, name=f"sa-aio-{driver}")
+    engine = pg_engine(driver, app, max_open=3, max_idle=2, name=f"sa-aio-{driver}")
     table = f"obs_saa_{driver}"
     try:
         async with engine.begin() as conn:

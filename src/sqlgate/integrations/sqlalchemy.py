@@ -52,7 +52,9 @@ SQLAlchemy's contract, kept:
   ``dial_in_caller=True`` for others (``SqlgatePool`` only).
 - ``QueuePool``'s sizing arguments are understood: ``pool_size`` is
   ``max_idle`` and, with ``max_overflow``, ``max_open = pool_size +
-  max_overflow`` (-1: unlimited). ``pool_use_lifo`` is accepted; sqlgate
+  max_overflow`` (-1: unlimited). Without either, ``max_idle`` is 5,
+  QueuePool's default ``pool_size`` (``sqlgate.Pool``'s own default is 2),
+  and ``max_open`` is unlimited. ``pool_use_lifo`` is accepted; sqlgate
   always reuses the most recently returned connection first.
 
 The async pool is used from SQLAlchemy's greenlet bridge: SQLAlchemy runs its
@@ -151,12 +153,13 @@ def _sizes(
     if max_overflow is not None and max_overflow < -1:
         raise ValueError(f"max_overflow must be >= -1, got {max_overflow!r}")
     if max_idle is None:
-        # QueuePool keeps pool_size connections; 0 means no limit.
-        max_idle = 2 if pool_size is None else (pool_size or _UNLIMITED)
+        # QueuePool keeps pool_size connections (default 5); 0 means no limit.
+        size = _QUEUEPOOL_SIZE if pool_size is None else pool_size
+        max_idle = size or _UNLIMITED
     if max_open is None:
         max_open = 0
         if max_overflow is not None and max_overflow >= 0:
-            size = 5 if pool_size is None else pool_size  # QueuePool's default
+            size = _QUEUEPOOL_SIZE if pool_size is None else pool_size
             max_open = size + max_overflow if size else 0
     return max_open, max_idle
 
@@ -188,6 +191,9 @@ def _thread_bound(dbapi_connection: object) -> bool:
 
 #: ``max_idle`` for QueuePool's ``pool_size=0`` (no limit).
 _UNLIMITED = 2**31 - 1
+#: QueuePool's default ``pool_size``: the default ``max_idle`` here, so that an
+#: engine moved from QueuePool keeps as many idle connections as before.
+_QUEUEPOOL_SIZE = 5
 
 
 class _GatedPool(sa_pool.Pool, Generic[G]):
@@ -219,8 +225,9 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
             creator: SQLAlchemy's connection factory.
             max_open: most connections open at once; 0 (the default, unless
                 ``max_overflow`` is given) means unlimited.
-            max_idle: most connections kept idle (default 2, or
-                ``pool_size``).
+            max_idle: most connections kept idle: ``pool_size`` when given,
+                else 5, QueuePool's default ``pool_size`` (not sqlgate's 2:
+                an engine moved from QueuePool keeps as many idle).
             min_idle: idle connections kept dialed in the background.
             max_connecting: most dials in flight at once; 0 means unlimited.
             conn_max_lifetime: seconds a connection may live; None = forever.
