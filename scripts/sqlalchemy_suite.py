@@ -61,12 +61,24 @@ BACKENDS: dict[str, str] = {
     "pymysql": f"mysql+pymysql://{MARIADB}/{DB}?charset=utf8mb4",
 }
 
-#: Suite -> paths in the sdist.
+#: Suite -> paths in the sdist; ``{dialect}`` is the backend's directory of
+#: dialect tests (``DIALECT_DIRS``). The dialect suite is SQLAlchemy's
+#: generic one for third-party dialects (``test_suite.py``) plus the
+#: backend's own.
 SUITES: dict[str, list[str]] = {
     "engine": ["test/engine"],
     "sql": ["test/sql"],
     "orm": ["test/orm/test_session.py", "test/orm/test_transaction.py"],
-    "dialect": ["test/dialect/test_suite.py"],
+    "dialect": ["test/dialect/test_suite.py", "test/dialect/{dialect}"],
+}
+
+#: Backend -> its directory under test/dialect.
+DIALECT_DIRS: dict[str, str] = {
+    "sqlite": "sqlite",
+    "aiosqlite": "sqlite",
+    "psycopg": "postgresql",
+    "asyncpg": "postgresql",
+    "pymysql": "mysql",
 }
 
 #: The CI slice: the files where the pool's contract is exercised most
@@ -291,14 +303,28 @@ def counts(outcomes: dict[str, str]) -> str:
     return f"{p}/{f}/{s}"
 
 
+#: The backend SQLAlchemy's plugin appends to a ``__backend__`` class's name
+#: when it makes the class's per-backend copy (``Class_sqlite+pysqlite_3_40_1``:
+#: ``_`` and the config name, dialect+driver and server version, with ``.``,
+#: ``[``, ``]`` and ``_`` runs made one ``_``). Those copies exist only after
+#: collection, so a node id must name the class they are made from.
+BACKEND_SUFFIX = re.compile(r"_[A-Za-z0-9]+\+[A-Za-z0-9_]+$")
+
+
 def junit_to_node(root: Path, junit: str) -> str:
-    """A JUnit name (``test.engine.test_x.Class::name``) as a pytest node id."""
+    """A JUnit name (``test.engine.test_x.Class::name``) as a pytest node id.
+
+    A per-backend class copy is named by the class it is made from, which
+    pytest can collect; SQLAlchemy's plugin then makes the copy again, so
+    the rerun's JUnit name is the one given here.
+    """
     classname, name = junit.split("::", 1)
     parts = classname.split(".")
     for cut in range(len(parts), 0, -1):
         candidate = Path(*parts[:cut]).with_suffix(".py")
         if (root / candidate).exists():
-            return "::".join([candidate.as_posix(), *parts[cut:], name])
+            rest = [BACKEND_SUFFIX.sub("", p) for p in parts[cut:]]
+            return "::".join([candidate.as_posix(), *rest, name])
     return junit
 
 
@@ -330,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"SQLAlchemy {version}: {root}; reports in {out}", flush=True)
 
-    paths = [p for ps in suites.values() for p in ps]
     table: list[tuple[str, str, str, str, int]] = []
     differences: list[tuple[str, str, str, str, str]] = []
     status = 0
@@ -341,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             status = 2
             continue
         url = BACKENDS[backend].format(out=out.resolve())
+        chosen = {
+            suite: [p.format(dialect=DIALECT_DIRS[backend]) for p in ps]
+            for suite, ps in suites.items()
+        }
+        paths = [p for ps in chosen.values() for p in ps]
         runs: dict[bool, Run] = {}
         for sqlgate in (False, True):
             label = "sqlgate" if sqlgate else "queuepool"
@@ -362,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
             nodes = [junit_to_node(root, n) for n in differ]
             again = {
                 s: run_pytest(
-                    root, url, nodes, s, out / f"{backend}-rerun-{int(s)}.xml"
+                    root,
+                    url,
+                    list(dict.fromkeys(nodes)),
+                    s,
+                    out / f"{backend}-rerun-{int(s)}.xml",
                 ).outcomes
                 for s in (False, True)
             }
@@ -377,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                 differences.append((backend, node, qp.get(n, "-"), sg.get(n, "-"), why))
                 if not why:
                     status = max(status, 1)
-        for suite in suites:
-            q = {n: o for n, o in qp.items() if suite_of(n, suites) == suite}
-            s = {n: o for n, o in sg.items() if suite_of(n, suites) == suite}
+        for suite in chosen:
+            q = {n: o for n, o in qp.items() if suite_of(n, chosen) == suite}
+            s = {n: o for n, o in sg.items() if suite_of(n, chosen) == suite}
             diff = sum(1 for n in q.keys() | s.keys() if q.get(n) != s.get(n))
             table.append((suite, backend, counts(q), counts(s), diff))
 
