@@ -19,6 +19,7 @@ server lists it as running (SQLite: the statement's thread has not returned).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 import time
 from dataclasses import dataclass, field
@@ -666,5 +667,118 @@ def test_aiosqlite_wait_for_interrupts_the_query(tmp_path: Any) -> None:
             assert time.monotonic() - started < RAISE_WITHIN
         finally:
             await conn.close()
+
+    asyncio.run(main())
+
+
+# -- without a server: the errors each adapter calls cancelled ------------------
+
+
+class _NoProbe:
+    """A connection that records (and refuses) everything sent on it."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def cursor(self) -> Any:
+        self.calls.append("cursor")
+        raise AssertionError("is_dead probed the connection")
+
+    def rollback(self) -> None:
+        self.calls.append("rollback")
+        raise AssertionError("is_dead probed the connection")
+
+
+def test_sqlite_classifies_interrupted() -> None:
+    import sqlite3
+
+    from sqlgate.drivers.sqlite import SYNC
+
+    assert SYNC.is_cancelled(sqlite3.OperationalError("interrupted"))
+    assert not SYNC.is_cancelled(sqlite3.OperationalError("database is locked"))
+    assert not SYNC.is_cancelled(sqlite3.ProgrammingError("interrupted"))
+
+
+def test_psycopg_classifies_query_canceled() -> None:
+    import types
+
+    import psycopg
+
+    from sqlgate.drivers.postgres import ASYNC, SYNC
+
+    live: Any = types.SimpleNamespace(broken=False, closed=False)
+    for adapter in (SYNC, ASYNC):
+        assert adapter.is_cancelled(psycopg.errors.QueryCanceled())
+        assert not adapter.is_cancelled(psycopg.errors.UniqueViolation())
+        assert not adapter.is_cancelled(psycopg.errors.AdminShutdown())
+        assert not adapter.is_dead(live, psycopg.errors.QueryCanceled())
+
+
+def test_pymysql_classifies_interrupted() -> None:
+    import types
+
+    import pymysql
+
+    from sqlgate.drivers.mysql import SYNC
+
+    live: Any = types.SimpleNamespace(open=True)
+    for errno in (1317, 1969, 3024):
+        exc = pymysql.err.OperationalError(errno, "stopped")
+        assert SYNC.is_cancelled(exc)
+        assert not SYNC.is_dead(live, exc)
+    assert not SYNC.is_cancelled(pymysql.err.OperationalError(2013, "lost"))
+    assert not SYNC.is_cancelled(pymysql.err.IntegrityError(1062, "duplicate"))
+
+
+def test_asyncpg_classifies_query_canceled() -> None:
+    asyncpg = pytest.importorskip("asyncpg")
+    from sqlgate.drivers.asyncpg import ASYNC
+
+    assert ASYNC.is_cancelled(asyncpg.exceptions.QueryCanceledError("stopped"))
+    assert not ASYNC.is_cancelled(asyncpg.exceptions.UniqueViolationError("dup"))
+
+
+def test_generic_classifies_and_never_probes_a_cancelled_statement() -> None:
+    pytest.importorskip("mysql.connector")
+    pytest.importorskip("pg8000")
+    import mysql.connector.errors as my_errors
+    import pg8000.dbapi
+
+    from sqlgate.drivers.dbapi import for_family
+
+    adapter = for_family("mysqlconnector")
+    stopped = my_errors.OperationalError(msg="interrupted", errno=1317)
+    assert adapter.is_cancelled(stopped)
+    conn = _NoProbe()
+    assert adapter.is_dead(conn, stopped) is False
+    assert conn.calls == []  # a cancelled statement is no reason to probe
+    assert not adapter.is_cancelled(my_errors.OperationalError(msg="x", errno=2013))
+    pg = for_family("pg8000")
+    assert pg.is_cancelled(pg8000.dbapi.DatabaseError({"C": "57014", "M": "x"}))
+    assert not pg.is_cancelled(pg8000.dbapi.DatabaseError({"C": "23505", "M": "x"}))
+    assert pg.cancel(_NoProbe()) is False
+
+
+def test_cancel_never_raises() -> None:
+    """A connection the driver cannot cancel on: False, never an exception."""
+    nothing: Any = object()
+    from sqlgate.drivers import mysql as my
+    from sqlgate.drivers import postgres, sqlite
+
+    for adapter in (sqlite.SYNC, postgres.SYNC, my.SYNC):
+        assert adapter.cancel(nothing) is False
+
+    async def main() -> None:
+        from sqlgate.drivers import aiosqlite
+
+        assert await postgres.ASYNC.cancel(nothing) is False
+        assert await aiosqlite.ASYNC.cancel(nothing) is False
+        if importlib.util.find_spec("asyncpg") is not None:
+            from sqlgate.drivers import asyncpg as apg
+
+            side = apg.ASYNC.for_dsn(parse("postgresql+asyncpg://u@127.0.0.1:1/x"))
+            assert await side.cancel(nothing) is False
 
     asyncio.run(main())

@@ -240,17 +240,17 @@ class AsyncpgAdapter(AsyncAdapter):
 
         Returns:
             True when the server was asked to cancel (or ``conn`` is closed:
-            nothing runs); False without a DSN or when the side connection
+            nothing runs); False without a DSN, or when the side connection
             failed (logged).
 
         Cancellation:
             The side connection is closed; the request may have been sent.
         """
-        if conn.is_closed():
-            return True
         if self._side is None:
             return False
         try:
+            if conn.is_closed():
+                return True  # nothing runs on it
             pid = conn.get_server_pid()
             side = await asyncpg.connect(**self._side)
         except Exception as exc:
