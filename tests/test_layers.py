@@ -29,6 +29,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "shells",
         (
             "sqlgate._deadlines",
+            "sqlgate._courier",
+            "sqlgate._fork",
+            "sqlgate._leaks",
             "sqlgate._shell",
             "sqlgate.pool",
             "sqlgate.aiopool",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlgate._core import check_duration
 from sqlgate._core import retry as _retry
-from sqlgate._shell import keep
+from sqlgate._fork import keep
 from sqlgate.drivers import parse
 from sqlgate.drivers._base import check_isolation
 from sqlgate.errors import DeadlineExceeded, Error
@@ -373,7 +373,7 @@ class HandleBase:
         The orphans waiting to be drained name connections of the parent's
         pool, which the child's fresh pool calls foreign; the owed warnings
         are the parent's to raise. What the parent's objects referenced is
-        kept referenced (``_shell.keep``), so no driver finalizer runs on it
+        kept referenced (``_fork.keep``), so no driver finalizer runs on it
         in the child.
         """
         keep(self._orphans)

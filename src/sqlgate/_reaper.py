@@ -28,7 +28,7 @@ thread or in a drain task would reach no one.
 Fork: the parent's reaper does not survive ``os.fork``. ``generation`` counts
 the forks between this process and the one that imported sqlgate; an object
 made before a fork and forgotten in the child holds a connection of the
-parent's, so its finalizer keeps it referenced (``_shell.keep``) and never
+parent's, so its finalizer keeps it referenced (``_fork.keep``) and never
 gives it to the child's pool.
 """
 
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 # Imported first so that its after-fork handler (every DB forgets the
 # parent's orphans) runs before this module's (the reaper restarts).
-from sqlgate._shell import keep
+from sqlgate._fork import keep
 
 if TYPE_CHECKING:
     import asyncio

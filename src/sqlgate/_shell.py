@@ -1,21 +1,16 @@
 """What the two shells (``Pool``, ``AsyncPool``) share besides the core.
 
-Pure helpers with no opinion on threads or asyncio: checking the hook
-arguments, building the errors a waiter raises, tracking who holds a
-connection and reporting leaks, and the registry the fork handler walks. Each
-shell keeps only what differs: how it locks, waits and runs effects.
+Pure helpers with no opinion on threads or asyncio: the knob and hook checks
+(``ShellBase``), the choice between the plain and the hooked acquire/release,
+the errors a waiter raises, and what ``close(timeout)`` takes back. Each shell
+keeps only what differs: how it locks, waits and runs effects. Leak tracking
+is in ``_leaks``, the garbage collector's hand-over in ``_courier``, fork
+safety in ``_fork``, the asyncio shell's timer in ``_deadlines``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
-import os
-import sys
-import threading
-import traceback
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -32,38 +27,24 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlgate._core import Waiter
+    from sqlgate._leaks import Held
     from sqlgate.stats import Observer
 
 __all__ = [
-    "Held",
     "ShellBase",
     "check_hooks",
-    "check_leaks",
     "choose_path",
-    "forget_after_fork",
-    "in_collection",
-    "keep",
     "lookup",
-    "orphan",
-    "renew_after_fork",
     "report_circuit",
-    "report_reclaimed",
     "report_taken",
-    "send_courier",
-    "start_courier",
     "take_in_use",
     "timeout_error",
-    "track",
     "waiter_error",
 ]
 
 C = TypeVar("C")
 
 log = logging.getLogger("sqlgate")
-
-#: Connections in use, while leak tracking is on: entry -> (the acquirer's
-#: stack, whether the ``leak_threshold`` warning was logged for it).
-Held = dict[Entry[C], tuple[list[traceback.FrameSummary], bool]]
 
 
 class _Shell(Protocol):
@@ -364,299 +345,3 @@ def waiter_error(name: str, waiter: Waiter[Any]) -> BaseException:
     wrapped = ConnectError(f"{name}: connect failed: {error!r}")
     wrapped.__cause__ = error
     return wrapped
-
-
-# -- leak tracking (only while leak_threshold is set) ----------------------------
-
-
-#: Connection classes already reported as impossible to reclaim (no weakref).
-_unreclaimable: set[type] = set()
-
-
-def track(
-    core: PoolCore[C],
-    conn: C,
-    held: Held[C],
-    lost: deque[Entry[C]],
-    wake: Callable[[], None],
-) -> None:
-    """Remember who acquired ``conn`` and keep only a weak reference to it.
-
-    Call it straight from the shell's acquire: the stack recorded leaves out
-    this frame and the caller's, so it ends at the application's frame.
-    ``lost`` receives the entry if the connection is garbage-collected while
-    in use (drivers whose connections support weak references), and ``wake``
-    is called then, so that the slot reaches a caller waiting for one.
-    """
-    entry = core.lookup(conn)
-    # As traceback.extract_stack()[:-2], but source lines are read only if a
-    # warning is ever formatted (half the cost of every tracked acquire).
-    stack = traceback.StackSummary.extract(
-        traceback.walk_stack(sys._getframe(2)), lookup_lines=False
-    )
-    stack.reverse()
-    held[entry] = (stack, False)
-
-    def collected(_ref: object) -> None:
-        # Runs in whatever thread drops the connection, maybe inside another
-        # pool call: it only appends and rings (no lock; STYLE.md).
-        lost.append(entry)
-        wake()
-
-    if not core.loosen(entry, collected) and type(conn) not in _unreclaimable:
-        # sqlite3's connections cannot be weakly referenced: say so once.
-        _unreclaimable.add(type(conn))
-        log.warning(
-            "%s: %s connections cannot be weakly referenced, so one dropped "
-            "without release is reported after leak_threshold but never "
-            "reclaimed: its slot stays taken until close(timeout)",
-            core.name,
-            type(conn).__qualname__,
-        )
-
-
-def report_reclaimed(
-    name: str, held: tuple[list[traceback.FrameSummary], bool] | None
-) -> None:
-    """Log that a connection was collected while in use, with its acquirer's stack."""
-    stack = "".join(traceback.format_list(held[0])) if held else "(unknown)\n"
-    log.warning(
-        "%s: a connection was garbage-collected while in use, never "
-        "released; its slot is reclaimed. It was acquired at:\n%s",
-        name,
-        stack,
-    )
-
-
-def check_leaks(
-    name: str, held: Held[Any], threshold: float | None, now: float
-) -> float | None:
-    """Warn once about each connection held past ``threshold`` seconds.
-
-    Returns:
-        When the next one would cross it (monotonic s), or None.
-    """
-    if threshold is None:
-        return None
-    due = None
-    for entry, (stack, warned) in list(held.items()):
-        if warned or entry.state != IN_USE:
-            continue
-        at = entry.acquired_at + threshold
-        if now < at:
-            due = at if due is None else min(due, at)
-            continue
-        held[entry] = (stack, True)
-        log.warning(
-            "%s: a connection has been in use for %.1f s (leak_threshold="
-            "%.1f s); possible leak. It was acquired at:\n%s",
-            name,
-            now - entry.acquired_at,
-            threshold,
-            "".join(traceback.format_list(stack)),
-        )
-    return due
-
-
-# -- work handed over by the garbage collector ------------------------------------
-#
-# A finalizer, a weakref callback or ``__del__`` runs wherever the collector
-# happened to run: in any thread, at any allocation, perhaps inside a pool's
-# critical section (``Pool`` holding its non-reentrant lock, ``AsyncPool`` in
-# the middle of a core call). Such code must never take a pool's lock or call
-# its core: it queues its work (a deque append) and rings a bell that cannot
-# block. The courier thread below, or the event loop, does the work later.
-
-#: Idents of the threads running a garbage collection now. Kept by a
-#: ``gc.callbacks`` hook; weakref callbacks and finalizers run in between.
-_collecting: set[int] = set()
-
-
-def _note_collection(phase: str, info: dict[str, int]) -> None:
-    if phase == "start":
-        _collecting.add(threading.get_ident())
-    else:
-        _collecting.discard(threading.get_ident())
-
-
-gc.callbacks.append(_note_collection)
-
-
-def in_collection() -> bool:
-    """Whether this thread is running a garbage collection (its finalizers).
-
-    Code that SQLAlchemy (or anyone) may call from a finalizer uses it to
-    choose between doing the work now and queueing it.
-    """
-    return bool(_collecting) and threading.get_ident() in _collecting
-
-
-class _Late(Protocol):
-    """A pool whose queued late work the courier settles."""
-
-    def _settle_late(self) -> None: ...
-
-
-class _Courier:
-    """One daemon thread per process that runs pools' ``_settle_late``.
-
-    ``send`` is safe anywhere (in a finalizer, inside a pool's critical
-    section, in any thread): it appends to a deque and releases a plain lock
-    used as a bell, neither of which can block. The thread must have been
-    started beforehand, from plain code (``start``): starting a thread takes
-    locks of ``threading``'s own.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._errands: deque[weakref.ref[_Late]] = deque()
-        #: Held while there is nothing to do; ``send`` releases it.
-        self._bell = threading.Lock()
-        self._bell.acquire()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the thread unless it runs (plain code only, never a finalizer)."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="sqlgate-courier", daemon=True
-            )
-            self._thread.start()
-
-    def send(self, pool: weakref.ref[_Late]) -> None:
-        """Have ``pool()._settle_late()`` run on the courier thread, soon."""
-        self._errands.append(pool)
-        # Rung already (RuntimeError): the courier will see this errand too.
-        with contextlib.suppress(RuntimeError):
-            self._bell.release()
-
-    def _run(self) -> None:
-        errands = self._errands
-        while True:
-            self._bell.acquire()
-            while errands:
-                pool = errands.popleft()()
-                if pool is None:
-                    continue
-                try:
-                    pool._settle_late()
-                except BaseException as exc:  # the courier must outlive any errand
-                    log.warning(
-                        "%s: settling late returns failed: %s",
-                        getattr(pool, "name", "?"),
-                        repr(exc),
-                    )
-                del pool
-
-    def forked(self) -> None:
-        """In a forked child: the parent's thread and errands are not ours."""
-        running = self._thread is not None
-        self._reset()
-        if running:
-            self.start()
-
-
-_courier = _Courier()
-
-
-def start_courier() -> None:
-    """Make sure the courier thread runs (call from plain code)."""
-    _courier.start()
-
-
-def send_courier(pool: weakref.ref[_Late]) -> None:
-    """Queue ``pool()._settle_late()`` for the courier; never blocks."""
-    _courier.send(pool)
-
-
-# -- fork safety -----------------------------------------------------------------
-
-
-class _Forkable(Protocol):
-    name: str
-
-    def _forked(self) -> None: ...
-
-
-#: Every live pool of either kind, for the fork handler.
-_pools: weakref.WeakSet[_Forkable] = weakref.WeakSet()
-#: What a forked child inherited (connections, tasks): kept referenced so that
-#: no finalizer runs on it in the child.
-_orphans: list[object] = []
-
-
-def forget_after_fork(pool: _Forkable) -> None:
-    """Have ``pool._forked()`` called in a child process after ``os.fork``."""
-    _pools.add(pool)
-
-
-def _fileno(conn: object) -> Callable[[], object] | None:
-    """The connection's socket ``fileno``, wherever the driver keeps it."""
-    fileno = getattr(conn, "fileno", None)  # psycopg (sync and async)
-    if fileno is None:  # PyMySQL keeps its socket as _sock
-        fileno = getattr(getattr(conn, "_sock", None), "fileno", None)
-    if fileno is None:  # asyncpg: the socket behind its asyncio transport
-        transport = getattr(conn, "_transport", None)
-        extra = getattr(transport, "get_extra_info", None)
-        if callable(extra):
-            try:
-                fileno = getattr(extra("socket"), "fileno", None)
-            except Exception:
-                return None
-    return fileno if callable(fileno) else None
-
-
-def orphan(conn: object) -> None:
-    """Disarm an inherited connection without touching the parent's session."""
-    _orphans.append(conn)
-    fileno = _fileno(conn)
-    try:
-        fd = fileno() if fileno is not None else -1
-    except Exception:
-        return
-    if not isinstance(fd, int) or fd < 0:
-        return
-    # Point the descriptor at /dev/null: the socket stays open in the parent,
-    # and whatever the driver later writes or closes here goes nowhere.
-    null = os.open(os.devnull, os.O_RDWR)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
-
-
-def renew_after_fork(core: PoolCore[C], now: float) -> PoolCore[C]:
-    """A fresh core for a forked child; every inherited connection is orphaned.
-
-    The new core has the old one's knobs and no connections (closed if the
-    old one was).
-    """
-    fresh = core.renew()
-    if core.is_closed:
-        fresh.close(now)
-    for entry in list(core._registry.values()):
-        conn = entry.get()
-        if conn is not None:
-            orphan(conn)
-    return fresh
-
-
-def keep(obj: object) -> None:
-    """Keep ``obj`` referenced for the rest of a forked child's life."""
-    _orphans.append(obj)
-
-
-def _after_fork_in_child() -> None:
-    _collecting.clear()
-    _courier.forked()
-    for pool in list(_pools):
-        try:
-            pool._forked()
-        except Exception as exc:  # never break the child over a pool
-            log.warning("%s: resetting after fork failed: %r", pool.name, exc)
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

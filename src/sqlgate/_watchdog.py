@@ -40,7 +40,7 @@ from collections import deque
 from heapq import heapify, heappop, heappush
 from typing import TYPE_CHECKING
 
-from sqlgate._shell import in_collection
+from sqlgate._courier import in_collection
 
 if TYPE_CHECKING:
     from collections.abc import Callable

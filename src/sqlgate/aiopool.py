@@ -11,7 +11,7 @@ made on first use, never in ``__init__``, so a pool may be created before the
 loop runs (at import time, in a sync factory).
 
 Hooks, the observer and leak tracking work as in ``Pool`` and share its code
-(``_shell``). When none is set, ``acquire`` and ``release`` are the plain
+(``_shell``, ``_leaks``). When none is set, ``acquire`` and ``release`` are the plain
 methods below; setting one installs the hooked pair on the instance, so the
 common path pays nothing for them.
 """
@@ -47,6 +47,8 @@ from sqlgate._core import (
     check_duration,
 )
 from sqlgate._deadlines import LoopDeadlines
+from sqlgate._fork import forget_after_fork, keep, renew_after_fork
+from sqlgate._leaks import check_leaks, report_reclaimed, track
 from sqlgate._reset import (
     _CLEAN,
     _ROLLBACK,
@@ -59,16 +61,10 @@ from sqlgate._reset import (
 from sqlgate._reset import rollback_async as _rollback
 from sqlgate._shell import (
     ShellBase,
-    check_leaks,
-    forget_after_fork,
-    keep,
-    renew_after_fork,
     report_circuit,
-    report_reclaimed,
     report_taken,
     take_in_use,
     timeout_error,
-    track,
     waiter_error,
 )
 from sqlgate.errors import ConnectError, Error, PoolTimeout

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlgate import _reaper, _watchdog
 from sqlgate._core import retry as _retry
+from sqlgate._fork import forget_after_fork
 from sqlgate._handle import (
     BATCH,
     ConnState,
@@ -70,7 +71,6 @@ from sqlgate._handle import (
     dead,
     row_maker,
 )
-from sqlgate._shell import forget_after_fork
 from sqlgate.drivers import detect_sync, sync_adapter
 from sqlgate.drivers._base import scrub
 from sqlgate.errors import DeadlineExceeded, Error, PoolTimeout
@@ -327,7 +327,7 @@ class DB(HandleBase):
         _reaper.start()
 
     def _forked(self) -> None:
-        """In a forked child (``sqlgate._shell``'s registry): start clean.
+        """In a forked child (``sqlgate._fork``'s registry): start clean.
 
         A drain task belongs to the parent's loop, and the pool binds to the
         child's loop on first use; a drain lock may have been held by the

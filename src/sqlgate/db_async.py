@@ -60,6 +60,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from sqlgate import _reaper, _watchdog
 from sqlgate._core import retry as _retry
+from sqlgate._fork import forget_after_fork, keep
 from sqlgate._handle import (
     BATCH,
     ConnState,
@@ -75,7 +76,6 @@ from sqlgate._handle import (
     dead,
     row_maker,
 )
-from sqlgate._shell import forget_after_fork, keep
 from sqlgate.aiopool import AsyncPool
 from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import scrub
@@ -420,7 +420,7 @@ class AsyncDB(HandleBase):
             _reaper.start()
 
     def _forked(self) -> None:
-        """In a forked child (``sqlgate._shell``'s registry): start clean.
+        """In a forked child (``sqlgate._fork``'s registry): start clean.
 
         A drain task belongs to the parent's loop, and the pool binds to the
         child's loop on first use; a drain lock may have been held by the

@@ -26,6 +26,9 @@ from sqlgate._core import (
     Wake,
     check_duration,
 )
+from sqlgate._courier import send_courier, start_courier
+from sqlgate._fork import forget_after_fork, renew_after_fork
+from sqlgate._leaks import check_leaks, report_reclaimed, track
 from sqlgate._reset import (
     _rollbacks,
     commit_open_transaction,
@@ -34,17 +37,10 @@ from sqlgate._reset import (
 )
 from sqlgate._shell import (
     ShellBase,
-    check_leaks,
-    forget_after_fork,
-    renew_after_fork,
     report_circuit,
-    report_reclaimed,
     report_taken,
-    send_courier,
-    start_courier,
     take_in_use,
     timeout_error,
-    track,
     waiter_error,
 )
 from sqlgate.errors import PoolTimeout

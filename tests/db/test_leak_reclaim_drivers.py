@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from sqlgate import _shell
+from sqlgate import _leaks
 from sqlgate.aiopool import AsyncPool
 from sqlgate.errors import PoolTimeout
 from sqlgate.pool import Pool
@@ -42,7 +42,7 @@ def _drop_one(pool: Pool[Any]) -> None:
 def test_sqlite3_leak_is_reported_not_reclaimed_issue13_item14(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    _shell._unreclaimable.discard(sqlite3.Connection)
+    _leaks._unreclaimable.discard(sqlite3.Connection)
     caplog.set_level(logging.WARNING, logger="sqlgate")
     pool: Pool[Any] = Pool(
         lambda: sqlite3.connect(":memory:", check_same_thread=False),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from sqlgate import Pool
-from sqlgate._shell import in_collection
+from sqlgate._courier import in_collection
 from tests.faults.test_gc_critical import Ledger, sqlite_creator
 
 if TYPE_CHECKING:

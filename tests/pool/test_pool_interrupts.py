@@ -3,7 +3,8 @@
 The thread twin of AsyncPool's cancellation matrix. Each scenario runs one pool
 call in this (the main) thread under ``sys.settrace``: a counting run lists
 every line event of the call in the shell (``sqlgate/pool.py``,
-``sqlgate/_shell.py``, ``sqlgate/_reset.py``), in the hooks (``on_acquire``,
+``sqlgate/_shell.py`` and the helpers split from it, ``sqlgate/_reset.py``),
+in the hooks (``on_acquire``,
 ``on_release``, ``reset``, ``on_close``), the driver's rollback and the tail of
 its close. Then, for each of those N points, a fresh pool runs the same call
 and a KeyboardInterrupt is raised at exactly that point (a trace function that
@@ -62,6 +63,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import sqlgate
+import sqlgate._courier
+import sqlgate._fork
+import sqlgate._leaks
 import sqlgate._reset
 import sqlgate._shell
 import sqlgate.pool
@@ -127,7 +131,14 @@ HOOKS = {
 
 SHELL_FILES = {
     os.path.realpath(str(m.__file__))
-    for m in (sqlgate.pool, sqlgate._shell, sqlgate._reset)
+    for m in (
+        sqlgate.pool,
+        sqlgate._shell,
+        sqlgate._leaks,
+        sqlgate._courier,
+        sqlgate._fork,
+        sqlgate._reset,
+    )
 }
 TRACED_CODE = {f.__code__ for f in (*HOOKS.values(), _tail, FakeConn.rollback)}
 

@@ -98,7 +98,7 @@ from sqlalchemy.pool.base import _AsyncConnDialect, _ConnectionRecord
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
-from sqlgate._shell import in_collection, start_courier
+from sqlgate._courier import in_collection, start_courier
 from sqlgate.aiopool import AsyncPool
 from sqlgate.errors import ConnectError, PoolTimeout
 from sqlgate.pool import DEFAULT_MAX_CONNECTING, Pool
