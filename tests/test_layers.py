@@ -24,7 +24,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 #: Bottom to top. A prefix ending in "." places a whole package.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("sqlgate.errors", "sqlgate.stats")),
-    ("core", ("sqlgate._core", "sqlgate._core.", "sqlgate._reset")),
+    # drivers/_probe.py is below the other drivers: the pools ask through it.
+    (
+        "core",
+        ("sqlgate._core", "sqlgate._core.", "sqlgate.drivers._probe", "sqlgate._reset"),
+    ),
     (
         "shells",
         (

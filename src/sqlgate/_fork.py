@@ -19,10 +19,9 @@ import weakref
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sqlgate import _courier
+from sqlgate.drivers._probe import fileno_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sqlgate._core import PoolCore
 
 __all__ = ["forget_after_fork", "keep", "orphan", "renew_after_fork"]
@@ -50,26 +49,10 @@ def forget_after_fork(pool: _Forkable) -> None:
     _pools.add(pool)
 
 
-def _fileno(conn: object) -> Callable[[], object] | None:
-    """The connection's socket ``fileno``, wherever the driver keeps it."""
-    fileno = getattr(conn, "fileno", None)  # psycopg (sync and async)
-    if fileno is None:  # PyMySQL keeps its socket as _sock
-        fileno = getattr(getattr(conn, "_sock", None), "fileno", None)
-    if fileno is None:  # asyncpg: the socket behind its asyncio transport
-        transport = getattr(conn, "_transport", None)
-        extra = getattr(transport, "get_extra_info", None)
-        if callable(extra):
-            try:
-                fileno = getattr(extra("socket"), "fileno", None)
-            except Exception:
-                return None
-    return fileno if callable(fileno) else None
-
-
 def orphan(conn: object) -> None:
     """Disarm an inherited connection without touching the parent's session."""
     _orphans.append(conn)
-    fileno = _fileno(conn)
+    fileno = fileno_of(conn)
     try:
         fd = fileno() if fileno is not None else -1
     except Exception:

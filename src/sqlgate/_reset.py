@@ -2,8 +2,9 @@
 
 One rule per driver, here and nowhere else: both pools' return paths use it,
 and each driver adapter's ``reset`` (``sqlgate.drivers``) runs it first, then
-puts back what only the adapter changed (autocommit). Everything is
-duck-typed: no driver is imported.
+puts back what only the adapter changed (autocommit). What each driver says
+without I/O (which driver it is, whether a transaction is open or aborted) is
+asked through ``sqlgate.drivers._probe``; no driver is imported.
 
 - sqlite3 and aiosqlite: ``in_transaction`` (no I/O); ROLLBACK only then.
 - psycopg (sync and async): ``info.transaction_status`` (local): INTRANS and
@@ -31,6 +32,20 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
+from sqlgate.drivers._probe import (
+    MY_IN_TRANS,
+    PG_IDLE,
+    PG_INERROR,
+    ROLLBACK,
+    STATE_PROBES,
+    UNUSABLE,
+    is_pg8000,
+    is_psycopg,
+    is_psycopg2,
+    is_pymysql,
+    pg8000_aborted,
+    state_probe,
+)
 from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
@@ -48,12 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sqlgate")
-
-#: psycopg's ``TransactionStatus`` values (plain ints: psycopg is not imported).
-_PG_IDLE = 0
-_PG_INERROR = 3
-#: PyMySQL's ``SERVER_STATUS_IN_TRANS`` bit of ``server_status``.
-_MY_IN_TRANS = 1
 
 
 def _discarding(conn: object) -> None:
@@ -85,13 +94,13 @@ def _rollback_if_in_transaction(conn: Any) -> None:
 
 
 def _rollback_by_status(conn: Any) -> None:
-    if conn.info.transaction_status != _PG_IDLE:
+    if conn.info.transaction_status != PG_IDLE:
         _discarding(conn)
         conn.rollback()
 
 
 def _rollback_by_server_status(conn: Any) -> None:
-    if conn.server_status & _MY_IN_TRANS:
+    if conn.server_status & MY_IN_TRANS:
         _discarding(conn)
     # Always sent, as before: on a raw pool this round trip is also what
     # finds a dead link at release and discards it.
@@ -100,14 +109,6 @@ def _rollback_by_server_status(conn: Any) -> None:
 
 def _rollback_always(conn: Any) -> None:
     conn.rollback()
-
-
-def _is_psycopg(cls: type) -> bool:
-    return cls.__module__.split(".")[0] == "psycopg" and hasattr(cls, "info")
-
-
-def _is_pymysql(cls: type) -> bool:
-    return cls.__module__.split(".")[0] == "pymysql"
 
 
 def rollback_for(cls: type) -> Callable[[Any], object]:
@@ -129,9 +130,9 @@ def rollback_for(cls: type) -> Callable[[Any], object]:
     step: Callable[[Any], object]
     if hasattr(cls, "in_transaction"):
         step = _rollback_if_in_transaction
-    elif _is_psycopg(cls):
+    elif is_psycopg(cls):
         step = _rollback_by_status
-    elif _is_pymysql(cls):
+    elif is_pymysql(cls):
         step = _rollback_by_server_status
     elif callable(getattr(cls, "rollback", None)):
         step = cls.rollback  # type: ignore[attr-defined]
@@ -157,31 +158,22 @@ def _commit_if_in_transaction(conn: Any) -> None:
 
 def _commit_by_status(conn: Any) -> None:
     status = conn.info.transaction_status
-    if status == _PG_INERROR:
+    if status == PG_INERROR:
         conn.rollback()
         raise _aborted(conn)
-    if status != _PG_IDLE:
+    if status != PG_IDLE:
         conn.commit()
 
 
 def _commit_unless_failed_pg8000(conn: Any) -> None:
-    # pg8000's last ReadyForQuery status; b"E": a failed transaction block.
-    if getattr(conn, "_transaction_status", None) == b"E":
+    if pg8000_aborted(conn):
         conn.rollback()
         raise _aborted(conn)
     conn.commit()
 
 
-def _is_psycopg2(cls: type) -> bool:
-    return cls.__module__.split(".")[0] == "psycopg2" and hasattr(cls, "info")
-
-
-def _is_pg8000(cls: type) -> bool:
-    return cls.__module__.split(".")[0] == "pg8000"
-
-
 def _commit_by_server_status(conn: Any) -> None:
-    if conn.server_status & _MY_IN_TRANS:
+    if conn.server_status & MY_IN_TRANS:
         conn.commit()
 
 
@@ -199,11 +191,11 @@ def _commit_for(cls: type) -> Callable[[Any], object]:
     step: Callable[[Any], object]
     if hasattr(cls, "in_transaction"):
         step = _commit_if_in_transaction
-    elif _is_psycopg(cls) or _is_psycopg2(cls):
+    elif is_psycopg(cls) or is_psycopg2(cls):
         step = _commit_by_status
-    elif _is_pg8000(cls):
+    elif is_pg8000(cls):
         step = _commit_unless_failed_pg8000
-    elif _is_pymysql(cls):
+    elif is_pymysql(cls):
         step = _commit_by_server_status
     else:
         step = _commit_always
@@ -241,71 +233,14 @@ def end_quietly(conn: object) -> None:
     cls = type(conn)
     if hasattr(cls, "in_transaction") and not conn.in_transaction:  # type: ignore[attr-defined]
         return
-    if _is_psycopg(cls) and conn.info.transaction_status == _PG_IDLE:  # type: ignore[attr-defined]
+    if is_psycopg(cls) and conn.info.transaction_status == PG_IDLE:  # type: ignore[attr-defined]
         return
-    if _is_pymysql(cls) and not conn.server_status & _MY_IN_TRANS:  # type: ignore[attr-defined]
+    if is_pymysql(cls) and not conn.server_status & MY_IN_TRANS:  # type: ignore[attr-defined]
         return
     conn.rollback()  # type: ignore[attr-defined]
 
 
 # -- asyncio connections: ask first (no I/O), then roll back if needed ----------
-
-#: What a returned connection needs, from its class's probe.
-_CLEAN = 0
-_ROLLBACK = 1
-_UNUSABLE = 2
-
-#: psycopg's ``TransactionStatus``: IDLE needs nothing, INTRANS and INERROR a
-#: rollback; ACTIVE (a query still running) and UNKNOWN (link lost) cannot be
-#: trusted again. Plain ints, so psycopg need not be imported.
-_PSYCOPG_STATUS = {0: _CLEAN, 2: _ROLLBACK, 3: _ROLLBACK}
-
-
-def _asyncpg_state(conn: Any) -> int:
-    if conn.is_closed():
-        return _UNUSABLE
-    # A Transaction object started through the connection and not ended (its
-    # work may have been ended by hand with a raw COMMIT) also needs reset().
-    left = getattr(conn, "_top_xact", None) is not None
-    return _ROLLBACK if left or conn.is_in_transaction() else _CLEAN
-
-
-def _psycopg_state(conn: Any) -> int:
-    return _PSYCOPG_STATUS.get(int(conn.info.transaction_status), _UNUSABLE)
-
-
-def _flag_state(conn: Any) -> int:
-    return _ROLLBACK if conn.in_transaction else _CLEAN
-
-
-def _unknown_state(conn: object) -> int:
-    return _ROLLBACK
-
-
-#: Connection class -> how to ask it, worked out once.
-_STATE_PROBES: dict[type, Callable[[Any], int]] = {}
-
-
-def _state_probe(conn: object) -> Callable[[Any], int]:
-    """How to ask ``conn`` what it needs before reuse, as cheaply as it allows.
-
-    asyncpg has ``is_in_transaction()``, psycopg's ``AsyncConnection`` has
-    ``info.transaction_status``, aiosqlite and sqlite3 have ``in_transaction``.
-    A driver that says nothing is rolled back every time. Worked out once per
-    connection class (``AsyncPool.release`` reads ``_STATE_PROBES`` first).
-    """
-    probe = _STATE_PROBES.get(type(conn))
-    if probe is None:
-        if hasattr(conn, "is_in_transaction"):
-            probe = _asyncpg_state
-        elif hasattr(getattr(conn, "info", None), "transaction_status"):
-            probe = _psycopg_state
-        elif hasattr(conn, "in_transaction"):
-            probe = _flag_state
-        else:
-            probe = _unknown_state
-        _STATE_PROBES[type(conn)] = probe
-    return probe
 
 
 def needs_rollback(conn: object, *, quiet: bool = False) -> bool:
@@ -324,12 +259,12 @@ def needs_rollback(conn: object, *, quiet: bool = False) -> bool:
         ConnectionError: the driver says the connection is closed or in a
             state that cannot be trusted (psycopg ACTIVE or UNKNOWN).
     """
-    state = (_STATE_PROBES.get(type(conn)) or _state_probe(conn))(conn)
-    if state == _UNUSABLE:
+    state = (STATE_PROBES.get(type(conn)) or state_probe(conn))(conn)
+    if state == UNUSABLE:
         raise ConnectionError("connection not reusable (closed, or mid-statement)")
-    if state == _ROLLBACK and not quiet:
+    if state == ROLLBACK and not quiet:
         _discarding(conn)
-    return state == _ROLLBACK
+    return state == ROLLBACK
 
 
 async def rollback_async(conn: object) -> None:
@@ -390,7 +325,7 @@ async def commit_open_transaction_async(conn: Any) -> None:
     if not needs_rollback(conn, quiet=True):
         return
     info = getattr(conn, "info", None)
-    if info is not None and getattr(info, "transaction_status", None) == _PG_INERROR:
+    if info is not None and getattr(info, "transaction_status", None) == PG_INERROR:
         await conn.rollback()
         raise _aborted(conn)
     if hasattr(conn, "is_in_transaction"):  # asyncpg: COMMIT as SQL

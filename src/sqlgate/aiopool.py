@@ -50,11 +50,6 @@ from sqlgate._deadlines import LoopDeadlines
 from sqlgate._fork import forget_after_fork, keep, renew_after_fork
 from sqlgate._leaks import check_leaks, report_reclaimed, track
 from sqlgate._reset import (
-    _CLEAN,
-    _ROLLBACK,
-    _STATE_PROBES,
-    _UNUSABLE,
-    _state_probe,
     commit_open_transaction_async,
     rollback_open_transaction_async,
 )
@@ -66,6 +61,13 @@ from sqlgate._shell import (
     take_in_use,
     timeout_error,
     waiter_error,
+)
+from sqlgate.drivers._probe import (
+    CLEAN,
+    ROLLBACK,
+    STATE_PROBES,
+    UNUSABLE,
+    state_probe,
 )
 from sqlgate.errors import ConnectError, Error, PoolTimeout
 
@@ -462,17 +464,17 @@ class AsyncPool(ShellBase[C]):
             try:
                 if self._rollback_on_return:
                     # What the connection needs; the probe lookup inlined.
-                    probe = _STATE_PROBES.get(type(conn)) or _state_probe(conn)
+                    probe = STATE_PROBES.get(type(conn)) or state_probe(conn)
                     state = probe(conn)
                 else:
-                    state = _CLEAN
-                if state == _ROLLBACK:
+                    state = CLEAN
+                if state == ROLLBACK:
                     await _rollback(conn)
-                if hook is not None and state != _UNUSABLE:
+                if hook is not None and state != UNUSABLE:
                     result = hook(conn)
                     if inspect.isawaitable(result):
                         await result
-                broken = state == _UNUSABLE
+                broken = state == UNUSABLE
             except Exception as exc:
                 log.info(
                     "%s: discarding a connection that failed reset: %s",
@@ -1061,8 +1063,8 @@ class _AsyncCheckout(Generic[C]):
         tb: TracebackType | None,
     ) -> Awaitable[None]:
         conn = self._conn
-        probe = _STATE_PROBES.get(type(conn)) or _state_probe(conn)
-        if probe(conn) != _ROLLBACK:
+        probe = STATE_PROBES.get(type(conn)) or state_probe(conn)
+        if probe(conn) != ROLLBACK:
             # Nothing to commit or roll back (or unusable: release discards
             # it): release()'s own coroutine is the awaitable, no frame here.
             return self._pool.release(conn)

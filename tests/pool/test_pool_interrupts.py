@@ -68,6 +68,7 @@ import sqlgate._fork
 import sqlgate._leaks
 import sqlgate._reset
 import sqlgate._shell
+import sqlgate.drivers._probe
 import sqlgate.pool
 from sqlgate import Pool
 from tests.fakes import FakeClock, FakeConn, FakeDriver, wait_until
@@ -138,6 +139,7 @@ SHELL_FILES = {
         sqlgate._courier,
         sqlgate._fork,
         sqlgate._reset,
+        sqlgate.drivers._probe,
     )
 }
 TRACED_CODE = {f.__code__ for f in (*HOOKS.values(), _tail, FakeConn.rollback)}

@@ -81,6 +81,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from sqlgate.drivers._base import Cursor, SyncAdapter, log, parse_params
+from sqlgate.drivers._probe import PG_IDLE, PG_INERROR, libpq_aborted, pg8000_aborted
 from sqlgate.errors import TransactionAborted
 
 if TYPE_CHECKING:
@@ -402,7 +403,7 @@ class DBAPIAdapter(SyncAdapter):
         status = getattr(getattr(conn, "info", None), "transaction_status", None)
         if status is None:  # duckdb
             return True
-        return status in (_PG_IDLE_IN_ERROR if in_transaction else (_PG_IDLE,))
+        return status in (_PG_IDLE_IN_ERROR if in_transaction else (PG_IDLE,))
 
     def _answers(self, conn: Any) -> bool:
         """The probe: whether the server still answers on ``conn``."""
@@ -653,20 +654,8 @@ class DBAPIAdapter(SyncAdapter):
                 _close_quietly(cur)
 
 
-def _psycopg2_aborted(conn: Any) -> bool:
-    # libpq's PQTRANSACTION_INERROR, read locally.
-    return bool(conn.info.transaction_status == _PG_INERROR)
-
-
-def _pg8000_aborted(conn: Any) -> bool:
-    # The last ReadyForQuery status: b"E" is "in a failed transaction block".
-    return getattr(conn, "_transaction_status", None) == b"E"
-
-
-_PG_INERROR = 3
-_PG_IDLE = 0
 #: libpq's IDLE, INTRANS and INERROR.
-_PG_IDLE_IN_ERROR = (_PG_IDLE, 2, _PG_INERROR)
+_PG_IDLE_IN_ERROR = (PG_IDLE, 2, PG_INERROR)
 #: PostgreSQL's query_canceled.
 _QUERY_CANCELED = "57014"
 #: As ``sqlgate.drivers.mysql.CANCELLED_ERRNOS`` (that module needs PyMySQL).
@@ -690,8 +679,8 @@ _CANCELS: dict[str, Callable[[Any], None]] = {
 
 #: Driver package -> its local "the transaction is aborted" flag.
 _ABORTED_FLAGS: dict[str, Callable[[Any], bool]] = {
-    "psycopg2": _psycopg2_aborted,
-    "pg8000": _pg8000_aborted,
+    "psycopg2": libpq_aborted,
+    "pg8000": pg8000_aborted,
 }
 
 

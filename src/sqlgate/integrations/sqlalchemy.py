@@ -79,7 +79,6 @@ Requires the ``sqlalchemy`` extra.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from typing import (
     TYPE_CHECKING,
@@ -100,6 +99,7 @@ from sqlalchemy.util.concurrency import in_greenlet
 
 from sqlgate._courier import in_collection, start_courier
 from sqlgate.aiopool import AsyncPool
+from sqlgate.drivers._probe import thread_bound
 from sqlgate.errors import ConnectError, PoolTimeout
 from sqlgate.pool import DEFAULT_MAX_CONNECTING, Pool
 
@@ -162,31 +162,6 @@ def _sizes(
             size = _QUEUEPOOL_SIZE if pool_size is None else pool_size
             max_open = size + max_overflow if size else 0
     return max_open, max_idle
-
-
-def _thread_bound(dbapi_connection: object) -> bool:
-    """Whether a DBAPI connection refuses use from a thread other than its own.
-
-    Only sqlite3 binds its connections (``check_same_thread``); it is asked
-    from a short-lived thread: creating a cursor checks the thread, nothing
-    else.
-    """
-    import sqlite3
-
-    if not isinstance(dbapi_connection, sqlite3.Connection):
-        return False
-    refused: list[bool] = []
-
-    def probe() -> None:
-        try:
-            dbapi_connection.cursor().close()
-        except sqlite3.ProgrammingError:
-            refused.append(True)
-
-    thread = threading.Thread(target=probe, name="sqlgate-thread-probe")
-    thread.start()
-    thread.join()
-    return bool(refused)
 
 
 #: ``max_idle`` for QueuePool's ``pool_size=0`` (no limit).
@@ -344,7 +319,7 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
 
     def _decide_dial_in_caller(self, record: Record) -> None:
         """Dial in the caller from now on only if ``record``'s connection is bound."""
-        bound = _thread_bound(record.dbapi_connection)
+        bound = thread_bound(record.dbapi_connection)
         self._dial_in_caller = bound
         if not bound:
             self._set_dial_in_caller(False)
