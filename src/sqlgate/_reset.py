@@ -273,15 +273,8 @@ async def rollback_async(conn: object) -> None:
     asyncpg has no ``rollback()``: its public ``reset()`` rolls back and also
     forgets the ``Transaction`` object the caller left started (a bare
     ``ROLLBACK`` would not, and its next transaction would be a savepoint).
-
-    Args:
-        conn: an asyncio driver's connection.
-
-    Raises:
-        The driver's error (the pool discards the connection).
-
-    Cancellation:
-        The connection's state is unknown; the pool discards it.
+    Logged at DEBUG (the work is lost); otherwise as
+    ``rollback_open_transaction_async``.
     """
     _discarding(conn)
     await rollback_open_transaction_async(conn)

@@ -178,7 +178,7 @@ class ShellBase(Generic[C]):
         choose_path(self)  # type: ignore[arg-type]  # the plain or hooked path
 
     def _lookup(self, conn: C) -> Entry[C] | None:
-        """The in-use entry of ``conn``; None if ``close(timeout)`` took it."""
+        """``lookup(self, conn)``: see there."""
         return lookup(self, conn)  # type: ignore[arg-type]
 
     def idle_for(self, conn: C) -> float:

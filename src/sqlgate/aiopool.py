@@ -290,20 +290,9 @@ class AsyncPool(ShellBase[C]):
     async def acquire(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """Take a connection, waiting for one if none is idle.
 
-        Args:
-            timeout: seconds to wait; None uses the pool's ``acquire_timeout``;
-                ``math.inf`` waits forever; 0 fails unless one is idle now.
-
-        Returns:
-            The driver's connection; give it back with ``release``.
+        As ``Pool.acquire`` (its arguments, result and errors hold here).
 
         Raises:
-            PoolClosed: the pool is closed, or was closed while waiting.
-            PoolTimeout: nothing became available in time (the latest connect
-                error, if the last dial failed, is chained).
-            TooManyWaiters: ``max_waiting`` callers are already queued.
-            ConnectError: the dial made for this caller failed (the driver's
-                exception is chained).
             Error: the pool is bound to another event loop.
 
         Cancellation:
@@ -560,7 +549,7 @@ class AsyncPool(ShellBase[C]):
     # -- hooks and observer (off the plain path) ------------------------------
 
     async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
-        """``acquire``, then leak tracking and the ``on_acquire`` hook."""
+        """As ``Pool._acquire_hooked``, awaiting the hook."""
         if self._lost or self._returns:
             self._settle_late()
         conn = await AsyncPool.acquire(self, timeout)
@@ -584,7 +573,7 @@ class AsyncPool(ShellBase[C]):
         return conn
 
     async def _release_hooked(self, conn: C, *, broken: bool = False) -> None:
-        """The ``on_release`` hook and the ``used`` event, then ``release``."""
+        """As ``Pool._release_hooked``, awaiting the hook."""
         entry = self._lookup(conn)  # a foreign conn raises before any hook
         if entry is None:
             return
@@ -895,45 +884,45 @@ class AsyncPool(ShellBase[C]):
     # -- knobs, stats, close ---------------------------------------------------
 
     async def set_max_open_conns(self, n: int) -> None:
-        """Set ``max_open`` (0 = unlimited); takes effect at once."""
+        """As ``Pool.set_max_open_conns``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_max_open, n)
 
     async def set_max_idle_conns(self, n: int) -> None:
-        """Set ``max_idle`` (<= 0 keeps none); surplus idle ones close now."""
+        """As ``Pool.set_max_idle_conns``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_max_idle, n)
 
     async def set_min_idle_conns(self, n: int) -> None:
-        """Set the warm floor of idle connections (at most the idle cap)."""
+        """As ``Pool.set_min_idle_conns``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_min_idle, n)
         self._maybe_start_maintenance()
 
     async def set_max_connecting(self, n: int) -> None:
-        """Set how many dials may be in flight at once (0 = unlimited)."""
+        """As ``Pool.set_max_connecting``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_max_connecting, n)
 
     async def set_conn_max_lifetime(self, seconds: float | None) -> None:
-        """Set the lifetime (None = forever); expired idle ones close now."""
+        """As ``Pool.set_conn_max_lifetime``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_conn_max_lifetime, seconds)
         self._maybe_start_maintenance()
 
     async def set_conn_max_idle_time(self, seconds: float | None) -> None:
-        """Set the idle time limit (None = forever); expired ones close now."""
+        """As ``Pool.set_conn_max_idle_time``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_conn_max_idle_time, seconds)
         self._maybe_start_maintenance()
 
     async def set_circuit_after(self, n: int) -> None:
-        """Set how many failed dials in a row open the circuit (0 = never)."""
+        """As ``Pool.set_circuit_after``, on the pool's event loop."""
         self._check_loop()
         self._call(self._core.set_circuit_after, n)
 
     def stats(self) -> Stats:
-        """A consistent snapshot of the pool's figures (see ``Stats``)."""
+        """As ``Pool.stats``."""
         return self._core.stats()
 
     @property
@@ -944,25 +933,11 @@ class AsyncPool(ShellBase[C]):
     async def close(self, timeout: float | None = 0) -> int:  # noqa: ASYNC109
         """Close the pool and wait for its own work to finish; idempotent.
 
-        Idle connections are closed; queued callers fail with PoolClosed;
-        later acquires raise PoolClosed. Connections in use are closed when
-        released, or, if ``timeout`` passes first, taken from their callers
-        and closed (their late ``release`` is then a no-op). Returns once
-        every dial in flight has landed (and been closed) and every close has
-        finished.
-
-        Args:
-            timeout: seconds to wait for connections in use to come back; 0
-                (the default) does not wait and leaves them to be closed on
-                release; None waits for them however long it takes.
-
-        Returns:
-            How many connections in use were force-closed (0 if all came back
-            in time, or when not waiting).
+        As ``Pool.close`` (its arguments, result and errors hold here; a bad
+        ``timeout`` leaves the pool open), and it returns once every dial in
+        flight has landed (and been closed) and every close has finished.
 
         Raises:
-            TypeError: ``timeout`` is not a number or None.
-            ValueError: ``timeout`` is negative or NaN (the pool stays open).
             Error: the pool is bound to another event loop.
 
         Cancellation:
@@ -1010,20 +985,15 @@ class AsyncPool(ShellBase[C]):
         return taken
 
     def _check_all_back(self) -> None:
-        """Set ``_all_back`` once the pool is closed and nothing is in use."""
+        """As ``Pool._check_all_back``."""
         core = self._core
         if self._all_back is not None and core._closed and core._in_use == 0:
             self._all_back.set()
 
     def _forked(self) -> None:
-        """In a forked child: forget the parent's connections, never touch them.
+        """As ``Pool._forked``; the inherited tasks and loop are left too.
 
-        The inherited connections, tasks and loop belong to the parent: the
-        child's pool starts over with a fresh core, the same knobs, no
-        connections, and no loop (it binds to the child's loop on first use).
-        Each inherited socket is pointed at /dev/null in this process and
-        every inherited object is kept referenced until exit, so no finalizer
-        runs on it here.
+        The child's pool has no loop: it binds to the child's on first use.
         """
         old = self._core
         self._core = renew_after_fork(old, monotonic())

@@ -378,6 +378,10 @@ class AsyncDB(HandleBase):
 
     Attributes:
         name: the pool's name (as ``pool.name``; never holds a password).
+
+    Cancellation:
+        The ``set_*`` methods leave nothing behind: each change is made
+        without awaiting, so a cancel cannot interrupt it.
     """
 
     _adapter: AsyncAdapter | None
@@ -883,10 +887,7 @@ class AsyncDB(HandleBase):
             As ``exec``.
 
         Cancellation:
-            While waiting for a connection: nothing is left behind (the
-            pool's guarantee). During the checkout ping or the statement:
-            the connection is discarded (its protocol state is unknown),
-            never handed to the next user.
+            As ``exec``.
         """
         check_row_factory(row_factory)
         when = (
@@ -1031,10 +1032,7 @@ class AsyncDB(HandleBase):
             The driver's error (a dead connection is discarded), or the pool's.
 
         Cancellation:
-            While waiting for a connection: nothing is left behind (the
-            pool's guarantee). During the checkout ping or the statement:
-            the connection is discarded (its protocol state is unknown),
-            never handed to the next user.
+            As ``exec``.
         """
         when = (
             None
@@ -1129,10 +1127,6 @@ class AsyncDB(HandleBase):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` is negative.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_max_open_conns(n)
 
@@ -1147,10 +1141,6 @@ class AsyncDB(HandleBase):
         Raises:
             TypeError: ``n`` is not an int.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_max_idle_conns(n)
 
@@ -1166,10 +1156,6 @@ class AsyncDB(HandleBase):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` is negative or above the idle cap.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_min_idle_conns(n)
 
@@ -1185,10 +1171,6 @@ class AsyncDB(HandleBase):
             TypeError: ``n`` is not an int.
             ValueError: ``n`` is negative.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_max_connecting(n)
 
@@ -1204,10 +1186,6 @@ class AsyncDB(HandleBase):
             TypeError: ``seconds`` is not a number or None.
             ValueError: ``seconds`` is NaN, zero or negative.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_conn_max_lifetime(seconds)
 
@@ -1223,10 +1201,6 @@ class AsyncDB(HandleBase):
             TypeError: ``seconds`` is not a number or None.
             ValueError: ``seconds`` is NaN, zero or negative.
             sqlgate.Error: the pool is bound to another event loop.
-
-        Cancellation:
-            Nothing to leave behind: the change is made without awaiting,
-            so a cancel cannot interrupt it.
         """
         await self._pool.set_conn_max_idle_time(seconds)
 

@@ -589,11 +589,7 @@ class Pool(ShellBase[C]):
                 log.warning("%s: a late release failed: %s", self.name, repr(exc))
 
     def _check_leaks(self, now: float) -> float | None:
-        """Warn once about each connection held past ``leak_threshold``.
-
-        Returns:
-            When the next one would cross it (monotonic s), or None.
-        """
+        """``_leaks.check_leaks`` over this pool's connections in use."""
         return check_leaks(self.name, self._held, self._leak_threshold, now)
 
     def _wait(self, waiter: Waiter[C], timeout: float | None) -> C:

@@ -581,99 +581,57 @@ class AsyncCursor:
 
 
 class AsyncAdapter(_Adapter):
-    """An asyncio driver's adapter: the same duties as ``SyncAdapter``, awaited."""
+    """An asyncio driver's adapter: the duties of ``SyncAdapter``, awaited.
+
+    Each method means what ``SyncAdapter``'s of the same name means (its
+    arguments, result and errors are documented there, once); only what
+    differs is said here.
+
+    Cancellation:
+        Of any coroutine method below unless it says otherwise: the caller
+        discards the connection (its state is unknown).
+    """
 
     def connector(
         self, dsn: DSN
     ) -> tuple[Callable[[], Any], Callable[[], None] | None]:
-        """An async connect callable for the pool, and a sync close hook.
+        """As ``SyncAdapter.connector``, but the connect callable is async.
 
-        Args:
-            dsn: the parsed DSN.
-
-        Returns:
-            (an async callable that dials one connection and raises the
-            driver's error on failure; a callable to run when the DB closes,
-            or None).
-
-        Raises:
-            ValueError: a DSN parameter does not convert (password masked).
+        The close hook stays a plain callable.
         """
         raise NotImplementedError
 
     async def prepare(self, conn: Any) -> None:
-        """Put a new connection in autocommit mode (once, after the dial).
-
-        Args:
-            conn: the driver's connection.
-
-        Raises:
-            The driver's error; the dial fails and the connection is closed.
+        """As ``SyncAdapter.prepare``.
 
         Cancellation:
             The dial fails and the connection is closed.
         """
 
     def is_closed(self, conn: Any) -> bool:
-        """Whether the driver already knows the link is gone (no I/O).
-
-        Args:
-            conn: the driver's connection.
-
-        Returns:
-            True when the connection is closed or broken by the driver's own
-            flags; False when it does not know (the base's answer).
-        """
+        """As ``SyncAdapter.is_closed``."""
         return False
 
     async def ping(self, conn: Any) -> None:
-        """A cheap round trip (the base does nothing).
-
-        Args:
-            conn: the driver's connection.
-
-        Raises:
-            The driver's error when the link is dead.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.ping``."""
 
     def is_dead(self, conn: Any, exc: BaseException) -> bool:
-        """Whether ``exc`` (raised by a call on ``conn``) means a dead link.
-
-        Args:
-            conn: the connection the failing call was made on.
-            exc: what the call raised (an ``Exception``; interrupts are
-                judged by the caller).
-
-        Returns:
-            True for a dead link (the connection is discarded); False for a
-            SQL error (the base's answer), which keeps the connection.
-        """
+        """As ``SyncAdapter.is_dead``."""
         return False
 
     async def cancel(self, conn: Any) -> bool:
-        """Ask the server to stop the statement ``conn`` is running now.
+        """As ``SyncAdapter.cancel``, awaited.
 
         Awaited on the event loop that owns ``conn``, from another task than
         the one that may be awaiting a statement on it (or may have just
         finished it). An override waits ``CANCEL_TIMEOUT`` at most per step;
-        the caller's part of the race is as for ``SyncAdapter.cancel``.
+        the caller's part of the race and the result are as for
+        ``SyncAdapter.cancel``.
 
         Cancelling the task that awaits a statement (``asyncio.timeout``,
         ``wait_for``) stops the statement on the server too, for every
         adapter here (psycopg and asyncpg send their cancel request, the
         aiosqlite adapter interrupts): a deadline may be either.
-
-        Args:
-            conn: the driver's connection.
-
-        Returns:
-            True when the running statement was asked to stop, or none was
-            running; False when the driver offers no cancel or sending it
-            failed (logged; the base's answer): the caller then discards the
-            connection. Never raises.
 
         Cancellation:
             Nothing was sent, or a cancel request is on its way; the caller
@@ -682,47 +640,15 @@ class AsyncAdapter(_Adapter):
         return False
 
     def is_cancelled(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is what a statement stopped before its end raises.
-
-        Stopped by ``cancel``, by another session's cancel or kill of the
-        statement (not of the connection), or by the server's own statement
-        time limit where the driver reports it with the same error: the
-        caller knows whether its deadline passed.
-
-        Args:
-            exc: what a call on a connection raised.
-
-        Returns:
-            True for the driver's "cancelled / interrupted" error; False for
-            anything else (the base's answer).
-        """
+        """As ``SyncAdapter.is_cancelled``."""
         return False
 
     def reusable_after_cancel(self, conn: Any, in_transaction: bool) -> bool:
-        """Whether ``conn`` is in a known clean state after a cancelled statement.
-
-        No I/O. Asked after the cancelled call raised (its error consumed).
-
-        Args:
-            conn: the driver's connection.
-            in_transaction: the statement ran inside a transaction ``begin``
-                started (the caller aborts that transaction either way).
-
-        Returns:
-            True when the connection can serve the next statement; False
-            (the base's answer) makes the handle discard it.
-        """
+        """As ``SyncAdapter.reusable_after_cancel``."""
         return False
 
     async def reset(self, conn: Any) -> None:
-        """Make a returned connection clean: roll back, autocommit back on.
-
-        Args:
-            conn: the driver's connection.
-
-        Raises:
-            The driver's error, or one saying the connection is not reusable:
-            the pool discards it.
+        """As ``SyncAdapter.reset``.
 
         Cancellation:
             The pool discards the connection.
@@ -730,110 +656,29 @@ class AsyncAdapter(_Adapter):
         raise NotImplementedError
 
     async def begin(self, conn: Any, isolation: str | None, read_only: bool) -> None:
-        """Start a transaction (``isolation`` already normalised).
-
-        Args:
-            conn: the driver's connection, in autocommit with no transaction.
-            isolation: a level from ``check_isolation``, or None.
-            read_only: start a READ ONLY transaction.
-
-        Raises:
-            The driver's error (the database may lack the level).
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.begin``."""
         raise NotImplementedError
 
     async def commit(self, conn: Any, read_only: bool) -> None:
-        """Commit the transaction ``begin`` started.
-
-        Args:
-            conn: the driver's connection.
-            read_only: the transaction was started READ ONLY.
-
-        Raises:
-            The driver's error.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.commit``."""
         raise NotImplementedError
 
     async def rollback(self, conn: Any, read_only: bool) -> None:
-        """Roll back the transaction ``begin`` started.
-
-        Args:
-            conn: the driver's connection.
-            read_only: the transaction was started READ ONLY.
-
-        Raises:
-            The driver's error.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.rollback``."""
         raise NotImplementedError
 
     async def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
-        """Run one statement.
-
-        Args:
-            conn: the driver's connection.
-            sql: the statement, in the driver's dialect.
-            params: its parameters in the driver's paramstyle, or None.
-
-        Returns:
-            (rows affected, or -1 when unknown; the id an INSERT generated,
-            or None).
-
-        Raises:
-            The driver's error.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.exec``."""
         raise NotImplementedError
 
     async def exec_many(
         self, conn: Any, sql: str, seq_of_params: Any
     ) -> tuple[int, int | None]:
-        """Run one statement once per parameter set.
-
-        Args:
-            conn: the driver's connection.
-            sql: the statement, in the driver's dialect.
-            seq_of_params: an iterable of parameter sets, in its paramstyle.
-
-        Returns:
-            (rows affected, the total where the driver sums it, -1 when
-            unknown; None).
-
-        Raises:
-            The driver's error.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.exec_many``."""
         raise NotImplementedError
 
     async def query(self, conn: Any, sql: str, params: Any) -> AsyncCursor:
-        """Run one query.
-
-        Args:
-            conn: the driver's connection.
-            sql: the query, in the driver's dialect.
-            params: its parameters in the driver's paramstyle, or None.
-
-        Returns:
-            Its result, to fetch from and close.
-
-        Raises:
-            The driver's error (no result is left open).
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """As ``SyncAdapter.query``; the result is an ``AsyncCursor``."""
         raise NotImplementedError
 
     async def close(self, conn: Any) -> None:

@@ -93,18 +93,7 @@ class AiosqliteAdapter(AsyncAdapter):
         self.txlock = txlock
 
     def for_dsn(self, dsn: DSN) -> AiosqliteAdapter:
-        """See ``AsyncAdapter.for_dsn``; as ``SqliteAdapter.for_dsn`` (``txlock``).
-
-        Args:
-            dsn: a parsed ``sqlite://`` DSN.
-
-        Returns:
-            This adapter when ``txlock`` matches (DEFERRED by default), else
-            one issuing ``BEGIN IMMEDIATE`` or ``BEGIN EXCLUSIVE``.
-
-        Raises:
-            ValueError: an unknown parameter, or a bad ``txlock``/``timeout``.
-        """
+        """See ``AsyncAdapter.for_dsn``; as ``SqliteAdapter.for_dsn`` (``txlock``)."""
         txlock = str(parse_params(dsn, _PARAMS).get("txlock", "DEFERRED"))
         return self if txlock == self.txlock else AiosqliteAdapter(txlock)
 
@@ -218,21 +207,7 @@ class AiosqliteAdapter(AsyncAdapter):
     async def begin(
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool
     ) -> None:
-        """See ``AsyncAdapter.begin``; as ``SqliteAdapter.begin``, awaited.
-
-        Args:
-            conn: the aiosqlite connection.
-            isolation: only None or "serializable" (SQLite's only level).
-            read_only: ``PRAGMA query_only=1`` for the transaction (cleared
-                again if BEGIN fails).
-
-        Raises:
-            ValueError: any other isolation level (nothing was sent).
-            sqlite3.Error: the BEGIN failed (e.g. ``database is locked``).
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
-        """
+        """See ``AsyncAdapter.begin``; as ``SqliteAdapter.begin``, awaited."""
         check_sqlite_isolation(isolation)
         if read_only:
             await conn.execute("PRAGMA query_only=1")
@@ -252,9 +227,6 @@ class AiosqliteAdapter(AsyncAdapter):
 
         Raises:
             sqlite3.Error: the COMMIT or the PRAGMA failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         try:
             await conn.commit()
@@ -271,9 +243,6 @@ class AiosqliteAdapter(AsyncAdapter):
 
         Raises:
             sqlite3.Error: the ROLLBACK or the PRAGMA failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         try:
             await conn.rollback()

@@ -198,9 +198,6 @@ class AsyncpgAdapter(AsyncAdapter):
             asyncpg.exceptions.ConnectionDoesNotExistError: the link was
                 lost during the round trip.
             OSError: the socket failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         try:
             await conn.execute("")
@@ -329,9 +326,6 @@ class AsyncpgAdapter(AsyncAdapter):
 
         Raises:
             asyncpg.PostgresError: the BEGIN failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         await conn.execute("BEGIN" + sql_isolation(isolation, read_only))
 
@@ -348,9 +342,6 @@ class AsyncpgAdapter(AsyncAdapter):
         Raises:
             TransactionAborted: nothing was committed (the server rolled back).
             asyncpg.PostgresError: the COMMIT failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         if await conn.execute("COMMIT") == "ROLLBACK":
             raise TransactionAborted(
@@ -383,9 +374,6 @@ class AsyncpgAdapter(AsyncAdapter):
             TypeError: ``params`` is a dict or not a tuple/list (nothing was
                 sent).
             asyncpg.PostgresError: the statement failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         tag = await conn.execute(sql, *_args(params))
         last = tag.rsplit(" ", 1)[-1] if isinstance(tag, str) else ""
@@ -409,9 +397,6 @@ class AsyncpgAdapter(AsyncAdapter):
                 was sent).
             asyncpg.PostgresError: a statement failed (none took effect:
                 asyncpg runs them in one implicit transaction).
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         args = [_args(p) for p in seq_of_params]
         await conn.executemany(sql, args)
@@ -435,9 +420,6 @@ class AsyncpgAdapter(AsyncAdapter):
             TypeError: ``params`` is a dict or not a tuple/list (nothing was
                 sent).
             asyncpg.PostgresError: the prepare or the query failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         args = _args(params)
         stmt = await conn.prepare(sql)

@@ -514,9 +514,6 @@ class PsycopgAsyncAdapter(AsyncAdapter):
 
         Raises:
             psycopg.Error: the statement failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         async with conn.cursor() as cur:
             await cur.execute(sql, params)
@@ -537,9 +534,6 @@ class PsycopgAsyncAdapter(AsyncAdapter):
 
         Raises:
             psycopg.Error: a statement failed.
-
-        Cancellation:
-            The caller discards the connection (its state is unknown).
         """
         async with conn.cursor() as cur:
             await cur.executemany(sql, seq_of_params)

@@ -487,8 +487,5 @@ class AsyncSqlgatePool(_GatedPool[AsyncPool[Record]]):
             gate._release_soon(record, broken=broken)
 
     def dispose(self) -> None:
-        """Close idle connections now, checked-out ones on return; stay usable.
-
-        A fresh sqlgate pool serves the checkouts that follow.
-        """
+        """As ``SqlgatePool.dispose``."""
         await_only(self._retire().close())
