@@ -5,12 +5,22 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["FakeClock", "FakeConn", "FakeDriver", "Gate", "wait_until"]
+    from sqlgate import Pool
+
+__all__ = [
+    "FakeClock",
+    "FakeConn",
+    "FakeDriver",
+    "Gate",
+    "assert_ledger",
+    "settled",
+    "wait_until",
+]
 
 
 class Gate:
@@ -165,3 +175,17 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.001)
+
+
+def settled(pool: Pool[Any]) -> None:
+    """Wait for dials and closes on pool-owned threads to land."""
+    wait_until(lambda: pool.stats().dialing == 0 and pool.stats().closing == 0)
+
+
+def assert_ledger(pool: Pool[Any], driver: FakeDriver) -> None:
+    """The accounting invariant: check() passes and driver live == pool open."""
+    settled(pool)
+    with pool._lock:
+        pool._core.check()
+        assert driver.live == pool._core.num_open
+    assert all(c.closes <= 1 for c in driver.conns), "a connection closed twice"

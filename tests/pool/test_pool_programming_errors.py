@@ -14,13 +14,9 @@ from typing import Any
 import pytest
 
 from sqlgate import ConnectError, Pool
-from tests.fakes import FakeDriver, wait_until
+from tests.fakes import FakeDriver, settled
 
 LeakCheck = Callable[[Pool[Any], FakeDriver], None]
-
-
-def settled(pool: Pool[Any]) -> None:
-    wait_until(lambda: pool.stats().dialing == 0 and pool.stats().closing == 0)
 
 
 @pytest.mark.parametrize(

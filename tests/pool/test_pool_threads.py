@@ -21,7 +21,7 @@ import pytest
 
 import sqlgate.pool
 from sqlgate import ConnectError, Pool, PoolClosed, PoolTimeout, TooManyWaiters
-from tests.fakes import FakeConn, FakeDriver, Gate, wait_until
+from tests.fakes import FakeConn, FakeDriver, Gate, settled, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,11 +39,6 @@ def dial_threads(pool: Pool[Any]) -> list[threading.Thread]:
     """The pool's dial threads still running."""
     name = f"sqlgate-dial {pool.name}"
     return [t for t in threading.enumerate() if t.name == name]
-
-
-def settled(pool: Pool[Any]) -> None:
-    """Wait for dials and closes on pool-owned threads to land."""
-    wait_until(lambda: pool.stats().dialing == 0 and pool.stats().closing == 0)
 
 
 class Caller:

@@ -1,4 +1,4 @@
-"""Regression tests for issue 11, defects 1-5: races and interrupts in ``Pool``.
+"""Races and interrupts in ``Pool``, forced one by one (issue 11, defects 1-4).
 
 Each test forces its interleaving (a lock that parks a thread at a chosen point,
 gates in the fake driver, a fake clock) and checks the ledger afterwards: the
@@ -7,8 +7,6 @@ core's ``check()``, driver live == pool open, and that the pool still serves.
 
 from __future__ import annotations
 
-import math
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +15,14 @@ import pytest
 
 import sqlgate.pool
 from sqlgate import Pool
-from tests.fakes import FakeClock, FakeConn, FakeDriver, Gate, wait_until
+from tests.fakes import (
+    FakeClock,
+    FakeConn,
+    FakeDriver,
+    Gate,
+    assert_ledger,
+    settled,
+)
 
 LeakCheck = Callable[[Pool[Any], FakeDriver], None]
 
@@ -25,20 +30,6 @@ LeakCheck = Callable[[Pool[Any], FakeDriver], None]
 @pytest.fixture
 def driver() -> FakeDriver:
     return FakeDriver()
-
-
-def settled(pool: Pool[Any]) -> None:
-    """Wait for dials and closes on pool-owned threads to land."""
-    wait_until(lambda: pool.stats().dialing == 0 and pool.stats().closing == 0)
-
-
-def ledger(pool: Pool[Any], driver: FakeDriver) -> None:
-    """The accounting invariant: check() passes and driver live == pool open."""
-    settled(pool)
-    with pool._lock:
-        pool._core.check()
-        assert driver.live == pool._core.num_open
-    assert all(c.closes <= 1 for c in driver.conns), "a connection closed twice"
 
 
 def serves(pool: Pool[FakeConn], n: int) -> None:
@@ -118,7 +109,7 @@ def test_issue11_defect1_release_with_nothing_to_do_runs_no_one_elses_effects(
     thread.join(10)
     assert errors == []
     assert (c1.closes, c2.closes) == (0, 1)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
     s = pool.stats()
     assert (s.open_connections, s.idle, s.in_use) == (1, 1, 0)
 
@@ -156,7 +147,7 @@ def test_issue11_defect1_waiting_acquire_runs_only_its_own_effects(
     assert c2.closes == 1
     pool.release(got[0])
     pool.release(c1)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
 
 
 # -- defect 2: an interrupt in the return path ---------------------------------------
@@ -190,14 +181,14 @@ def test_issue11_defect2_interrupt_in_return_path_discards_the_connection(
         conn.rollback_error = exc()
     with pytest.raises(exc):
         pool.release(conn)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
     s = pool.stats()
     assert (s.open_connections, s.in_use, s.max_idle_closed) == (0, 0, 0)
     assert conn.closes == 1  # discarded as broken, not leaked
     with pytest.raises(ValueError, match="not a connection of this pool"):
         pool.release(conn)  # it is no longer the caller's
     serves(pool, 1)  # at max_open=1: the slot came back
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
 
 
 # -- defect 3: an interrupt part-way through a call's effects ------------------------
@@ -222,11 +213,11 @@ def test_issue11_defect3_setter_interrupted_by_on_close_closes_the_rest(
         pool.set_max_idle_conns(0)  # three Close effects; the first is interrupted
     # Every Close was carried out (before: the second and third stayed CLOSING).
     assert [c.closes for c in conns] == [1, 1, 1]
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
     assert pool.stats().open_connections == 0
     pool.set_max_idle_conns(3)
     serves(pool, 3)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
 
 
 def test_issue11_defect3_acquire_interrupted_while_closing_expired_ones(
@@ -257,11 +248,11 @@ def test_issue11_defect3_acquire_interrupted_while_closing_expired_ones(
     with pytest.raises(KeyboardInterrupt):
         pool.acquire()
     assert (c1.closes, c2.closes) == (1, 1)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
     s = pool.stats()
     assert (s.waiting, s.in_use) == (0, 0)
     serves(pool, 2)  # the dial made for the interrupted caller went idle
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
 
 
 def test_issue11_defect3_driver_close_interrupted_still_settles(
@@ -275,7 +266,7 @@ def test_issue11_defect3_driver_close_interrupted_still_settles(
         pool.release(c1)  # max_idle=0: closed at once; close() raises after closing
     pool.release(c2)
     assert (c1.closes, c2.closes) == (1, 1)
-    ledger(pool, driver)
+    assert_ledger(pool, driver)
     assert pool.stats().open_connections == 0
     serves(pool, 2)
 
@@ -310,77 +301,4 @@ def test_issue11_defect4_release_mid_reset_after_close_took_it_is_a_no_op(
     thread.join(10)
     assert errors == []  # the documented no-op, not ValueError
     assert conn.closes == 1
-    ledger(pool, driver)
-
-
-# -- defect 5: durations longer than a thread can wait -------------------------------
-
-
-@pytest.mark.parametrize("forever", [sys.maxsize, 1e10, 10**400, math.inf])
-def test_issue11_defect5_huge_timeouts_mean_forever(
-    driver: FakeDriver, leak_check: LeakCheck, forever: float
-) -> None:
-    pool = Pool(
-        driver.connect,
-        max_open=1,
-        acquire_timeout=forever,
-        conn_max_lifetime=forever,
-        conn_max_idle_time=forever,
-        leak_threshold=forever,
-    )
-    leak_check(pool, driver)
-    assert pool._timeout is None
-    assert pool._core.conn_max_lifetime is None
-    assert pool._core.conn_max_idle_time is None
-    got: list[FakeConn] = []
-    errors: list[BaseException] = []
-
-    def waiter(timeout: float | None) -> None:
-        try:
-            got.append(pool.acquire(timeout))
-        except BaseException as exc:
-            errors.append(exc)
-
-    for per_call in (None, forever):
-        got.clear()
-        c1 = pool.acquire()
-
-        thread = threading.Thread(target=waiter, args=(per_call,))
-        thread.start()
-        wait_until(lambda: pool.stats().waiting == 1)  # blocked: no OverflowError
-        pool.release(c1)
-        thread.join(10)
-        assert errors == []
-        assert got == [c1]
-        pool.release(c1)
-    pool.set_conn_max_lifetime(forever)
-    pool.set_conn_max_idle_time(forever)
-    assert pool.close(timeout=forever) == 0
-    ledger(pool, driver)
-
-
-def test_issue11_defect5_threading_timeout_max_is_the_bound(
-    driver: FakeDriver, leak_check: LeakCheck
-) -> None:
-    pool = Pool(driver.connect, acquire_timeout=threading.TIMEOUT_MAX)
-    leak_check(pool, driver)
-    assert pool._timeout == threading.TIMEOUT_MAX  # the longest real wait
-    pool2 = Pool(driver.connect, acquire_timeout=threading.TIMEOUT_MAX * 2)
-    leak_check(pool2, driver)
-    assert pool2._timeout is None
-
-
-@pytest.mark.parametrize(
-    ("knob", "bad", "message"),
-    [
-        ("acquire_timeout", -1, "acquire_timeout must be >= 0 seconds or None"),
-        ("conn_max_lifetime", -(10**400), "conn_max_lifetime must be > 0 seconds"),
-        ("leak_threshold", math.nan, "leak_threshold must be a number of seconds"),
-    ],
-)
-def test_issue11_defect5_bad_durations_still_name_the_knob(
-    driver: FakeDriver, knob: str, bad: float, message: str
-) -> None:
-    knobs: dict[str, Any] = {knob: bad}
-    with pytest.raises(ValueError, match=message):
-        Pool(driver.connect, **knobs)
+    assert_ledger(pool, driver)

@@ -1,5 +1,8 @@
-"""Leaks: held past leak_threshold (logged with the acquirer's stack), or dropped
-without release (reclaimed when garbage-collected); close(timeout=...)."""
+"""Pool leaks: held past leak_threshold (logged with the acquirer's stack), or dropped
+without release (reclaimed when garbage-collected); close(timeout=...).
+
+The threaded twin of tests/aio/test_aiopool_leaks.py.
+"""
 
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def test_held_past_threshold_is_logged_with_the_acquirers_stack(
     message = record.getMessage()
     assert "leaky: a connection has been in use for" in message
     assert "in grab_and_hold" in message  # the acquirer's frame
-    assert "test_leaks.py" in message
+    assert "test_pool_leaks.py" in message
     pool.release(conn)
     assert pool._held == {}
     pool.close()

@@ -1,4 +1,4 @@
-"""Review fixes for the generic DB-API adapter (issue 14).
+"""The generic DB-API adapter's failure rules, on real drivers (issue 14).
 
 - An aborted PostgreSQL transaction is never reported committed (pg8000 and
   psycopg2, through the handle and through ``Pool.connection()``); the

@@ -1,5 +1,6 @@
-"""Issue 11: closes a closed AsyncPool owes its caller (defect 8), and
-connections handed back from a finalizer or another thread (defect 7)."""
+"""Late releases: the closes a closed AsyncPool owes its caller (issue 11,
+defect 8), and connections handed back from a finalizer or another thread
+(defect 7)."""
 
 from __future__ import annotations
 
