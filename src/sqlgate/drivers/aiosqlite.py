@@ -195,9 +195,6 @@ class AiosqliteAdapter(AsyncAdapter):
         Raises:
             sqlite3.Error: the ROLLBACK or PRAGMA failed; the pool discards
                 the connection.
-
-        Cancellation:
-            The pool discards the connection.
         """
         if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             await conn.rollback()

@@ -302,9 +302,6 @@ class AsyncpgAdapter(AsyncAdapter):
             asyncpg.exceptions.ConnectionDoesNotExistError: the connection is
                 closed (the pool discards it).
             asyncpg.PostgresError: the reset failed.
-
-        Cancellation:
-            The pool discards the connection.
         """
         if conn.is_closed():
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection is closed")
