@@ -1,4 +1,7 @@
-"""Pool hooks (on_connect/on_acquire/on_release/on_close) and the observer."""
+"""Pool hooks (on_connect/on_acquire/on_release/on_close) and the observer.
+
+The threaded twin of tests/aio/test_aiopool_hooks.py.
+"""
 
 from __future__ import annotations
 
