@@ -782,3 +782,56 @@ def test_cancel_never_raises() -> None:
             assert await side.cancel(nothing) is False
 
     asyncio.run(main())
+
+
+# -- exec_many: a cancelled batch leaves nothing behind -------------------------
+
+
+def _cancel_exec_many(adapter: Any, conn: Any, sql: str, seq: Any) -> None:
+    out, thread = _run_in_thread(lambda: adapter.exec_many(conn, sql, seq))
+    assert not out.done.wait(AFTER), f"the batch ended early: {out.error!r}"
+    sent_at = time.monotonic()
+    assert adapter.cancel(conn) is True
+    assert out.done.wait(5)
+    thread.join()
+    assert out.error is not None, f"the batch returned {out.rows!r}"
+    assert adapter.is_cancelled(out.error), repr(out.error)
+    assert out.ended_at - sent_at < RAISE_WITHIN
+    assert adapter.reusable_after_cancel(conn, False) is True
+
+
+def test_psycopg_cancelled_exec_many_is_all_or_nothing(
+    pg_conn: tuple[Any, Any],
+) -> None:
+    from psycopg import pq
+
+    adapter, conn = pg_conn
+    adapter.exec(conn, "create temp table t (x int)", None)
+    sql = "insert into t select %s from pg_sleep(2)"
+    _cancel_exec_many(adapter, conn, sql, [(1,), (2,), (3,)])
+    assert conn.info.transaction_status == pq.TransactionStatus.IDLE
+    assert _rows(adapter, conn, "select count(*) from t") == [(0,)]
+
+
+def test_pymysql_cancelled_exec_many_is_all_or_nothing(
+    my_conn: tuple[Any, Any],
+) -> None:
+    from pymysql.constants import SERVER_STATUS
+
+    adapter, conn = my_conn
+    adapter.exec(conn, "create temporary table t (x int)", None)
+    sql = "insert into t select %s from (select sleep(2)) s"
+    _cancel_exec_many(adapter, conn, sql, [(1,), (2,), (3,)])
+    assert not conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS
+    assert _rows(adapter, conn, "select count(*) from t") == [(0,)]
+
+
+def test_sqlite_cancelled_exec_many_is_all_or_nothing(
+    sqlite_conn: tuple[Any, Any],
+) -> None:
+    adapter, conn = sqlite_conn
+    adapter.exec(conn, "CREATE TABLE t (x INTEGER)", None)
+    sql = "INSERT INTO t " + ENDLESS_CTE.replace("count(*)", "x + ?")
+    _cancel_exec_many(adapter, conn, sql, [(1,), (2,)])
+    assert not conn.in_transaction
+    assert _rows(adapter, conn, "SELECT count(*) FROM t") == [(0,)]
