@@ -265,8 +265,9 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: the statement failed.
 
         Cancellation:
-            The statement is interrupted; the caller discards the connection
-            (its state is unknown).
+            The statement is interrupted (aiosqlite's thread is free again once
+            it stopped); ``reusable_after_cancel`` says whether to keep the
+            connection.
         """
         cur = await _interruptible(conn, conn.execute(sql, params))
         async with cur:
@@ -290,8 +291,9 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: a statement failed.
 
         Cancellation:
-            The statement is interrupted; the caller discards the connection
-            (its state is unknown).
+            The statement is interrupted (aiosqlite's thread is free again once
+            it stopped); ``reusable_after_cancel`` says whether to keep the
+            connection.
         """
         cur = await _interruptible(conn, conn.executemany(sql, seq_of_params))
         async with cur:
@@ -315,8 +317,9 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: the query failed.
 
         Cancellation:
-            The query is interrupted; the caller discards the connection
-            (its state is unknown).
+            The query is interrupted (aiosqlite's thread is free again once
+            it stopped); ``reusable_after_cancel`` says whether to keep the
+            connection.
         """
         return _Cursor(conn, await _interruptible(conn, conn.execute(sql, params)))
 
