@@ -102,6 +102,11 @@ BOUND_TO_QUEUEPOOL: dict[str, str] = {
         "asserts on engine.pool._pool, QueuePool's private queue of idle "
         "connections (sqlgate's figure for it is engine.pool.checkedin())"
     ),
+    "test_pool_class": (
+        "asserts engine.pool.__class__ is QueuePool for file URLs, i.e. which "
+        "class the SQLite dialect picks: the class swapped in here by design "
+        "(its SingletonThreadPool cases, untouched, pass on both)"
+    ),
 }
 
 SIMPLE_INDEX = "https://pypi.org/simple"
