@@ -47,7 +47,8 @@ PG = "postgres@127.0.0.1:5432"
 MARIADB = "root@127.0.0.1:3306"
 #: The database the suite runs in, on each server (its own, so that tables
 #: other test runs leave in ``test`` do not show up in reflection tests).
-DB = "sqlgate_sa"
+#: ``SQLGATE_SA_DB`` names another, so that two judges can share PostgreSQL.
+DB = os.environ.get("SQLGATE_SA_DB", "sqlgate_sa")
 
 #: Backend -> SQLAlchemy URL. File databases for SQLite (``:memory:`` gets
 #: SingletonThreadPool / StaticPool, never QueuePool), in the run's directory
