@@ -32,6 +32,10 @@ running). The statement raises ``sqlite3.OperationalError: interrupted``
 (SQLITE_INTERRUPT). The connection stays usable: outside a transaction nothing
 is left behind; inside one, SQLite may have rolled the transaction back
 already (an interrupted write does), and ``in_transaction`` says so.
+One window remains: an interrupt that lands just as a query returns its
+first row leaves that query's cursor interrupted (SQLite keeps the flag while
+any statement of the connection is unfinished), so reading on raises
+``interrupted`` although the call itself succeeded.
 
 Liveness: SQLite has no link to lose. There is no ping, and no error is a
 dead link; a connection closed through ``Conn.raw`` is seen as closed.
