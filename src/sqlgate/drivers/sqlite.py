@@ -33,9 +33,10 @@ running). The statement raises ``sqlite3.OperationalError: interrupted``
 is left behind; inside one, SQLite may have rolled the transaction back
 already (an interrupted write does), and ``in_transaction`` says so.
 One window remains: an interrupt that lands just as a query returns its
-first row leaves that query's cursor interrupted (SQLite keeps the flag while
-any statement of the connection is unfinished), so reading on raises
-``interrupted`` although the call itself succeeded.
+first row stays in effect while that query is unfinished (SQLite clears the
+flag only when no statement of the connection is active), so reading on, or
+another statement started before the query's cursor is closed, raises
+``interrupted`` although the call itself succeeded (checked on SQLite 3.40).
 
 Liveness: SQLite has no link to lose. There is no ping, and no error is a
 dead link; a connection closed through ``Conn.raw`` is seen as closed.
