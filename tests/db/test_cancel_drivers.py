@@ -835,3 +835,50 @@ def test_sqlite_cancelled_exec_many_is_all_or_nothing(
     _cancel_exec_many(adapter, conn, sql, [(1,), (2,)])
     assert not conn.in_transaction
     assert _rows(adapter, conn, "SELECT count(*) FROM t") == [(0,)]
+
+
+# -- generic DB-API: mysql-connector --------------------------------------------
+
+
+@pytest.fixture
+def myc_conn(my_up: None) -> Iterator[tuple[Any, Any]]:
+    pytest.importorskip("mysql.connector")
+    from sqlgate.drivers.dbapi import for_family
+
+    dsn = parse(MY_URL.replace("mysql://", "mysql+mysqlconnector://"))
+    adapter = for_family("mysqlconnector").for_dsn(dsn)
+    connect, _ = adapter.connector(dsn)
+    conn = connect()
+    adapter.prepare(conn)
+    yield adapter, conn
+    conn.close()
+
+
+def test_mysqlconnector_cancel_stops_sleep(
+    myc_conn: tuple[Any, Any], my_admin: Any
+) -> None:
+    adapter, conn = myc_conn
+    tid = conn.connection_id
+    exc, _ = cancel_running(
+        adapter, conn, f"SELECT SLEEP({LONG})", lambda: _my_running(my_admin, tid)
+    )
+    assert getattr(exc, "errno", None) == 1317
+    assert _poll(lambda: not _my_running(my_admin, tid), CLEAR_WITHIN) is not None
+    assert _rows(adapter, conn, "SELECT 1") == [(1,)]
+    assert adapter.cancel(conn) is True  # idle: nothing is sent
+    assert _rows(adapter, conn, "SELECT SLEEP(0.2), 1") == [(0, 1)]
+
+
+def test_mysqlconnector_without_a_dsn_offers_no_cancel(my_up: None) -> None:
+    mysql_connector = pytest.importorskip("mysql.connector")
+    from sqlgate.drivers.dbapi import for_connection
+
+    conn = mysql_connector.connect(
+        host="127.0.0.1", user="root", password="", database="test"
+    )
+    try:
+        adapter = for_connection(conn)
+        assert adapter.cancel(conn) is False
+        assert adapter.reusable_after_cancel(conn, False) is False
+    finally:
+        conn.close()

@@ -59,9 +59,13 @@ What it learns from PEP 249 alone:
   (stops what runs at the call, nothing later; the connection stays usable),
   psycopg2's ``cancel()`` (libpq's cancel request, which names the backend,
   not a statement, and which an idle backend ignores; it is bounded by the
-  server's answer only). pg8000 and mysql-connector offer none that is safe
-  while the connection is busy, and the adapter knows no DSN to dial a side
-  connection with: ``cancel`` returns False and the caller discards the
+  server's answer only). mysql-connector opened from a DSN: as PyMySQL's
+  adapter, a side connection (dialed from the DSN, bounded by
+  ``CANCEL_TIMEOUT``) sends ``KILL QUERY ID`` for the statement the
+  connection's thread runs (MariaDB; MySQL: ``KILL QUERY <thread>``), nothing
+  when it is idle. pg8000, and mysql-connector from a connect callable, offer
+  none that is safe while the connection is busy (nor a DSN for a side
+  connection): ``cancel`` returns False and the caller discards the
   connection. A stopped statement's error (duckdb's ``InterruptException``,
   SQLSTATE 57014, MySQL's 1317/1969/3024) is a SQL error, not a dead link.
 
@@ -76,11 +80,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import math
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from sqlgate.drivers._base import Cursor, SyncAdapter, log, parse_params
+from sqlgate.drivers._base import CANCEL_TIMEOUT, Cursor, SyncAdapter, log, parse_params
 from sqlgate.drivers._probe import PG_IDLE, PG_INERROR, libpq_aborted, pg8000_aborted
 from sqlgate.errors import TransactionAborted
 
@@ -203,7 +208,10 @@ class DBAPIAdapter(SyncAdapter):
         paramstyle: the driver's DB-API paramstyle.
     """
 
-    def __init__(self, module_name: str) -> None:
+    def __init__(self, module_name: str, side: Callable[[], Any] | None = None) -> None:
+        self._module_name = module_name
+        #: Dials ``cancel``'s side connection (mysql-connector from a DSN).
+        self._side = side
         home, paramstyle = _find(module_name, "paramstyle")
         if not isinstance(paramstyle, str):
             raise TypeError(
@@ -233,6 +241,23 @@ class DBAPIAdapter(SyncAdapter):
         #: manual commit (a transaction opens implicitly); True for a driver
         #: that autocommits and opens one only on ``BEGIN``; None: not known.
         self._explicit: bool | None = None
+
+    def for_dsn(self, dsn: DSN) -> DBAPIAdapter:
+        """See ``SyncAdapter.for_dsn``: mysql-connector's keeps a side dial.
+
+        Args:
+            dsn: the parsed DSN.
+
+        Returns:
+            For ``mysql+mysqlconnector://``, an adapter of its own whose
+            ``cancel`` dials a side connection from the DSN; else ``self``.
+
+        Raises:
+            ValueError: an unknown parameter or a bad value.
+        """
+        if dsn.family != "mysqlconnector":
+            return self
+        return DBAPIAdapter(self._module_name, side=_mysqlconnector_side(dsn))
 
     def __repr__(self) -> str:
         return f"<sqlgate.drivers.dbapi.DBAPIAdapter {self.name} {self.paramstyle}>"
@@ -350,9 +375,12 @@ class DBAPIAdapter(SyncAdapter):
 
         Returns:
             True when duckdb's ``interrupt()`` or psycopg2's ``cancel()`` was
-            called without error; False for another driver, or when it
-            failed (logged).
+            called without error, or mysql-connector's side connection
+            killed the running statement (or found none); False for another
+            driver, or when it failed (logged).
         """
+        if self._side is not None:
+            return self._kill_on_side(conn)
         if self._cancel is None:
             return False
         try:
@@ -360,6 +388,39 @@ class DBAPIAdapter(SyncAdapter):
         except Exception as exc:
             log.warning("cancel failed (%s): %r", self.name, exc)
             return False
+        return True
+
+    def _kill_on_side(self, conn: Any) -> bool:
+        """mysql-connector: ``KILL QUERY ID`` for ``conn``'s running statement."""
+        assert self._side is not None
+        try:
+            thread_id = int(conn.connection_id)
+            mariadb = "mariadb" in str(conn.server_info).lower()
+            side = self._side()
+        except Exception as exc:
+            log.warning("cancel: no side connection: %r", exc)
+            return False
+        try:
+            cur = side.cursor()
+            try:
+                cur.execute(_RUNNING, (thread_id,))
+                row = cur.fetchone()
+                if row is not None:  # idle: nothing to stop
+                    kill = f"KILL QUERY ID {int(row[0])}" if mariadb else None
+                    try:
+                        cur.execute(kill or f"KILL QUERY {thread_id}")
+                    except Exception as exc:
+                        # The statement ended meanwhile: a later one is spared.
+                        if getattr(exc, "errno", None) != _UNKNOWN_QUERY_ID:
+                            raise
+            finally:
+                _close_quietly(cur)
+        except Exception as exc:
+            log.warning("cancel: KILL QUERY failed: %r", exc)
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                side.close()
         return True
 
     def is_cancelled(self, exc: BaseException) -> bool:
@@ -394,14 +455,16 @@ class DBAPIAdapter(SyncAdapter):
             in_transaction: the statement ran in a ``begin`` transaction.
 
         Returns:
-            duckdb: True unless closed. psycopg2: True when libpq's status is
-            IDLE (inside a transaction also INTRANS or INERROR, which the
-            caller's rollback cleans). Any other driver: False.
+            duckdb, and mysql-connector from a DSN (after ``KILL QUERY`` it
+            waits for the next command): True unless closed. psycopg2: True
+            when libpq's status is IDLE (inside a transaction also INTRANS or
+            INERROR, which the caller's rollback cleans). Any other driver:
+            False.
         """
-        if self._cancel is None or self.is_closed(conn):
+        if (self._cancel is None and self._side is None) or self.is_closed(conn):
             return False
         status = getattr(getattr(conn, "info", None), "transaction_status", None)
-        if status is None:  # duckdb
+        if status is None:  # duckdb, mysql-connector
             return True
         return status in (_PG_IDLE_IN_ERROR if in_transaction else (PG_IDLE,))
 
@@ -660,6 +723,13 @@ _PG_IDLE_IN_ERROR = (PG_IDLE, 2, PG_INERROR)
 _QUERY_CANCELED = "57014"
 #: As ``sqlgate.drivers.mysql.CANCELLED_ERRNOS`` (that module needs PyMySQL).
 _MYSQL_CANCELLED = frozenset({1317, 1969, 3024})
+#: As in ``sqlgate.drivers.mysql``: MariaDB's "Unknown query id", and the
+#: look-up of the statement a server thread runs.
+_UNKNOWN_QUERY_ID = 1957
+_RUNNING = (
+    "SELECT QUERY_ID FROM information_schema.PROCESSLIST "
+    "WHERE ID = %s AND COMMAND = 'Query'"
+)
 
 
 def _interrupt(conn: Any) -> None:
@@ -857,6 +927,37 @@ def _mysqlconnector(dsn: DSN) -> Callable[[], Any]:
     ``connect_timeout`` (default ``CONNECT_TIMEOUT``) is its
     ``connection_timeout``, which bounds the dial only.
     """
+    kwargs = _mysqlconnector_kwargs(dsn)
+    module: ModuleType = importlib.import_module("mysql.connector")
+
+    def connect() -> Any:
+        return module.connect(**kwargs)
+
+    return connect
+
+
+def _mysqlconnector_side(dsn: DSN) -> Callable[[], Any]:
+    """``cancel``'s side dial: the DSN's, autocommit, bounded by ``CANCEL_TIMEOUT``."""
+    kwargs = _mysqlconnector_kwargs(dsn)
+    dial = float(kwargs["connection_timeout"])
+    kwargs.update(
+        connection_timeout=min(dial, CANCEL_TIMEOUT),
+        # Whole seconds: mysql-connector takes no other.
+        read_timeout=math.ceil(CANCEL_TIMEOUT),
+        write_timeout=math.ceil(CANCEL_TIMEOUT),
+        autocommit=True,
+        database=None,
+        conn_attrs={"program_name": "sqlgate-cancel"},
+    )
+    module: ModuleType = importlib.import_module("mysql.connector")
+
+    def connect() -> Any:
+        return module.connect(**kwargs)
+
+    return connect
+
+
+def _mysqlconnector_kwargs(dsn: DSN) -> dict[str, Any]:
     opts = parse_params(dsn, _MYSQLCONNECTOR_PARAMS)
     kwargs: dict[str, Any] = {
         "host": dsn.host or "localhost",
@@ -872,12 +973,7 @@ def _mysqlconnector(dsn: DSN) -> Callable[[], Any]:
     if "program_name" in opts:
         kwargs["conn_attrs"] = {"program_name": opts.pop("program_name")}
     kwargs.update(opts)
-    module: ModuleType = importlib.import_module("mysql.connector")
-
-    def connect() -> Any:
-        return module.connect(**kwargs)
-
-    return connect
+    return kwargs
 
 
 _RECIPES: dict[str, Callable[[DSN], Callable[[], Any]]] = {
