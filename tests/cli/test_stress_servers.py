@@ -18,6 +18,7 @@ def _check_server_pass(r: dict[str, object], requests: int) -> None:
         "total": requests,
         "ok": requests,
         "failed": 0,
+        "deadline_missed": 0,
         "error_rate": 0.0,
     }
     assert r["internal_errors"] == []

@@ -38,9 +38,16 @@ def test_requests_report_field_by_field(stress: Stress) -> None:
         "acquire_timeout_s": 30.0,
         "async": False,
         "max_error_rate": 0.01,
+        "timeout_s": None,
     }
     assert r["interrupted"] is False
-    assert r["requests"] == {"total": 200, "ok": 200, "failed": 0, "error_rate": 0.0}
+    assert r["requests"] == {
+        "total": 200,
+        "ok": 200,
+        "failed": 0,
+        "deadline_missed": 0,
+        "error_rate": 0.0,
+    }
     assert r["errors"] == {}
     assert r["throughput_rps"] == pytest.approx(200 / r["elapsed_s"])
     for key in ("acquire_wait", "query", "hold"):
@@ -116,7 +123,13 @@ def test_async_requests_exact(stress: Stress) -> None:
     rc, r = stress("--async", "--requests", "60", "--workers", "5", "--max-open", "3")
     assert rc == 0
     assert r["config"]["async"] is True
-    assert r["requests"] == {"total": 60, "ok": 60, "failed": 0, "error_rate": 0.0}
+    assert r["requests"] == {
+        "total": 60,
+        "ok": 60,
+        "failed": 0,
+        "deadline_missed": 0,
+        "error_rate": 0.0,
+    }
     assert r["latency_ms"]["query"]["count"] == 60
     assert r["pool"]["acquires"] == 61
     assert r["peak"]["in_use"] <= 3
@@ -206,7 +219,13 @@ def test_query_errors_are_counted_by_kind(stress: Stress, tmp_path: Path) -> Non
     assert r["exit_code"] == 3
     assert r["outcome"] == "80.00 % of requests failed, above --max-error-rate 0.01"
     # preflight inserted 0, request 1 inserted 1, requests 2..5 violate the CHECK.
-    assert r["requests"] == {"total": 5, "ok": 1, "failed": 4, "error_rate": 0.8}
+    assert r["requests"] == {
+        "total": 5,
+        "ok": 1,
+        "failed": 4,
+        "deadline_missed": 0,
+        "error_rate": 0.8,
+    }
     assert r["errors"] == {"IntegrityError": 4}
     assert r["leak_check"]["pass"] is True
 
@@ -282,5 +301,11 @@ def test_async_runs_over_open_async(
     assert db.closed
     assert db.pool.name == "sqlgate-stress"
     assert db.paramstyle == "qmark"  # the aiosqlite adapter dialed it
-    assert r["requests"] == {"total": 20, "ok": 20, "failed": 0, "error_rate": 0.0}
+    assert r["requests"] == {
+        "total": 20,
+        "ok": 20,
+        "failed": 0,
+        "deadline_missed": 0,
+        "error_rate": 0.0,
+    }
     assert r["leak_check"]["pass"] is True

@@ -114,6 +114,13 @@ def _parser() -> _Parser:
         help="seconds an acquire may wait (default 30)",
     )
     p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        help="each request's deadline: the acquire and the query together, "
+        "the query cancelled on the server when it passes; misses are "
+        "counted apart from errors (default: none)",
+    )
+    p.add_argument(
         "--max-error-rate",
         default="0.01",
         help="share of failed requests (0 to 1) above which the run exits 3 "
@@ -230,6 +237,9 @@ def _config(args: argparse.Namespace) -> Config:
         ),
         use_async=args.use_async,
         max_error_rate=_rate("--max-error-rate", args.max_error_rate),
+        timeout=None
+        if args.timeout is None
+        else _seconds("--timeout", args.timeout, zero_ok=False),
     )
 
 

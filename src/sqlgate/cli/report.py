@@ -22,11 +22,14 @@ float milliseconds, every ``*_s`` figure float seconds::
                  "duration_s": float | null, "requests": int | null,
                  "hold_time_s": float, "think_time_s": float,
                  "acquire_timeout_s": float, "async": bool,
-                 "max_error_rate": float},
+                 "max_error_rate": float,
+                 "timeout_s": float | null},  # --timeout: each request's deadline
       "elapsed_s": float,                  # workers' wall time
       "interrupted": bool,                 # stopped early by Ctrl-C
       "requests": {"total": int,           # == --requests when given
                    "ok": int, "failed": int,
+                   "deadline_missed": int,  # --timeout passed (DeadlineExceeded):
+                                            # neither ok nor failed
                    "error_rate": float},   # failed / total (0 when none)
       "throughput_rps": float,             # ok / elapsed_s
       "latency_ms": {                      # each: null when no data
@@ -294,7 +297,8 @@ def build_report(cfg: Config, target: Target, result: RunResult) -> dict[str, An
     ok = sum(t.done for t in tallies)
     failed = sum(t.failed for t in tallies)
     refused = sum(t.refused for t in tallies)
-    total = ok + failed
+    missed = sum(t.missed for t in tallies)
+    total = ok + failed + missed
     error_rate = failed / total if total else 0.0
     samples = result.samples
     peak = {
@@ -335,6 +339,7 @@ def build_report(cfg: Config, target: Target, result: RunResult) -> dict[str, An
             "acquire_timeout_s": cfg.acquire_timeout,
             "async": cfg.use_async,
             "max_error_rate": cfg.max_error_rate,
+            "timeout_s": cfg.timeout,
         },
         "elapsed_s": result.elapsed,
         "interrupted": result.interrupted,
@@ -342,6 +347,7 @@ def build_report(cfg: Config, target: Target, result: RunResult) -> dict[str, An
             "total": total,
             "ok": ok,
             "failed": failed,
+            "deadline_missed": missed,
             "error_rate": error_rate,
         },
         "throughput_rps": ok / result.elapsed if result.elapsed > 0 else 0.0,
@@ -429,7 +435,13 @@ def summary_line(report: dict[str, Any]) -> str:
     req = report["requests"]
     return (
         ("INTERRUPTED: " if report["interrupted"] else "")
-        + f"{req['total']} requests ({req['failed']} failed) in "
+        + f"{req['total']} requests ({req['failed']} failed"
+        + (
+            f", {req['deadline_missed']} missed the deadline"
+            if report["config"]["timeout_s"] is not None
+            else ""
+        )
+        + ") in "
         f"{report['elapsed_s']:.2f} s, {report['throughput_rps']:.0f} req/s; "
         f"{len(report['internal_errors'])} internal errors; "
         + _verdict_line(report)
@@ -444,16 +456,23 @@ def _settings(report: dict[str, Any]) -> str:
         f"  workers={cfg['workers']} max_open={max_open} "
         f"max_idle={cfg['max_idle']} hold={cfg['hold_time_s']:g}s "
         f"think={cfg['think_time_s']:g}s acquire_timeout="
-        f"{cfg['acquire_timeout_s']:g}s" + (" async" if cfg["async"] else "")
+        f"{cfg['acquire_timeout_s']:g}s"
+        + (f" timeout={cfg['timeout_s']:g}s" if cfg["timeout_s"] is not None else "")
+        + (" async" if cfg["async"] else "")
     )
 
 
 def _requests_line(report: dict[str, Any]) -> str:
     req = report["requests"]
+    missed = (
+        f", {req['deadline_missed']} missed the deadline"
+        if report["config"]["timeout_s"] is not None
+        else ""
+    )
     return (
-        f"requests: {req['total']} ({req['ok']} ok, {req['failed']} failed, "
-        f"{req['error_rate'] * 100:.2f} %) in {report['elapsed_s']:.2f} s = "
-        f"{report['throughput_rps']:.1f} req/s"
+        f"requests: {req['total']} ({req['ok']} ok, {req['failed']} failed"
+        f"{missed}, {req['error_rate'] * 100:.2f} %) in "
+        f"{report['elapsed_s']:.2f} s = {report['throughput_rps']:.1f} req/s"
     )
 
 

@@ -3,10 +3,16 @@
 Each worker loops: acquire a connection (timed: the acquire wait), run the
 query and fetch its rows (timed: the query latency), keep the connection for
 ``hold_time`` more seconds, release it (acquire-to-release is the hold time),
-then sleep ``think_time``. Workers are threads over the pool of a
-``sqlgate.open`` handle (so the driver layer's reset runs on every release), or
-with ``--async`` asyncio tasks over the pool of a ``sqlgate.open_async``
-handle (``AsyncDB`` over ``AsyncPool``, the same driver layer).
+then sleep ``think_time``. With ``timeout`` (``--timeout``), each request
+goes through the handle with that deadline for the acquire and the query
+together (``DB.conn(timeout=)``, then ``Conn.query(timeout=)`` with what is
+left): a query still running at the deadline is cancelled on the server, and
+the request counts as a deadline miss, apart from other errors.
+
+Workers are threads over the pool of a ``sqlgate.open`` handle (so the
+driver layer's reset runs on every release), or with ``--async`` asyncio
+tasks over the pool of a ``sqlgate.open_async`` handle (``AsyncDB`` over
+``AsyncPool``, the same driver layer).
 
 A sampler reads the pool's :class:`~sqlgate.Stats` every ``SAMPLE_EVERY``
 seconds for the live view and the plot. When the workers are done, the leak
@@ -33,17 +39,16 @@ from typing import TYPE_CHECKING, Any
 from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._histogram import FLUSH_EVERY, Histogram
 from sqlgate.cli._target import BadInput, first_line, scrub, settle
+from sqlgate.db import DB
 from sqlgate.db import open as open_db
-from sqlgate.db_async import open_async
-from sqlgate.errors import Error, PoolClosed
+from sqlgate.db_async import AsyncDB, open_async
+from sqlgate.errors import DeadlineExceeded, Error, PoolClosed
 from sqlgate.pool import Pool
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
     from sqlgate.cli._target import Target
-    from sqlgate.db import DB
-    from sqlgate.db_async import AsyncDB
     from sqlgate.stats import Stats
 
 __all__ = [
@@ -85,7 +90,9 @@ class Config:
         acquire_timeout: seconds an acquire may wait before PoolTimeout.
         use_async: run asyncio tasks over ``AsyncPool``.
         max_error_rate: the share of failed requests (0 to 1) above which
-            the run exits 3.
+            the run exits 3 (deadline misses are not failures).
+        timeout: each request's deadline in seconds (acquire and query
+            together, through the handle), or None for none.
     """
 
     workers: int = 8
@@ -98,6 +105,7 @@ class Config:
     acquire_timeout: float = 30.0
     use_async: bool = False
     max_error_rate: float = 0.01
+    timeout: float | None = None
 
 
 @dataclass
@@ -118,6 +126,8 @@ class Tally:
         done: successful requests.
         failed: failed requests.
         refused: failed requests whose acquire failed (timeout, connect error).
+        missed: requests that missed their deadline (``DeadlineExceeded``):
+            counted apart, neither done nor failed.
     """
 
     waits: Histogram = field(default_factory=Histogram)
@@ -130,9 +140,16 @@ class Tally:
     done: int = 0
     failed: int = 0
     refused: int = 0
+    missed: int = 0
 
     def fail(self, exc: BaseException, *, refused: bool = False) -> None:
-        """Count one failed request under its exception's class name."""
+        """Count one failed request under its exception's class name.
+
+        A ``DeadlineExceeded`` is a deadline miss instead (``missed``).
+        """
+        if isinstance(exc, DeadlineExceeded):
+            self.missed += 1
+            return
         self.failed += 1
         self.refused += refused
         self.errors[type(exc).__name__] += 1
@@ -358,7 +375,7 @@ def _run_query(conn: Any, query: str) -> None:
 
 
 def _worker(
-    pool: Pool[Any],
+    pool: Pool[Any] | DB,
     query: str,
     budget: _Budget,
     tally: Tally,
@@ -372,6 +389,10 @@ def _worker(
     raised by the pool (on acquire or release) is an internal error: it
     propagates and kills the worker, and ``_guarded`` records it.
     """
+    if cfg.timeout is not None:
+        assert isinstance(pool, DB)  # _open_db: --timeout needs the handle
+        return _deadline_worker(pool, query, budget, tally, cfg, gauge)
+    assert isinstance(pool, Pool)
     clock, pause = time.perf_counter, budget.pause
     hold, think = cfg.hold_time, cfg.think_time
     add_wait = tally.waits.pending.append
@@ -407,6 +428,55 @@ def _worker(
                 pause(hold)
             gauge.leave()
             pool.release(conn, broken=broken)
+            add_hold(clock() - t1)
+            pending += 1
+            if pending >= FLUSH_EVERY:
+                tally.flush()
+                pending = 0
+        if think:
+            pause(think)
+    tally.flush()
+
+
+def _deadline_worker(
+    db: DB, query: str, budget: _Budget, tally: Tally, cfg: Config, gauge: _Gauge
+) -> None:
+    """``_worker`` with ``--timeout``: each request through the handle, one deadline."""
+    clock, pause = time.perf_counter, budget.pause
+    hold, think = cfg.hold_time, cfg.think_time
+    timeout = cfg.timeout
+    assert timeout is not None
+    add_wait = tally.waits.pending.append
+    add_query = tally.queries.pending.append
+    add_hold = tally.holds.pending.append
+    pending = 0
+    while budget.take():
+        t0 = clock()
+        try:
+            conn = db.conn(timeout=timeout)
+        except Error as exc:
+            if not (budget.stopped and isinstance(exc, PoolClosed)):
+                tally.fail(exc, refused=not isinstance(exc, DeadlineExceeded))
+        else:
+            t1 = clock()
+            gauge.enter()
+            wait = t1 - t0
+            add_wait(wait)
+            tally.wait_total += wait
+            tally.acquired += 1
+            try:
+                conn.query(query, timeout=max(0.0, timeout - wait)).all()
+            except Exception as exc:
+                tally.fail(exc)
+            else:
+                spent = clock() - t1
+                add_query(spent)
+                tally.query_total += spent
+                tally.done += 1
+            if hold:
+                pause(hold)
+            gauge.leave()
+            conn.close()  # discards the connection when the handle judged it lost
             add_hold(clock() - t1)
             pending += 1
             if pending >= FLUSH_EVERY:
@@ -517,23 +587,53 @@ def _open_db(cfg: Config, target: Target) -> DB | Pool[Any]:
     :class:`sqlgate.Pool`.
     """
     if target.user_connect:
+        _no_timeout_with_connect(cfg)
         return Pool(target.connect, **_knobs(cfg))
     return open_db(target.connect, **_knobs(cfg))
+
+
+def _no_timeout_with_connect(cfg: Config) -> None:
+    if cfg.timeout is not None:
+        raise BadInput(
+            "--timeout needs sqlgate's driver adapters (to cancel on the "
+            "server): it cannot be combined with --connect"
+        )
 
 
 def _open_async_db(cfg: Config, target: Target) -> AsyncDB | AsyncPool[Any]:
     """``_open_db`` for ``--async``: ``sqlgate.open_async`` (or a bare AsyncPool)."""
     if target.user_connect:
+        _no_timeout_with_connect(cfg)
         return AsyncPool(target.connect, **_knobs(cfg))
     return open_async(target.connect, **_knobs(cfg))
 
 
-def _preflight(pool: Pool[Any], target: Target, password: str | None) -> None:
+def _preflight(
+    pool: Pool[Any] | DB,
+    target: Target,
+    password: str | None,
+    timeout: float | None = None,
+) -> None:
     """One request before the clock starts: a bad query or DSN fails here.
+
+    With ``timeout`` (through the handle), a query that misses it passes:
+    it ran, and the run will count its misses.
 
     Raises:
         BadInput: the connection or the query failed (message scrubbed).
     """
+    if isinstance(pool, DB):
+        try:
+            pool.ping()
+        except Exception as exc:
+            raise _unreachable(exc, target, password) from None
+        try:
+            pool.query(target.query, timeout=timeout).all()
+        except DeadlineExceeded:
+            pass
+        except Exception as exc:
+            raise _bad_query(exc, target, password) from None
+        return
     try:
         conn = pool.acquire()
     except Exception as exc:
@@ -655,7 +755,7 @@ def _run_threads(
     db = _open_db(cfg, target)
     pool = db if isinstance(db, Pool) else db.pool
     try:
-        _preflight(pool, target, password)
+        _preflight(pool if cfg.timeout is None else db, target, password, cfg.timeout)
     except BaseException:
         db.close()
         raise
@@ -666,7 +766,16 @@ def _run_threads(
     threads = [
         threading.Thread(
             target=_guarded,
-            args=(failures, _worker, pool, target.query, budget, tally, cfg, gauge),
+            args=(
+                failures,
+                _worker,
+                pool if cfg.timeout is None else db,
+                target.query,
+                budget,
+                tally,
+                cfg,
+                gauge,
+            ),
             name=f"sqlgate-stress-{i}",
             daemon=True,
         )
@@ -760,7 +869,7 @@ async def _apause(stop: asyncio.Event, seconds: float) -> None:
 
 
 async def _aworker(
-    pool: AsyncPool[Any],
+    pool: AsyncPool[Any] | AsyncDB,
     query: str,
     budget: _Budget,
     stop: asyncio.Event,
@@ -769,6 +878,10 @@ async def _aworker(
     gauge: _Gauge,
 ) -> None:
     """``_worker`` for asyncio (the same rules for failures and errors)."""
+    if cfg.timeout is not None:
+        assert isinstance(pool, AsyncDB)  # _open_async_db: --timeout needs it
+        return await _adeadline_worker(pool, query, budget, stop, tally, cfg, gauge)
+    assert isinstance(pool, AsyncPool)
     clock = time.perf_counter
     hold, think = cfg.hold_time, cfg.think_time
     add_wait = tally.waits.pending.append
@@ -810,6 +923,67 @@ async def _aworker(
                     finally:  # even when cancelled (Ctrl-C): give it back
                         gauge.now -= 1
                         await pool.release(conn, broken=broken)
+                add_hold(clock() - t1)
+                pending += 1
+                if pending >= FLUSH_EVERY:
+                    tally.flush()
+                    pending = 0
+            if think:
+                await _apause(stop, think)
+    finally:
+        tally.flush()
+
+
+async def _adeadline_worker(
+    db: AsyncDB,
+    query: str,
+    budget: _Budget,
+    stop: asyncio.Event,
+    tally: Tally,
+    cfg: Config,
+    gauge: _Gauge,
+) -> None:
+    """``_deadline_worker`` for asyncio."""
+    clock = time.perf_counter
+    hold, think = cfg.hold_time, cfg.think_time
+    timeout = cfg.timeout
+    assert timeout is not None
+    add_wait = tally.waits.pending.append
+    add_query = tally.queries.pending.append
+    add_hold = tally.holds.pending.append
+    pending = 0
+    try:
+        while budget.take():
+            t0 = clock()
+            try:
+                conn = await db.conn(timeout=timeout)
+            except Error as exc:
+                if not (budget.stopped and isinstance(exc, PoolClosed)):
+                    tally.fail(exc, refused=not isinstance(exc, DeadlineExceeded))
+            else:
+                t1 = clock()
+                gauge.now += 1  # one thread: no lock needed
+                gauge.peak = max(gauge.peak, gauge.now)
+                wait = t1 - t0
+                add_wait(wait)
+                tally.wait_total += wait
+                tally.acquired += 1
+                try:
+                    rows = await conn.query(query, timeout=max(0.0, timeout - wait))
+                    await rows.all()
+                except Exception as exc:
+                    tally.fail(exc)
+                else:
+                    spent = clock() - t1
+                    add_query(spent)
+                    tally.query_total += spent
+                    tally.done += 1
+                finally:
+                    try:
+                        await _apause(stop, hold)
+                    finally:  # even when cancelled (Ctrl-C): give it back
+                        gauge.now -= 1
+                        await conn.close()
                 add_hold(clock() - t1)
                 pending += 1
                 if pending >= FLUSH_EVERY:
@@ -871,7 +1045,9 @@ async def _amain(
     db = _open_async_db(cfg, target)
     pool = db if isinstance(db, AsyncPool) else db.pool
     try:
-        await _apreflight(pool, target, password)
+        await _apreflight(
+            pool if cfg.timeout is None else db, target, password, cfg.timeout
+        )
     except BaseException:
         await db.close()
         await _adrain_threads()
@@ -900,7 +1076,16 @@ async def _amain(
     workers = [
         asyncio.create_task(
             _aguarded(
-                failures, _aworker(pool, target.query, budget, stop, t, cfg, gauge)
+                failures,
+                _aworker(
+                    pool if cfg.timeout is None else db,
+                    target.query,
+                    budget,
+                    stop,
+                    t,
+                    cfg,
+                    gauge,
+                ),
             ),
             name=f"sqlgate-stress-{i}",
         )
@@ -964,9 +1149,24 @@ async def _adrain_threads(within: float = SETTLE_WITHIN) -> None:
 
 
 async def _apreflight(
-    pool: AsyncPool[Any], target: Target, password: str | None
+    pool: AsyncPool[Any] | AsyncDB,
+    target: Target,
+    password: str | None,
+    deadline: float | None = None,
 ) -> None:
     """``_preflight`` for ``--async``."""
+    if isinstance(pool, AsyncDB):
+        try:
+            await pool.ping()
+        except Exception as exc:
+            raise _unreachable(exc, target, password) from None
+        try:
+            await (await pool.query(target.query, timeout=deadline)).all()
+        except DeadlineExceeded:
+            pass
+        except Exception as exc:
+            raise _bad_query(exc, target, password) from None
+        return
     try:
         conn = await pool.acquire()
     except Exception as exc:
