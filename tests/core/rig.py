@@ -2,14 +2,31 @@
 
 It keeps the driver-level ledger (connections opened and closed by the
 "driver"), sorts the core's effects into pending dials, pending closes and
-woken waiters, and lets a test settle them one by one in any order.
+woken waiters, and lets a test settle them one by one in any order. After
+every input it checks each state change of every connection and waiter it
+has seen against the core's tables of allowed moves (``sqlgate._core.states``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlgate._core import Close, Connect, Entry, PoolCore, Waiter, Wake
+from sqlgate._core import (
+    ABANDONED,
+    CLOSED,
+    ENTRY_MOVES,
+    FAILED,
+    NAMES,
+    NEW,
+    WAITER_MOVES,
+    WAITING,
+    Close,
+    Connect,
+    Entry,
+    PoolCore,
+    Waiter,
+    Wake,
+)
 from tests.fakes import FakeClock
 
 __all__ = ["Conn", "Rig"]
@@ -23,6 +40,24 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"c{self.number}"
+
+
+def _follow(
+    seen: dict[int, tuple[Any, int]],
+    moves: frozenset[tuple[int, int]],
+    final: tuple[int, ...],
+) -> None:
+    """Check each watched object's move since last seen; stop watching final ones."""
+    for key, (obj, before) in list(seen.items()):
+        after = obj.state
+        assert after in NAMES, f"{obj!r}: unknown state {after}"
+        if after != before:
+            move = (before, after)
+            assert move in moves, f"{obj!r}: move {NAMES[before]} -> {NAMES[after]}"
+        if after in final:
+            del seen[key]
+        else:
+            seen[key] = (obj, after)
 
 
 class Rig:
@@ -42,13 +77,17 @@ class Rig:
         self.woken: list[Waiter[Conn]] = []
         #: Effects of the most recent step.
         self.last: list[Any] = []
+        #: Every connection and waiter seen and not yet in a final state, by
+        #: id, with the state it was last seen in.
+        self.entry_states: dict[int, tuple[Entry[Conn], int]] = {}
+        self.waiter_states: dict[int, tuple[Waiter[Conn], int]] = {}
 
     @property
     def now(self) -> float:
         return self.clock.now
 
     def drain(self) -> list[Any]:
-        """Take the core's effects and file them; returns them."""
+        """Take the core's effects and file them, then check the moves; returns them."""
         out: list[Any] = self.core.take_effects()
         for effect in out:
             if isinstance(effect, Connect):
@@ -59,7 +98,27 @@ class Rig:
                 assert isinstance(effect, Wake)
                 self.woken.append(effect.waiter)
         self.last = out
+        self.check_moves()
         return out
+
+    def check_moves(self) -> None:
+        """Every state change since the last input is in the table of moves.
+
+        Connections are those registered, being closed or handed to a woken
+        waiter; waiters those queued or woken. One first seen comes from NEW
+        (a connection) or WAITING (a waiter). Final states (CLOSED; FAILED,
+        ABANDONED) end the watch.
+        """
+        core = self.core
+        woken = [e.waiter for e in self.last if isinstance(e, Wake)]
+        entries = [*core._registry.values(), *(c.entry for c in self.closes)]
+        entries += [w.entry for w in woken if w.entry is not None]
+        for entry in entries:
+            self.entry_states.setdefault(id(entry), (entry, NEW))
+        for waiter in [*core._waiters, *woken]:
+            self.waiter_states.setdefault(id(waiter), (waiter, WAITING))
+        _follow(self.entry_states, ENTRY_MOVES, (CLOSED,))
+        _follow(self.waiter_states, WAITER_MOVES, (FAILED, ABANDONED))
 
     # -- inputs, each followed by drain() ---------------------------------------
 

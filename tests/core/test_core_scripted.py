@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import math
+import textwrap
 from typing import Any
 
 import pytest
@@ -11,10 +14,13 @@ from sqlgate._core import (
     ABANDONED,
     CLOSED,
     CLOSING,
+    ENTRY_MOVES,
     FAILED,
     IDLE,
     IN_USE,
+    NAMES,
     SERVED,
+    WAITER_MOVES,
     WAITING,
     Close,
     Connect,
@@ -1074,11 +1080,63 @@ def test_reprs() -> None:
     w = waiter_of(rig.acquire())
     assert repr(rig.last[0]) == "Connect(1)"
     e = rig.connect()
-    assert repr(rig.last[0]) == "Wake(state=11)"
-    assert repr(e) == "<Entry c1 state=1>"
+    assert repr(rig.last[0]) == "Wake(state=SERVED)"
+    assert repr(e) == "<Entry c1 state=IN_USE>"
     assert w.state == SERVED
     rig.release(e, broken=True)
-    assert repr(rig.last[0]) == "Close(<Entry c1 state=3>, 'broken')"
+    assert repr(rig.last[0]) == "Close(<Entry c1 state=CLOSING>, 'broken')"
+
+
+def test_every_state_has_a_name_and_the_moves_use_only_named_states() -> None:
+    entries = ["NEW", "IN_USE", "IDLE", "CLOSING", "CLOSED"]
+    waiters = ["WAITING", "SERVED", "FAILED", "ABANDONED"]
+    assert sorted(NAMES.values()) == sorted([*entries, *waiters])
+    for before, after in ENTRY_MOVES | WAITER_MOVES:
+        assert before in NAMES
+        assert after in NAMES
+
+
+def test_the_rig_refuses_a_move_outside_the_table() -> None:
+    rig = Rig(max_open=1)
+    waiter_of(rig.acquire())
+    e = rig.connect()
+    e.state = IDLE  # IN_USE -> IDLE is allowed ...
+    rig.drain()
+    e.state = CLOSED  # ... IDLE -> CLOSED is not: only CLOSING reaches CLOSED
+    with pytest.raises(AssertionError, match="move IDLE -> CLOSED"):
+        rig.drain()
+
+
+def test_the_rig_refuses_a_waiter_move_outside_the_table() -> None:
+    rig = Rig(max_open=1)
+    w = waiter_of(rig.acquire())
+    w.state = SERVED
+    rig.drain()  # WAITING -> SERVED is allowed ...
+    w.state = WAITING  # ... but a served waiter never queues again
+    with pytest.raises(AssertionError, match="move SERVED -> WAITING"):
+        rig.drain()
+
+
+def _body(function: Any) -> list[str]:
+    """The statements of ``function`` as source lines, dedented, docstring left out."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    node = tree.body[0]
+    assert isinstance(node, ast.FunctionDef)
+    body = node.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return [ast.unparse(stmt) for stmt in body]
+
+
+def test_release_carries_the_same_take_out_as_the_helper() -> None:
+    # ``release`` inlines ``_take_out`` (no call on the hot path): the copy
+    # must be the helper's statements, in order, one after another.
+    helper = _body(PoolCore._take_out)
+    release = _body(PoolCore.release)
+    starts = [i for i, s in enumerate(release) if s == helper[0]]
+    assert len(starts) == 1, "release must carry _take_out's statements once"
+    start = starts[0]
+    assert release[start : start + len(helper)] == helper
 
 
 def test_expire_does_not_ask_to_be_woken_when_the_probe_is_blocked() -> None:

@@ -2,7 +2,8 @@
 
 ``machine`` is the pool's state machine (``PoolCore``; its header is the
 theory of operation), ``config`` the pool's knobs with their defaults and
-validation, ``retry`` the handle's bad-connection retry rule. This package
+validation, ``states`` the named states and the moves allowed between
+them, ``retry`` the handle's bad-connection retry rule. This package
 re-exports what the shells and the tests use, so they import from
 ``sqlgate._core`` and need not know which module holds what.
 """
@@ -17,15 +18,9 @@ from sqlgate._core.config import (
     check_int,
 )
 from sqlgate._core.machine import (
-    ABANDONED,
     BROKEN,
     CIRCUIT_BACKOFF,
-    CLOSED,
-    CLOSING,
     CONNECTION_ERRORS,
-    FAILED,
-    IDLE,
-    IN_USE,
     LEAKED,
     LIFETIME_JITTER,
     MAX_IDLE,
@@ -35,8 +30,6 @@ from sqlgate._core.machine import (
     POOL_CLOSED,
     PROGRAMMING_ERRORS,
     REFILL_BACKOFF,
-    SERVED,
-    WAITING,
     Close,
     Connect,
     Effect,
@@ -47,6 +40,20 @@ from sqlgate._core.machine import (
     Wake,
     is_programming_error,
 )
+from sqlgate._core.states import (
+    ABANDONED,
+    CLOSED,
+    CLOSING,
+    ENTRY_MOVES,
+    FAILED,
+    IDLE,
+    IN_USE,
+    NAMES,
+    NEW,
+    SERVED,
+    WAITER_MOVES,
+    WAITING,
+)
 
 __all__ = [
     "ABANDONED",
@@ -56,6 +63,7 @@ __all__ = [
     "CLOSED",
     "CLOSING",
     "CONNECTION_ERRORS",
+    "ENTRY_MOVES",
     "FAILED",
     "FOREVER",
     "IDLE",
@@ -67,10 +75,13 @@ __all__ = [
     "MAX_IDLE_TIME",
     "MAX_LIFETIME",
     "MAX_OPEN",
+    "NAMES",
+    "NEW",
     "POOL_CLOSED",
     "PROGRAMMING_ERRORS",
     "REFILL_BACKOFF",
     "SERVED",
+    "WAITER_MOVES",
     "WAITING",
     "Close",
     "Connect",

@@ -22,10 +22,15 @@ after releasing it, so no driver call or user code ever runs under the lock.
 
 Life cycle of a connection (an ``Entry``)::
 
-    (ticket) DIALING --connected, through _put--> IN_USE | IDLE | CLOSING
+    (ticket) --connected--> NEW --_put--> IN_USE | IDLE | CLOSING
     IN_USE <--acquire / release--> IDLE
     IN_USE, IDLE --> CLOSING --closed--> CLOSED
     IN_USE --reclaim (leak tracking)--> CLOSED
+
+The states are named in ``states.py``, with the table of every move allowed
+(which the test rig checks after every input). A connection leaves IN_USE
+through one helper, ``_take_out``, and reaches CLOSED through another,
+``_settle_closed``.
 
 A dial is reserved before any I/O: issuing ``Connect`` bumps ``num_open``, so
 a dial in flight counts toward ``max_open`` (Go's rule). A connection being
@@ -123,6 +128,18 @@ from sqlgate._core.config import (
     check_duration,
     check_int,
 )
+from sqlgate._core.states import (
+    ABANDONED,
+    CLOSED,
+    CLOSING,
+    FAILED,
+    IDLE,
+    IN_USE,
+    NAMES,
+    NEW,
+    SERVED,
+    WAITING,
+)
 from sqlgate.errors import CircuitOpen, PoolClosed, TooManyWaiters
 from sqlgate.stats import Stats
 
@@ -130,10 +147,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
-    "CLOSED",
-    "CLOSING",
-    "IDLE",
-    "IN_USE",
     "PROGRAMMING_ERRORS",
     "Close",
     "Connect",
@@ -147,18 +160,6 @@ __all__ = [
 ]
 
 C = TypeVar("C")
-
-# Entry states.
-IN_USE: Final = 1
-IDLE: Final = 2
-CLOSING: Final = 3
-CLOSED: Final = 4
-
-# Waiter states.
-WAITING: Final = 10
-SERVED: Final = 11
-FAILED: Final = 12
-ABANDONED: Final = 13
 
 # Close reasons (``Close.reason``), also the keys of the per-reason counters.
 BROKEN: Final = "broken"
@@ -241,8 +242,8 @@ class Entry(Generic[C]):
         self.key: Final = id(conn)
         #: A weak reference to ``conn`` while loosened (see ``loosen``).
         self.ref: weakref.ref[C] | None = None
-        #: One of IN_USE, IDLE, CLOSING, CLOSED.
-        self.state = IN_USE
+        #: One of NEW, IN_USE, IDLE, CLOSING, CLOSED (``states``).
+        self.state = NEW
         #: When the dial completed (monotonic s); lifetime counts from here.
         self.created_at: Final = created_at
         #: Lifetime multiplier in (1 - LIFETIME_JITTER, 1], drawn once.
@@ -256,7 +257,7 @@ class Entry(Generic[C]):
         self.acquired_at = created_at
 
     def __repr__(self) -> str:
-        return f"<Entry {self.get()!r} state={self.state}>"
+        return f"<Entry {self.get()!r} state={NAMES[self.state]}>"
 
     def get(self) -> C | None:
         """The connection, or None if it was loosened and then collected."""
@@ -270,7 +271,7 @@ class Waiter(Generic[C]):
     __slots__ = ("at_capacity", "enqueued_at", "entry", "error", "state", "token")
 
     def __init__(self, enqueued_at: float) -> None:
-        #: One of WAITING, SERVED, FAILED, ABANDONED.
+        #: One of WAITING, SERVED, FAILED, ABANDONED (``states``).
         self.state = WAITING
         self.enqueued_at: Final = enqueued_at
         #: Whether it was queued at ``max_open``: no dial, in flight or within
@@ -319,7 +320,7 @@ class Wake(Generic[C]):
         self.waiter: Final = waiter
 
     def __repr__(self) -> str:
-        return f"Wake(state={self.waiter.state})"
+        return f"Wake(state={NAMES[self.waiter.state]})"
 
 
 Effect = Connect | Close[C] | Wake[C]
@@ -598,8 +599,10 @@ class PoolCore(Generic[C]):
         if self._registry.get(entry.key) is not entry:
             # Another pool's entry: counting it here would corrupt both pools.
             raise ValueError(f"{self.name}: {entry!r} is not a connection of this pool")
+        # _take_out(entry, now), inlined: the hot path of every release
+        # (tests/core/test_core_scripted.py checks the copy is the same).
         ref = entry.ref
-        if ref is not None:  # loosened: the caller holds conn, take it back
+        if ref is not None:
             entry.conn = cast("C", ref())
             entry.ref = None
         self._in_use -= 1
@@ -719,12 +722,8 @@ class PoolCore(Generic[C]):
             raise ValueError(f"{self.name}: {entry!r} is not being closed")
         if self._registry.get(entry.key) is not entry:
             raise ValueError(f"{self.name}: {entry!r} is not a connection of this pool")
-        entry.state = CLOSED
-        del self._registry[entry.key]
         self._closing -= 1
-        self.num_open -= 1  # settles the slot reserved when it was dialed
-        self._closed_count += 1
-        self._maybe_dial(now)
+        self._settle_closed(entry, now)
 
     def abandon(self, waiter: Waiter[C], now: float, *, timed_out: bool) -> None:
         """A waiter gives up (timeout or cancellation).
@@ -784,17 +783,11 @@ class PoolCore(Generic[C]):
         ref = entry.ref
         if entry.state != IN_USE or ref is None or ref() is not None:
             return False
-        entry.ref = None
-        entry.state = CLOSED
-        del self._registry[entry.key]
-        self._in_use -= 1
-        self._use_duration += now - entry.acquired_at
+        self._take_out(entry, now)
         self._by_reason[LEAKED] += 1
         # The object is gone: nothing is left to close, so the slot is settled
         # here rather than through a Close effect.
-        self.num_open -= 1
-        self._closed_count += 1
-        self._maybe_dial(now)
+        self._settle_closed(entry, now)
         return True
 
     def close_in_use(self, now: float) -> int:
@@ -816,12 +809,7 @@ class PoolCore(Generic[C]):
         for entry in list(self._registry.values()):
             if entry.state != IN_USE or self.reclaim(entry, now):
                 continue
-            ref = entry.ref
-            if ref is not None:
-                entry.conn = cast("C", ref())
-                entry.ref = None
-            self._in_use -= 1
-            self._use_duration += now - entry.acquired_at
+            self._take_out(entry, now)
             self._close(entry, POOL_CLOSED)
             taken += 1
         return taken
@@ -1158,6 +1146,32 @@ class PoolCore(Generic[C]):
             self._idle.append(entry)
         else:
             self._close(entry, MAX_IDLE)
+
+    def _take_out(self, entry: Entry[C], now: float) -> None:
+        """Take ``entry`` out of use: it is then counted in no state.
+
+        The strong reference comes back if it was loosened (None if the
+        connection was collected), and its time in use is added up. Pre:
+        ``entry`` is IN_USE. ``release`` carries an inlined copy.
+        """
+        ref = entry.ref
+        if ref is not None:
+            entry.conn = cast("C", ref())
+            entry.ref = None
+        self._in_use -= 1
+        self._use_duration += now - entry.acquired_at
+
+    def _settle_closed(self, entry: Entry[C], now: float) -> None:
+        """``entry`` (counted in no state) is gone: CLOSED, its slot free.
+
+        Unregisters it, settles the slot reserved when it was dialed, and
+        dials if waiters can now use the room.
+        """
+        entry.state = CLOSED
+        del self._registry[entry.key]
+        self.num_open -= 1
+        self._closed_count += 1
+        self._maybe_dial(now)
 
     def _fail_head(self, error: BaseException, now: float) -> None:
         """Settle the head waiter as FAILED with ``error`` and wake it."""
