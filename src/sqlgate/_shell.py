@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from sqlgate._core import (
     IN_USE,
     Entry,
+    PoolConfig,
     PoolCore,
-    check_duration,
     is_programming_error,
 )
 from sqlgate.errors import ConnectError, PoolTimeout
@@ -73,7 +73,8 @@ class ShellBase(Generic[C]):
     """The state and knob checks ``Pool`` and ``AsyncPool`` share.
 
     Each shell's ``__init__`` checks its connect callable, calls ``_setup``
-    with every knob, then adds what is its own (a lock, an event loop).
+    with a ``PoolConfig`` of every knob and the hooks, then adds what is its
+    own (a lock, an event loop).
     """
 
     _hooked: bool
@@ -81,56 +82,26 @@ class ShellBase(Generic[C]):
 
     def _setup(
         self,
+        config: PoolConfig,
         *,
-        name: str,
-        max_open: int,
-        max_idle: int,
-        min_idle: int,
-        max_connecting: int,
-        conn_max_lifetime: float | None,
-        conn_max_idle_time: float | None,
-        acquire_timeout: float | None,
-        timeout_at_capacity_only: bool,
-        max_waiting: int,
-        rollback_on_return: bool,
         reset: Callable[[C], object] | None,
         on_connect: Callable[[C], object] | None,
         on_acquire: Callable[[C], object] | None,
         on_release: Callable[[C], object] | None,
         on_close: Callable[[C], object] | None,
         observer: Observer | None,
-        circuit_after: int,
-        leak_threshold: float | None,
     ) -> None:
-        """Validate every knob and build the core; see the shells' ``__init__``.
+        """Build the core from ``config`` and check the hooks.
 
         Raises:
-            TypeError: a hook or knob of the wrong type, naming it.
-            ValueError: a knob out of range, naming it and the value.
+            TypeError: a hook that is not callable, naming it.
         """
-        self.name = name
-        self._core: PoolCore[C] = PoolCore(
-            max_open=max_open,
-            max_idle=max_idle,
-            min_idle=min_idle,
-            max_connecting=max_connecting,
-            conn_max_lifetime=conn_max_lifetime,
-            conn_max_idle_time=conn_max_idle_time,
-            max_waiting=max_waiting,
-            circuit_after=circuit_after,
-            name=name,
-        )
-        self._timeout = check_duration("acquire_timeout", acquire_timeout, zero_ok=True)
-        if not isinstance(timeout_at_capacity_only, bool):
-            raise TypeError(
-                "timeout_at_capacity_only must be a bool, "
-                f"got {timeout_at_capacity_only!r}"
-            )
-        #: Whether the acquire timeout spares a caller queued below max_open
-        #: (waiting for a dial, not for a connection to come back).
-        self._timeout_at_capacity_only = timeout_at_capacity_only
-        #: Leak tracking (see ``leak_threshold``); None means off.
-        self._leak_threshold = check_duration("leak_threshold", leak_threshold)
+        self.name = config.name
+        self._core: PoolCore[C] = PoolCore(config)
+        # The shell's knobs, read where the shell needs them (see PoolConfig).
+        self._timeout = config.acquire_timeout
+        self._timeout_at_capacity_only = config.timeout_at_capacity_only
+        self._leak_threshold = config.leak_threshold
         #: Entries whose connection was collected while in use, appended by a
         #: weakref callback (any thread, so it must not take a lock); drained
         #: by the shell's ``_drain_lost``.
@@ -145,10 +116,6 @@ class ShellBase(Generic[C]):
         #: ids of connections ``close(timeout=...)`` took from their callers;
         #: their late release is a no-op.
         self._taken: set[int] = set()
-        if not isinstance(rollback_on_return, bool):
-            raise TypeError(
-                f"rollback_on_return must be a bool, got {rollback_on_return!r}"
-            )
         check_hooks(
             reset=reset,
             on_connect=on_connect,
@@ -157,7 +124,7 @@ class ShellBase(Generic[C]):
             on_close=on_close,
         )
         #: The return path: roll back an open transaction, then ``reset``.
-        self._rollback_on_return = rollback_on_return
+        self._rollback_on_return = config.rollback_on_return
         self._reset = reset
         self._on_connect = on_connect
         self._on_acquire = on_acquire
@@ -204,10 +171,10 @@ class ShellBase(Generic[C]):
     def _needs_maintenance(self) -> bool:
         """Whether a maintenance tick has anything to do (expiry, refill, probe)."""
         core = self._core
+        config = core.config
         return not core.is_closed and (
-            core.conn_max_lifetime is not None
-            or core.conn_max_idle_time is not None
-            or core.min_idle > 0
+            config.expiring
+            or config.min_idle > 0
             or core.circuit_open
             or self._leak_threshold is not None
         )
@@ -228,7 +195,7 @@ def report_circuit(
             "%s: circuit open after %d failed dials in a row (last: %s): acquires "
             "that find nothing idle fail at once until a probe connects",
             name,
-            core.circuit_after,
+            core.config.circuit_after,
             repr(core.last_dial_error),
         )
     else:

@@ -42,6 +42,7 @@ from sqlgate._core import (
     Close,
     Connect,
     Entry,
+    PoolConfig,
     Waiter,
     Wake,
     check_duration,
@@ -106,7 +107,8 @@ class AsyncPool(ShellBase[C]):
                 await conn.fetchval("select 1")
     """
 
-    def __init__(
+    # The knobs' docs live once, on PoolConfig: D417 would have them again here.
+    def __init__(  # noqa: D417
         self,
         aconnect: Callable[[], Awaitable[C]],
         *,
@@ -139,27 +141,10 @@ class AsyncPool(ShellBase[C]):
         Args:
             aconnect: an async callable (or one returning an awaitable) that
                 opens a new connection.
-            max_open: most connections open at once (dials in flight
-                included); 0 means unlimited.
-            max_idle: most connections kept idle (default 2, as Go); <= 0
-                keeps none; capped at ``max_open``.
-            min_idle: idle connections kept dialed in the background.
-            max_connecting: most dials in flight at once; 0 means unlimited.
-            conn_max_lifetime: seconds a connection may live (shortened by a
-                random 0-5 %); None means forever.
-            conn_max_idle_time: seconds a connection may sit idle; None
-                means forever.
-            acquire_timeout: default seconds ``acquire`` waits; None means
-                forever.
-            timeout_at_capacity_only: when True, the timeout (the pool's or
-                a call's) bounds only a wait that begins at ``max_open``; a
-                caller queued below it waits for its dial however long that
-                takes (the driver's connect timeout bounds it), as
-                SQLAlchemy's ``pool_timeout`` does. False (the default): the
-                timeout bounds the whole acquire, dial included, as Go's.
-            max_waiting: most callers queued at once; 0 means unbounded.
-            rollback_on_return: roll back a transaction left open by the
-                caller before anyone else gets the connection.
+            max_open, max_idle, min_idle, max_connecting, conn_max_lifetime,
+            conn_max_idle_time, acquire_timeout, timeout_at_capacity_only,
+            max_waiting, rollback_on_return, circuit_after, leak_threshold:
+                the pool's knobs, described and validated once, on ``PoolConfig``.
             reset: called with each returned connection after the rollback
                 (a plain function or a coroutine function); if it raises, the
                 connection is discarded.
@@ -178,17 +163,6 @@ class AsyncPool(ShellBase[C]):
                 an error is logged and the close goes ahead.
             observer: receives per-event durations (see ``sqlgate.observe``);
                 settable later through the ``observer`` attribute.
-            circuit_after: consecutive failed dials that open the circuit
-                breaker (default 3; 0 disables it): while it is open, an
-                acquire that finds nothing idle fails at once with
-                ``CircuitOpen`` and one probe redials with backoff.
-            leak_threshold: seconds a connection may stay handed out before
-                a warning with the acquirer's stack is logged (logger
-                ``sqlgate``); None (the default) turns leak tracking off.
-                While on, the pool keeps only a weak reference to connections
-                in use, so one dropped without release is reclaimed when
-                garbage-collected (asyncpg, psycopg and aiosqlite connections
-                all support weak references).
 
         Each hook may be a plain function or a coroutine function: a result
         that is awaitable is awaited (a plain function runs on the event loop
@@ -203,26 +177,29 @@ class AsyncPool(ShellBase[C]):
         """
         if not callable(aconnect):
             raise TypeError(f"aconnect must be callable, got {aconnect!r}")
-        self._setup(
-            name=name if name is not None else f"aiopool-{id(self):x}",
+        config = PoolConfig(
             max_open=max_open,
             max_idle=max_idle,
             min_idle=min_idle,
             max_connecting=max_connecting,
             conn_max_lifetime=conn_max_lifetime,
             conn_max_idle_time=conn_max_idle_time,
+            max_waiting=max_waiting,
+            circuit_after=circuit_after,
             acquire_timeout=acquire_timeout,
             timeout_at_capacity_only=timeout_at_capacity_only,
-            max_waiting=max_waiting,
             rollback_on_return=rollback_on_return,
+            leak_threshold=leak_threshold,
+            name=name if name is not None else f"aiopool-{id(self):x}",
+        )
+        self._setup(
+            config,
             reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
             on_release=on_release,
             on_close=on_close,
             observer=observer,
-            circuit_after=circuit_after,
-            leak_threshold=leak_threshold,
         )
         self._aconnect = aconnect
         #: Set when the pool is closed and nothing is in use any more; made
@@ -319,7 +296,7 @@ class AsyncPool(ShellBase[C]):
         if type(got) is Entry:  # the common path: an idle one was there
             if core.outbox:
                 self._drain()
-            if core.min_idle:
+            if core.config.min_idle:
                 # The core leaves refilling the warm floor to maintenance.
                 self._wake_maintenance()
             return got.conn
@@ -870,8 +847,8 @@ class AsyncPool(ShellBase[C]):
             # that (nor than 1 s).
             cap = min(
                 1.0,
-                core.conn_max_idle_time or math.inf,
-                core.conn_max_lifetime or math.inf,
+                core.config.conn_max_idle_time or math.inf,
+                core.config.conn_max_lifetime or math.inf,
                 self._leak_threshold or math.inf,
             )
             delay = cap if due is None else min(cap, max(0.005, due - monotonic()))

@@ -1237,18 +1237,18 @@ class AsyncDB(HandleBase):
             deadline = None if limit is None else loop.time() + limit
             while True:
                 s = core.stats()
-                if s.idle >= core.min_idle and s.dialing == 0 and s.closing == 0:
+                if s.idle >= core.config.min_idle and s.dialing == 0 and s.closing == 0:
                     return  # warm, and no surplus dial still landing
                 if core.failing and core.last_dial_error is not None:
                     error = ConnectError(
-                        f"{self.name}: warming min_idle={core.min_idle} failed: "
+                        f"{self.name}: warming min_idle={core.config.min_idle} failed: "
                         f"{core.last_dial_error!r}"
                     )
                     raise error from core.last_dial_error
                 if deadline is not None and loop.time() > deadline:
                     raise PoolTimeout(
                         f"{self.name}: {s.idle} of min_idle="
-                        f"{core.min_idle} connections after {limit:.2f} s"
+                        f"{core.config.min_idle} connections after {limit:.2f} s"
                     )
                 await asyncio.sleep(0.005)  # the pool dials in the background
 

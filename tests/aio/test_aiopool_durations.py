@@ -36,7 +36,7 @@ async def test_issue11_defect5_huge_durations_mean_forever(
         leak_threshold=forever,
     )
     assert pool._timeout is None
-    assert pool._core.conn_max_lifetime is None
+    assert pool._core.config.conn_max_lifetime is None
     c1 = await pool.acquire()
     for per_call in (None, forever):
         waiter = asyncio.ensure_future(pool.acquire(per_call))

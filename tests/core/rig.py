@@ -9,6 +9,7 @@ has seen against the core's tables of allowed moves (``sqlgate._core.states``).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from sqlgate._core import (
@@ -23,13 +24,14 @@ from sqlgate._core import (
     Close,
     Connect,
     Entry,
+    PoolConfig,
     PoolCore,
     Waiter,
     Wake,
 )
 from tests.fakes import FakeClock
 
-__all__ = ["Conn", "Rig"]
+__all__ = ["Conn", "Rig", "force_knobs"]
 
 
 class Conn:
@@ -40,6 +42,14 @@ class Conn:
 
     def __repr__(self) -> str:
         return f"c{self.number}"
+
+
+def force_knobs(core: PoolCore[Any], **changes: Any) -> None:
+    """Overwrite knobs in place, unvalidated, as a bug could: for ``check()`` tests."""
+    config = copy.copy(core.config)
+    for name, value in changes.items():
+        object.__setattr__(config, name, value)
+    core.config = config
 
 
 def _follow(
@@ -65,7 +75,7 @@ class Rig:
 
     def __init__(self, *, rng_value: float = 0.0, **knobs: Any) -> None:
         self.clock = FakeClock(0.0)
-        self.core: PoolCore[Conn] = PoolCore(rng=lambda: rng_value, **knobs)
+        self.core: PoolCore[Conn] = PoolCore(PoolConfig(**knobs), rng=lambda: rng_value)
         #: Driver level: connections dialed successfully / closed.
         self.opened = 0
         self.closed = 0

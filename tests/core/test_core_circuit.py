@@ -17,7 +17,7 @@ from sqlgate._core import (
     Waiter,
 )
 from sqlgate.errors import CircuitOpen, ConnectError, PoolClosed
-from tests.core.rig import Conn, Rig
+from tests.core.rig import Conn, Rig, force_knobs
 
 FIRST, CAP = CIRCUIT_BACKOFF
 
@@ -39,7 +39,7 @@ def open_circuit(rig: Rig, waiters: int = 3) -> list[Waiter[Conn]]:
     a dial to fail.
     """
     queued = [waiter_of(rig.acquire()) for _ in range(waiters)]
-    for i in range(rig.core.circuit_after):
+    for i in range(rig.core.config.circuit_after):
         if not rig.dials:
             queued.append(waiter_of(rig.acquire()))
         rig.fail(OSError(f"refused {i}"))
@@ -50,7 +50,7 @@ def open_circuit(rig: Rig, waiters: int = 3) -> list[Waiter[Conn]]:
 
 def test_default_threshold_is_three() -> None:
     assert CIRCUIT_AFTER == 3
-    assert Rig().core.circuit_after == 3
+    assert Rig().core.config.circuit_after == 3
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_bad_threshold_is_refused(
     rig = Rig()
     with pytest.raises(error, match=match):
         rig.core.set_circuit_after(value, 0.0)  # type: ignore[arg-type]
-    assert rig.core.circuit_after == 3
+    assert rig.core.config.circuit_after == 3
 
 
 def test_failures_below_threshold_fail_one_waiter_each() -> None:
@@ -335,7 +335,7 @@ def test_check_names_i9() -> None:
         rig.core.check()
     rig.core._waiters.clear()
     rig.core.check()
-    rig.core.circuit_after = 10
+    force_knobs(rig.core, circuit_after=10)
     with pytest.raises(InvariantError, match="I9 circuit"):
         rig.core.check()
 
@@ -344,8 +344,10 @@ def test_renew_keeps_knobs_and_forgets_state() -> None:
     rig = Rig(max_open=7, max_idle=3, min_idle=1, circuit_after=5, max_waiting=9)
     rig.expire()
     fresh = rig.core.renew()
-    assert (fresh.max_open, fresh.max_idle, fresh.min_idle) == (7, 3, 1)
-    assert (fresh.circuit_after, fresh.max_waiting, fresh.name) == (5, 9, "pool")
+    assert fresh.config == rig.core.config
+    knobs = fresh.config
+    assert (knobs.max_open, knobs.max_idle, knobs.min_idle) == (7, 3, 1)
+    assert (knobs.circuit_after, knobs.max_waiting, knobs.name) == (5, 9, "pool")
     s = fresh.stats()
     assert (s.open_connections, s.dialing, s.dials) == (0, 0, 0)
     fresh.check()

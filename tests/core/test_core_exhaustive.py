@@ -70,7 +70,8 @@ class World:
             out.append(("closed", 0))
         if not rig.core.is_closed:
             out.append(("close", 0))
-            out += [("set_max_open", n) for n in (0, 1, 2) if n != rig.core.max_open]
+            max_open = rig.core.config.max_open
+            out += [("set_max_open", n) for n in (0, 1, 2) if n != max_open]
         return out
 
     def apply(self, step: Input) -> None:
@@ -138,8 +139,9 @@ class World:
         self.wakes_seen = len(rig.woken)
         rig.check()
         core = rig.core
-        if any(type(e) is Connect for e in rig.last) and core.max_open:
-            assert core.num_open <= core.max_open, f"{step}: dialed over max_open"
+        max_open = core.config.max_open
+        if any(type(e) is Connect for e in rig.last) and max_open:
+            assert core.num_open <= max_open, f"{step}: dialed over max_open"
         held = len(self.held) + len(self.served)
         assert core.stats().in_use == held
         assert self.free + len(self.queue) + held == CLIENTS

@@ -21,7 +21,7 @@ from sqlgate._core import (
     InvariantError,
     Waiter,
 )
-from tests.core.rig import Conn, Rig
+from tests.core.rig import Conn, Rig, force_knobs
 
 
 def held_entry(rig: Rig) -> Entry[Conn]:
@@ -208,7 +208,7 @@ def two_idle() -> Rig:
 
 def test_check_i3_limit() -> None:
     rig = two_idle()
-    rig.core.max_open = 1
+    force_knobs(rig.core, max_open=1)
     with pytest.raises(InvariantError, match="I3 limit"):
         rig.core.check()
 
@@ -253,7 +253,7 @@ def test_check_i6_loosened_entry() -> None:
 
 def test_check_i7_idle_cap() -> None:
     rig = two_idle()
-    rig.core.max_idle = 1
+    force_knobs(rig.core, max_idle=1)
     with pytest.raises(InvariantError, match="I7 idle cap"):
         rig.core.check()
 
@@ -261,7 +261,7 @@ def test_check_i7_idle_cap() -> None:
 def test_check_i7_min_idle_within_the_idle_cap() -> None:
     rig = Rig(max_open=2, max_idle=2, min_idle=2)
     rig.check()
-    rig.core.min_idle = 3
+    force_knobs(rig.core, min_idle=3)
     with pytest.raises(InvariantError, match="I7 idle cap"):
         rig.core.check()
 

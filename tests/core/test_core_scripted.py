@@ -26,13 +26,14 @@ from sqlgate._core import (
     Connect,
     Entry,
     InvariantError,
+    PoolConfig,
     PoolCore,
     Waiter,
     Wake,
     check_duration,
 )
 from sqlgate.errors import PoolClosed, TooManyWaiters
-from tests.core.rig import Conn, Rig
+from tests.core.rig import Conn, Rig, force_knobs
 
 
 def entry_of(got: Entry[Conn] | Waiter[Conn]) -> Entry[Conn]:
@@ -278,7 +279,7 @@ def test_check_names_the_broken_invariant() -> None:
     with pytest.raises(InvariantError, match="I2 ledger"):
         rig.core.check()
     rig.core._dials -= 1
-    rig.core.max_open = 0
+    force_knobs(rig.core, max_open=0)
     rig.core.check()
 
 
@@ -720,9 +721,9 @@ def test_set_max_open_grow_dials_for_waiters() -> None:
 def test_set_max_open_lowers_min_idle() -> None:
     rig = Rig(max_open=4, max_idle=4, min_idle=3)
     rig.core.set_max_open(2, rig.now)
-    assert rig.core.min_idle == 2
+    assert rig.core.config.min_idle == 2
     rig.core.set_max_idle(1, rig.now)
-    assert rig.core.min_idle == 1
+    assert rig.core.config.min_idle == 1
     rig.drain()
     rig.check()
 
@@ -825,7 +826,7 @@ def test_setting_lifetime_sweeps_now() -> None:
     rig.core.set_conn_max_lifetime(None, rig.now)
     rig.core.set_conn_max_idle_time(1.0, rig.now)
     rig.core.set_conn_max_idle_time(math.inf, rig.now)
-    assert rig.core.conn_max_idle_time is None
+    assert rig.core.config.conn_max_idle_time is None
     assert not rig.core._expiring
     rig.drain()
     rig.finish_all_closes()
@@ -925,7 +926,7 @@ def test_set_max_idle_closes_surplus() -> None:
         rig.release(e)
     rig.core.set_max_idle(-5, rig.now)
     rig.drain()
-    assert rig.core.max_idle == 0
+    assert rig.core.config.max_idle == 0
     assert [(c.entry, c.reason) for c in rig.closes] == [(e, "max_idle") for e in es]
     rig.finish_all_closes()
     rig.check()
@@ -991,7 +992,7 @@ def test_bad_knob_raises_naming_knob_and_value(
 ) -> None:
     kwargs: dict[str, Any] = {knob: value}
     with pytest.raises(error) as info:
-        PoolCore(**kwargs)
+        PoolConfig(**kwargs)
     assert str(info.value).startswith(message)
 
 
@@ -1025,26 +1026,12 @@ def test_bad_setter_value_raises_and_changes_nothing(
     rig.expire()
     rig.connect()
     before = full_state(rig.core)
-    knobs = (
-        rig.core.max_open,
-        rig.core.max_idle,
-        rig.core.min_idle,
-        rig.core.max_connecting,
-        rig.core.conn_max_lifetime,
-        rig.core.conn_max_idle_time,
-    )
+    knobs = rig.core.config
     with pytest.raises(error) as info:
         getattr(rig.core, setter)(value, rig.now)
     assert str(info.value).startswith(message)
     assert full_state(rig.core) == before
-    assert knobs == (
-        rig.core.max_open,
-        rig.core.max_idle,
-        rig.core.min_idle,
-        rig.core.max_connecting,
-        rig.core.conn_max_lifetime,
-        rig.core.conn_max_idle_time,
-    )
+    assert rig.core.config is knobs
 
 
 def test_set_max_waiting_validates() -> None:
@@ -1053,12 +1040,12 @@ def test_set_max_waiting_validates() -> None:
         core.set_max_waiting(-3)
     with pytest.raises(TypeError, match=r"max_waiting must be an int, got 1\.0"):
         core.set_max_waiting(1.0)  # type: ignore[arg-type]
-    assert core.max_waiting == 0
+    assert core.config.max_waiting == 0
 
 
 def test_negative_max_idle_keeps_none() -> None:
     rig = Rig(max_open=2, max_idle=-1)
-    assert rig.core.max_idle == 0
+    assert rig.core.config.max_idle == 0
     rig.acquire()
     e = rig.connect()
     rig.release(e)

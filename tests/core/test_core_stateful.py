@@ -115,8 +115,8 @@ class CoreMachine(RuleBasedStateMachine):
             assert dials_allowed
             core = rig.core
             assert not core.is_closed
-            if core.max_open > 0:
-                assert core.num_open <= core.max_open, "dialed over max_open"
+            if core.config.max_open > 0:
+                assert core.num_open <= core.config.max_open, "dialed over max_open"
 
     # -- callers -----------------------------------------------------------------
 
@@ -131,8 +131,8 @@ class CoreMachine(RuleBasedStateMachine):
             assert core.is_closed
             rig.drain()
         except TooManyWaiters:
-            assert core.max_waiting
-            assert waiting >= core.max_waiting
+            assert core.config.max_waiting
+            assert waiting >= core.config.max_waiting
             assert not core._idle
             rig.drain()
         except Error:  # the circuit breaker, where the core has one
@@ -300,7 +300,7 @@ class CoreMachine(RuleBasedStateMachine):
             core.set_max_open(max(0, n), now)
         elif which == "max_idle":
             core.set_max_idle(n, now)
-            assert core.max_idle == max(0, n)
+            assert core.config.max_idle == max(0, n)
         elif which == "min_idle":
             n = max(0, n)
             cap = core.stats().max_idle

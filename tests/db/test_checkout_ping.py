@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import sqlgate
-from sqlgate._core import IDLE, IN_USE, Close, Connect, Entry, PoolCore, Wake
+from sqlgate._core import (
+    IDLE,
+    IN_USE,
+    Close,
+    Connect,
+    Entry,
+    PoolConfig,
+    PoolCore,
+    Wake,
+)
 from sqlgate.drivers.aiosqlite import AiosqliteAdapter
 from sqlgate.drivers.sqlite import SqliteAdapter
 from tests.fakes import FakeClock, wait_until
@@ -32,7 +41,7 @@ if TYPE_CHECKING:
 
 
 def _core(**knobs: Any) -> PoolCore[object]:
-    return PoolCore(max_open=1, **knobs)
+    return PoolCore(PoolConfig(max_open=1, **knobs))
 
 
 def _dial(core: PoolCore[object], now: float) -> Entry[object]:

@@ -9,7 +9,7 @@ dials, and only once every dial issued before the circuit opened has settled.
 
 from __future__ import annotations
 
-from sqlgate._core import Connect, PoolCore, Waiter
+from sqlgate._core import Connect, PoolConfig, PoolCore, Waiter
 
 
 def _tickets(core: PoolCore[object]) -> list[int]:
@@ -17,9 +17,8 @@ def _tickets(core: PoolCore[object]) -> list[int]:
 
 
 def test_no_stale_dial_outlives_the_probe_that_closes_the_circuit() -> None:
-    core: PoolCore[object] = PoolCore(
-        max_open=8, max_connecting=2, circuit_after=3, rng=lambda: 0.0
-    )
+    config = PoolConfig(max_open=8, max_connecting=2, circuit_after=3)
+    core: PoolCore[object] = PoolCore(config, rng=lambda: 0.0)
     waiters = [core.acquire(0.0) for _ in range(4)]
     assert all(isinstance(w, Waiter) for w in waiters)
     first = _tickets(core)

@@ -376,7 +376,7 @@ def test_issue16_queuepool_sizes_map_to_sqlgate_knobs(tmp_path: Path) -> None:
         assert (s.max_idle, s.max_open_connections) == (max_idle, max_open), knobs
         engine.dispose()
     engine = create_engine(url, poolclass=SqlgatePool, pool_size=0)
-    assert engine.pool.sqlgate_pool._core.max_idle == 2**31 - 1  # type: ignore[attr-defined]
+    assert engine.pool.sqlgate_pool._core.config.max_idle == 2**31 - 1  # type: ignore[attr-defined]
     engine.dispose()
     with pytest.raises(ValueError, match=r"give max_idle \(3\) or pool_size \(5\)"):
         create_engine(url, poolclass=SqlgatePool, pool_size=5, max_idle=3)

@@ -40,8 +40,8 @@ def test_issue11_defect5_huge_timeouts_mean_forever(
     )
     leak_check(pool, driver)
     assert pool._timeout is None
-    assert pool._core.conn_max_lifetime is None
-    assert pool._core.conn_max_idle_time is None
+    assert pool._core.config.conn_max_lifetime is None
+    assert pool._core.config.conn_max_idle_time is None
     got: list[FakeConn] = []
     errors: list[BaseException] = []
 

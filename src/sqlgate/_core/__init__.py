@@ -14,6 +14,7 @@ from sqlgate._core.config import (
     CIRCUIT_AFTER,
     FOREVER,
     MAX_CONNECTING,
+    PoolConfig,
     check_duration,
     check_int,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "Effect",
     "Entry",
     "InvariantError",
+    "PoolConfig",
     "PoolCore",
     "Waiter",
     "Wake",

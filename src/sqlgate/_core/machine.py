@@ -120,14 +120,10 @@ import math
 import random
 import weakref
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast
 
-from sqlgate._core.config import (
-    CIRCUIT_AFTER,
-    MAX_CONNECTING,
-    check_duration,
-    check_int,
-)
+from sqlgate._core.config import PoolConfig
 from sqlgate._core.states import (
     ABANDONED,
     CLOSED,
@@ -331,66 +327,32 @@ class PoolCore(Generic[C]):
 
     def __init__(
         self,
+        config: PoolConfig | None = None,
         *,
-        max_open: int = 0,
-        max_idle: int = 2,
-        min_idle: int = 0,
-        max_connecting: int = MAX_CONNECTING,
-        conn_max_lifetime: float | None = None,
-        conn_max_idle_time: float | None = None,
-        max_waiting: int = 0,
-        circuit_after: int = CIRCUIT_AFTER,
-        name: str = "pool",
         rng: Callable[[], float] = random.random,
     ) -> None:
         """Create an empty pool; no dial is issued until an input asks for one.
 
         Args:
-            max_open: most connections open at once, dials in flight and closes
-                in progress included; 0 means unlimited.
-            max_idle: most connections kept idle; <= 0 keeps none. Capped at
-                ``max_open`` when that is set.
-            min_idle: idle connections the pool keeps dialed in the background;
-                must not exceed ``max_idle`` (nor ``max_open``).
-            max_connecting: most dials in flight at once; 0 means unlimited.
-            conn_max_lifetime: seconds a connection may live (less up to 5 %
-                jitter); None means forever.
-            conn_max_idle_time: seconds a connection may sit idle; None means
-                forever.
-            max_waiting: most callers queued at once; 0 means unbounded.
-            circuit_after: consecutive failed dials that open the circuit
-                breaker (see the module header); 0 disables it.
-            name: the pool's name, used in error messages.
+            config: the knobs (``PoolConfig``, validated; its defaults if
+                None). The core reads the pool's limits and its name; the
+                acquire timeout, rollback and leak knobs are the shell's.
             rng: a source of floats in [0, 1) for the lifetime and probe
                 backoff jitter.
-
-        Raises:
-            TypeError: a knob of the wrong type.
-            ValueError: a knob out of range, naming the knob and the value.
         """
-        # -- knobs (validated; the setters re-validate) --
-        #: Most connections counted open at once; <= 0 means unlimited.
-        self.max_open = check_int("max_open", max_open, 0)
-        #: Idle cap as configured; <= 0 keeps none. See ``_idle_cap``.
-        self.max_idle = max(0, check_int("max_idle", max_idle, -(2**63)))
-        #: Warm floor of idle connections, refilled in the background; never
-        #: above the idle cap (I7: a setter that lowers the cap lowers it).
-        self.min_idle = check_int("min_idle", min_idle, 0)
-        #: Most dials in flight at once; 0 means unlimited.
-        self.max_connecting = check_int("max_connecting", max_connecting, 0)
-        #: Seconds a connection may live; None means forever.
-        self.conn_max_lifetime = check_duration("conn_max_lifetime", conn_max_lifetime)
-        #: Seconds a connection may sit idle; None means forever.
-        self.conn_max_idle_time = check_duration(
-            "conn_max_idle_time", conn_max_idle_time
-        )
-        #: Most callers queued at once; 0 means unbounded.
-        self.max_waiting = check_int("max_waiting", max_waiting, 0)
-        self.name = name
-        #: Failed dials in a row that open the circuit; 0 disables it.
-        self.circuit_after = check_int("circuit_after", circuit_after, 0)
+        #: The knobs; replaced whole by each setter (it is frozen).
+        self.config = PoolConfig() if config is None else config
         self._rng = rng
-        self._check_min_idle(self.min_idle)
+        # The hot path's copies of the config, set by ``_configure``.
+        #: ``config.conn_max_lifetime`` and ``config.conn_max_idle_time``.
+        self._lifetime: float | None = None
+        self._idle_time: float | None = None
+        #: True while a lifetime or idle-time knob is set: the acquire path must
+        #: then look at each idle connection's age.
+        self._expiring = False
+        #: ``config.idle_cap``, for ``release`` and ``_put``.
+        self._idle_limit = 0
+        self._configure(self.config)
 
         # -- state --
         #: Effects for the shell to carry out, oldest first.
@@ -409,9 +371,6 @@ class PoolCore(Generic[C]):
         self._in_use = 0
         self._closing = 0
         self._closed = False
-        #: True while a lifetime or idle-time knob is set: the acquire path must
-        #: then look at each idle connection's age.
-        self._expiring = False
         #: Consecutive failed dials (the circuit's count), and when refilling
         #: min_idle may resume.
         self._fails_in_row = 0
@@ -445,9 +404,6 @@ class PoolCore(Generic[C]):
         self._wait_duration = 0.0
         self._dial_duration = 0.0
         self._use_duration = 0.0
-        self._update_expiring()
-        #: ``_idle_cap()``, cached for ``_put``; see ``_limits_changed``.
-        self._idle_limit = self._idle_cap()
         #: Whether ``_put`` must check for a closed pool or one over max_open;
         #: set by close() and a shrinking set_max_open, cleared by ``_put``.
         self._put_checks = False
@@ -459,6 +415,11 @@ class PoolCore(Generic[C]):
         self._circuit_opens = 0
 
     # -- derived limits ------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The pool's name, for messages (``config.name``)."""
+        return self.config.name
 
     @property
     def is_closed(self) -> bool:
@@ -475,42 +436,20 @@ class PoolCore(Generic[C]):
         """Whether the most recent dial failed (``last_dial_error`` is set)."""
         return self.last_dial_error is not None
 
-    def _idle_cap(self) -> int:
-        """The effective idle cap: ``max_idle`` capped at ``max_open`` (Go's rule)."""
-        if self.max_open > 0:
-            return min(self.max_idle, self.max_open)
-        return self.max_idle
-
-    def _limits_changed(self) -> None:
-        """``max_open`` or ``max_idle`` changed: follow the idle cap (I7).
-
-        Caches the cap for the hot path (``_idle_limit``) and lowers
-        ``min_idle`` to it rather than refuse the change (Go lowers
-        ``max_idle`` with ``max_open`` the same way).
-        """
-        self._idle_limit = cap = self._idle_cap()
-        self.min_idle = min(self.min_idle, cap)
-
-    def _check_min_idle(self, min_idle: int) -> None:
-        """Refuse a warm floor above the idle cap."""
-        cap = self._idle_cap()
-        if min_idle > cap:
-            raise ValueError(
-                f"min_idle={min_idle} exceeds the idle cap {cap} "
-                f"(max_idle={self.max_idle}, max_open={self.max_open})"
-            )
-
-    def _update_expiring(self) -> None:
-        self._expiring = (
-            self.conn_max_lifetime is not None or self.conn_max_idle_time is not None
-        )
+    def _configure(self, config: PoolConfig) -> None:
+        """Adopt ``config`` (validated) and refresh the hot path's copies of it."""
+        self.config = config
+        self._lifetime = config.conn_max_lifetime
+        self._idle_time = config.conn_max_idle_time
+        self._expiring = config.expiring
+        self._idle_limit = config.idle_cap
 
     def _expiry_reason(self, entry: Entry[C], now: float) -> str | None:
         """Why ``entry`` must be closed now, or None if it may live on."""
-        lifetime = self.conn_max_lifetime
+        lifetime = self._lifetime
         if lifetime is not None and now - entry.created_at >= lifetime * entry.jitter:
             return MAX_LIFETIME
-        idle_time = self.conn_max_idle_time
+        idle_time = self._idle_time
         if (
             idle_time is not None
             and entry.state == IDLE
@@ -522,10 +461,11 @@ class PoolCore(Generic[C]):
     def _deadline(self, entry: Entry[C]) -> float:
         """When idle ``entry`` expires (math.inf if never)."""
         at = math.inf
-        if self.conn_max_lifetime is not None:
-            at = entry.created_at + self.conn_max_lifetime * entry.jitter
-        if self.conn_max_idle_time is not None:
-            at = min(at, entry.returned_at + self.conn_max_idle_time)
+        lifetime, idle_time = self._lifetime, self._idle_time
+        if lifetime is not None:
+            at = entry.created_at + lifetime * entry.jitter
+        if idle_time is not None:
+            at = min(at, entry.returned_at + idle_time)
         return at
 
     # -- inputs --------------------------------------------------------------
@@ -559,10 +499,11 @@ class PoolCore(Generic[C]):
             self._in_use += 1
             self._acquires += 1
             return entry
-        if self.max_waiting and len(self._waiters) >= self.max_waiting:
+        config = self.config
+        if config.max_waiting and len(self._waiters) >= config.max_waiting:
             raise TooManyWaiters(
-                f"{self.name}: max_waiting={self.max_waiting} callers already waiting "
-                f"(max_open={self.max_open}, in_use={self._in_use})"
+                f"{self.name}: max_waiting={config.max_waiting} callers already "
+                f"waiting (max_open={config.max_open}, in_use={self._in_use})"
             )
         if self._circuit_since is not None:
             # I9: fail fast instead of queueing behind dials that will fail;
@@ -573,11 +514,11 @@ class PoolCore(Generic[C]):
         self._waiters.append(waiter)
         self._wait_count += 1
         self._maybe_dial(now)
-        if self.max_open > 0:
+        if config.max_open > 0:
             # Covered if the dials in flight plus the room left under
             # max_open reach every waiter up to this one (max_connecting only
             # delays dials; it does not take capacity away).
-            room = len(self._tickets) + self.max_open - self.num_open
+            room = len(self._tickets) + config.max_open - self.num_open
             waiter.at_capacity = len(self._waiters) > room
         return waiter
 
@@ -610,7 +551,7 @@ class PoolCore(Generic[C]):
         if broken:
             self._close(entry, BROKEN)
         elif (
-            self.conn_max_lifetime is not None
+            self._lifetime is not None
             and self._expiry_reason(entry, now) == MAX_LIFETIME
         ):
             self._close(entry, MAX_LIFETIME)
@@ -694,12 +635,15 @@ class PoolCore(Generic[C]):
         self.last_dial_error = error
         first, cap = REFILL_BACKOFF
         self._refill_at = now + min(cap, first * 2 ** (self._fails_in_row - 1))
-        if self.circuit_after and self._fails_in_row >= self.circuit_after:
+        if (
+            self.config.circuit_after
+            and self._fails_in_row >= self.config.circuit_after
+        ):
             if self._circuit_since is None:
                 self._circuit_since = now
                 self._circuit_opens += 1
             first, cap = CIRCUIT_BACKOFF
-            tries = min(30, self._fails_in_row - self.circuit_after)
+            tries = min(30, self._fails_in_row - self.config.circuit_after)
             delay = min(cap, first * 2**tries) * (0.5 + 0.5 * self._rng())
             self.probe_at = now + delay
             while self._waiters:  # I9: nobody waits while the circuit is open
@@ -836,9 +780,9 @@ class PoolCore(Generic[C]):
         # landing dial makes room, and those inputs dial themselves. Asking to
         # be woken "now" would only make the shell spin.
         if (
-            self.min_idle
+            self.config.min_idle
             and self._refill_at > now
-            and len(self._idle) + len(self._tickets) < self.min_idle
+            and len(self._idle) + len(self._tickets) < self.config.min_idle
         ):
             due = min(due, self._refill_at)
         if (
@@ -874,9 +818,8 @@ class PoolCore(Generic[C]):
         as they are released, and lowers ``min_idle`` to the new idle cap;
         growing dials for queued waiters.
         """
-        self.max_open = check_int("max_open", n, 0)
+        self._configure(self.config.with_max_open(n))
         self._put_checks = True
-        self._limits_changed()
         self._shrink_idle()
         self._maybe_dial(now)
 
@@ -885,35 +828,30 @@ class PoolCore(Generic[C]):
 
         A ``min_idle`` above the new idle cap is lowered to it.
         """
-        self.max_idle = max(0, check_int("max_idle", n, -(2**63)))
-        self._limits_changed()
+        self._configure(self.config.with_max_idle(n))
         self._shrink_idle()
         self._maybe_dial(now)
 
     def set_min_idle(self, n: int, now: float) -> None:
         """Change the warm floor; it may not exceed the idle cap."""
-        n = check_int("min_idle", n, 0)
-        self._check_min_idle(n)
-        self.min_idle = n
+        self._configure(replace(self.config, min_idle=n))
         self._refill_at = 0.0
         self._maybe_dial(now)
 
     def set_max_connecting(self, n: int, now: float) -> None:
         """Change how many dials may be in flight at once (0 = unlimited)."""
-        self.max_connecting = check_int("max_connecting", n, 0)
+        self._configure(replace(self.config, max_connecting=n))
         self._maybe_dial(now)
 
     def set_conn_max_lifetime(self, seconds: float | None, now: float) -> None:
         """Change the lifetime (None = forever); expired idle ones close now."""
-        self.conn_max_lifetime = check_duration("conn_max_lifetime", seconds)
-        self._update_expiring()
+        self._configure(replace(self.config, conn_max_lifetime=seconds))
         self._sweep(now)
         self._maybe_dial(now)
 
     def set_conn_max_idle_time(self, seconds: float | None, now: float) -> None:
         """Change the idle time limit (None = forever); expired ones close now."""
-        self.conn_max_idle_time = check_duration("conn_max_idle_time", seconds)
-        self._update_expiring()
+        self._configure(replace(self.config, conn_max_idle_time=seconds))
         self._sweep(now)
         self._maybe_dial(now)
 
@@ -923,30 +861,19 @@ class PoolCore(Generic[C]):
         An open circuit closes at once if the new threshold is 0 or above the
         failures counted so far.
         """
-        self.circuit_after = check_int("circuit_after", n, 0)
+        self._configure(replace(self.config, circuit_after=n))
         if not n or self._fails_in_row < n:
             self._circuit_since = None
         self._maybe_dial(now)
 
-    def renew(self) -> PoolCore[C]:
-        """A new, empty core with this one's knobs (for a forked child)."""
-        core: PoolCore[C] = PoolCore(
-            max_open=self.max_open,
-            max_idle=self.max_idle,
-            min_idle=self.min_idle,
-            max_connecting=self.max_connecting,
-            conn_max_lifetime=self.conn_max_lifetime,
-            conn_max_idle_time=self.conn_max_idle_time,
-            max_waiting=self.max_waiting,
-            circuit_after=self.circuit_after,
-            name=self.name,
-            rng=self._rng,
-        )
-        return core
-
     def set_max_waiting(self, n: int) -> None:
         """Change the queue bound (0 = unbounded); queued callers stay queued."""
-        self.max_waiting = check_int("max_waiting", n, 0)
+        self._configure(replace(self.config, max_waiting=n))
+
+    def renew(self) -> PoolCore[C]:
+        """A new, empty core with this one's knobs (for a forked child)."""
+        core: PoolCore[C] = PoolCore(self.config, rng=self._rng)
+        return core
 
     # -- queries -------------------------------------------------------------
 
@@ -985,7 +912,7 @@ class PoolCore(Generic[C]):
         """A snapshot of every figure (see ``Stats``)."""
         by = self._by_reason
         return Stats(
-            max_open_connections=self.max_open,
+            max_open_connections=self.config.max_open,
             open_connections=self.num_open,
             in_use=self._in_use,
             idle=len(self._idle),
@@ -994,8 +921,8 @@ class PoolCore(Generic[C]):
             max_idle_closed=by[MAX_IDLE],
             max_idle_time_closed=by[MAX_IDLE_TIME],
             max_lifetime_closed=by[MAX_LIFETIME],
-            max_idle=self._idle_cap(),
-            min_idle=self.min_idle,
+            max_idle=self.config.idle_cap,
+            min_idle=self.config.min_idle,
             waiting=len(self._waiters),
             dialing=len(self._tickets),
             closing=self._closing,
@@ -1032,14 +959,7 @@ class PoolCore(Generic[C]):
             self._closing,
             len(self._waiters),
             self._closed,
-            self.max_open,
-            self.max_idle,
-            self.min_idle,
-            self.max_connecting,
-            self.max_waiting,
-            self.conn_max_lifetime,
-            self.conn_max_idle_time,
-            self.circuit_after,
+            self.config,
             self._fails_in_row,
             self._bugs_in_row,
             self._refill_at,
@@ -1055,6 +975,7 @@ class PoolCore(Generic[C]):
         Raises:
             InvariantError: naming the first invariant that does not hold.
         """
+        config = self.config
         dialing = len(self._tickets)
         idle = len(self._idle)
         states = [e.state for e in self._registry.values()]
@@ -1065,24 +986,24 @@ class PoolCore(Generic[C]):
             raise InvariantError(
                 f"{self.name}: {rule}: num_open={self.num_open} dialing={dialing} "
                 f"idle={idle} in_use={self._in_use} closing={self._closing} "
-                f"waiting={len(self._waiters)} max_open={self.max_open}"
+                f"waiting={len(self._waiters)} max_open={config.max_open}"
             )
 
         if self.num_open != dialing + idle + self._in_use + self._closing:
             fail("I1 conservation")
         if self._dials != self._closed_count + idle + self._in_use + self._closing:
             fail("I2 ledger")
-        over = self.max_open > 0 and self.num_open - self._closing > self.max_open
+        over = config.max_open > 0 and self.num_open - self._closing > config.max_open
         if over and idle:
             fail("I3 limit")
         if self._waiters and idle:
             fail("I4 no barging")
         if self._waiters and not self._closed:
             want = len(self._waiters)
-            if self.max_open > 0:
-                want = min(want, dialing + max(0, self.max_open - self.num_open))
-            if self.max_connecting > 0:
-                want = min(want, self.max_connecting)
+            if config.max_open > 0:
+                want = min(want, dialing + max(0, config.max_open - self.num_open))
+            if config.max_connecting > 0:
+                want = min(want, config.max_connecting)
             if dialing < want:
                 fail("I5 liveness")
         if (
@@ -1094,14 +1015,15 @@ class PoolCore(Generic[C]):
             or len(set(map(id, self._idle))) != idle
         ):
             fail("I6 exactly once")
-        if idle > self._idle_cap() or self.min_idle > self._idle_cap():
+        cap = config.idle_cap
+        if idle > cap or config.min_idle > cap:
             fail("I7 idle cap")
         if self._closed and (idle or self._waiters):
             fail("I8 closed")
         if self._circuit_since is not None and (
             self._waiters
-            or not self.circuit_after
-            or self._fails_in_row < self.circuit_after
+            or not config.circuit_after
+            or self._fails_in_row < config.circuit_after
         ):
             fail("I9 circuit")
         if any(
@@ -1122,7 +1044,10 @@ class PoolCore(Generic[C]):
             if self._closed:
                 self._close(entry, POOL_CLOSED)
                 return
-            if self.max_open > 0 and self.num_open - self._closing > self.max_open:
+            if (
+                self.config.max_open > 0
+                and self.num_open - self._closing > self.config.max_open
+            ):
                 # Over the limit after set_max_open shrank it: closing ones no
                 # longer count here, or a slow close would make us close one
                 # too many.
@@ -1190,10 +1115,10 @@ class PoolCore(Generic[C]):
 
     def _shrink_idle(self) -> None:
         """Close idle connections above the cap (or any, if over max_open)."""
-        cap = self._idle_cap()
-        if self.max_open > 0:
+        cap = self.config.idle_cap
+        if self.config.max_open > 0:
             busy = self.num_open - self._closing - len(self._idle)
-            cap = min(cap, max(0, self.max_open - busy))
+            cap = min(cap, max(0, self.config.max_open - busy))
         while len(self._idle) > cap:
             # The oldest-returned first: the bottom of the stack.
             self._close(self._idle.popleft(), MAX_IDLE)
@@ -1231,17 +1156,18 @@ class PoolCore(Generic[C]):
         """
         if self._closed:
             return
+        config = self.config
         if self._circuit_since is not None:
             # The one probe, once due; nobody waits (I9) and refills wait too.
             n = 1 if not self._tickets and now >= self.probe_at else 0
         else:
             n = len(self._waiters) - len(self._tickets)
-            if self.min_idle and now >= self._refill_at:
-                n += max(0, self.min_idle - len(self._idle))
-        if self.max_open > 0:
-            n = min(n, self.max_open - self.num_open)
-        if self.max_connecting > 0:
-            n = min(n, self.max_connecting - len(self._tickets))
+            if config.min_idle and now >= self._refill_at:
+                n += max(0, config.min_idle - len(self._idle))
+        if config.max_open > 0:
+            n = min(n, config.max_open - self.num_open)
+        if config.max_connecting > 0:
+            n = min(n, config.max_connecting - len(self._tickets))
         for _ in range(n):
             # Reserve before I/O (I3): the slot counts from now until the
             # ticket is settled by connected() or connect_failed().
