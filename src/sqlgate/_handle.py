@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlgate._core import check_duration
 from sqlgate._core import retry as _retry
+from sqlgate._core import validate_duration
 from sqlgate._fork import keep
 from sqlgate.drivers import parse
 from sqlgate.drivers._base import check_isolation
@@ -347,7 +347,7 @@ class HandleBase:
         self._ping_idle = ping_idle
         #: The deadline of a call made without ``timeout=``, in seconds
         #: (``statement_timeout``); None: no deadline.
-        self._statement_timeout = check_duration(
+        self._statement_timeout = validate_duration(
             "statement_timeout", pool_knobs.pop("statement_timeout", None)
         )
         self._secrets = dsn.secrets() if dsn is not None else ()
@@ -395,7 +395,7 @@ class HandleBase:
         if timeout is None:
             seconds = self._statement_timeout
         else:
-            seconds = check_duration("timeout", timeout, zero_ok=True)
+            seconds = validate_duration("timeout", timeout, zero_ok=True)
         return None if seconds is None else time.monotonic() + seconds
 
     def _tries(self, retry: bool) -> Iterator[bool]:

@@ -1,11 +1,12 @@
 """What the two shells (``Pool``, ``AsyncPool``) share besides the core.
 
-Pure helpers with no opinion on threads or asyncio: the knob and hook checks
-(``ShellBase``), the choice between the plain and the hooked acquire/release,
-the errors a waiter raises, and what ``close(timeout)`` takes back. Each shell
-keeps only what differs: how it locks, waits and runs effects. Leak tracking
-is in ``_leaks``, the garbage collector's hand-over in ``_courier``, fork
-safety in ``_fork``, the asyncio shell's timer in ``_deadlines``.
+Pure helpers with no opinion on threads or asyncio: the core built from a
+``PoolConfig`` and the hook checks (``ShellBase``), the choice between the
+plain and the hooked acquire/release, the errors a waiter raises, and what
+``close(timeout)`` takes back. Each shell keeps only what differs: how it
+locks, waits and runs effects. Leak tracking is in ``_leaks``, the garbage
+collector's hand-over in ``_courier``, fork safety in ``_fork``, the asyncio
+shell's timer in ``_deadlines``.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from sqlgate._core import (
     PoolConfig,
     Waiter,
     Wake,
-    check_duration,
+    validate_duration,
 )
 from sqlgate._deadlines import LoopDeadlines
 from sqlgate._fork import forget_after_fork, keep, renew_after_fork
@@ -284,7 +284,7 @@ class AsyncPool(ShellBase[C]):
         if timeout is None:
             limit = self._timeout
         else:  # checked before queueing: a bad one leaves no waiter behind
-            limit = check_duration("timeout", timeout, zero_ok=True)
+            limit = validate_duration("timeout", timeout, zero_ok=True)
         core = self._core
         try:
             got = core.acquire(monotonic())
@@ -425,7 +425,7 @@ class AsyncPool(ShellBase[C]):
             if found is None:
                 return
             entry = found
-        if not broken and not core._closed:
+        if not broken and not core._shut_down:
             hook = self._reset
             try:
                 if self._rollback_on_return:
@@ -460,7 +460,7 @@ class AsyncPool(ShellBase[C]):
         out = core.outbox
         if out:  # _drain() inlined, and its common effect: one waiter served
             core.outbox = []
-            if core._closed:
+            if core._shut_down:
                 # The connection is closed before release returns: left to a
                 # task alone, a loop ending now would cut the close short.
                 self._check_all_back()
@@ -695,7 +695,7 @@ class AsyncPool(ShellBase[C]):
                             "loop is closed",
                             self.name,
                         )
-        self._core.closed(entry, monotonic())
+        self._core.close_done(entry, monotonic())
 
     # -- carrying out effects -------------------------------------------------
 
@@ -791,7 +791,7 @@ class AsyncPool(ShellBase[C]):
         """Pool task: close a driver connection, then settle it, whatever happens."""
         conn = entry.conn
         if conn is None:  # collected while loosened: nothing to close
-            self._call(self._core.closed, entry)
+            self._call(self._core.close_done, entry)
             return
         if reason == BROKEN:
             log.info("%s: discarding a broken connection %s", self.name, repr(conn))
@@ -805,7 +805,7 @@ class AsyncPool(ShellBase[C]):
             log.info("%s: error closing a connection: %s", self.name, repr(exc))
         finally:
             # Even when cancelled mid-close (loop shutdown): the slot is freed.
-            self._call(self._core.closed, entry)
+            self._call(self._core.close_done, entry)
 
     # -- maintenance ---------------------------------------------------------
 
@@ -924,7 +924,7 @@ class AsyncPool(ShellBase[C]):
             and its tasks run on and settle every count; call ``close()``
             again to wait.
         """
-        limit = check_duration("timeout", timeout, zero_ok=True)
+        limit = validate_duration("timeout", timeout, zero_ok=True)
         self._check_loop()
         if self._lost or self._returns:
             self._settle_late()  # their release tasks are waited for below
@@ -964,7 +964,7 @@ class AsyncPool(ShellBase[C]):
     def _check_all_back(self) -> None:
         """As ``Pool._check_all_back``."""
         core = self._core
-        if self._all_back is not None and core._closed and core._in_use == 0:
+        if self._all_back is not None and core._shut_down and core._in_use == 0:
             self._all_back.set()
 
     def _forked(self) -> None:

@@ -25,7 +25,7 @@ from sqlgate._core import (
     PoolConfig,
     Waiter,
     Wake,
-    check_duration,
+    validate_duration,
 )
 from sqlgate._courier import send_courier, start_courier
 from sqlgate._fork import forget_after_fork, renew_after_fork
@@ -237,7 +237,7 @@ class Pool(ShellBase[C]):
                 (checked before queueing, so a bad one leaves no waiter behind).
         """
         if timeout is not None:
-            check_duration("timeout", timeout, zero_ok=True)
+            validate_duration("timeout", timeout, zero_ok=True)
         core = self._core
         got: Entry[C] | Waiter[C] | None = None
         out: Sequence[Effect[C]] = _NO_EFFECTS
@@ -294,7 +294,7 @@ class Pool(ShellBase[C]):
         # to carry out): what an interrupt at any point must still do.
         out: Sequence[Effect[C]] | None = None
         try:
-            if not broken and not core._closed:
+            if not broken and not core._shut_down:
                 try:
                     if self._rollback_on_return:
                         # rollback_open_transaction(conn), inlined: one call fewer.
@@ -321,7 +321,7 @@ class Pool(ShellBase[C]):
                         raise
                     # close(timeout) took it while it was being reset: as
                     # documented, its late release is a no-op (defect 4).
-            if core._closed:
+            if core._shut_down:
                 self._check_all_back()
             self._run(out)
         except BaseException:
@@ -408,7 +408,7 @@ class Pool(ShellBase[C]):
             observer = self._observer
             if observer is not None:
                 observer.used(monotonic() - entry.acquired_at)
-            if not broken and not core._closed:
+            if not broken and not core._shut_down:
                 broken = self._clean(conn)
             with self._lock:
                 try:
@@ -418,7 +418,7 @@ class Pool(ShellBase[C]):
                     out = self._release_cut_locked(entry)
                     if not (type(exc) is ValueError and entry.key in self._taken):
                         raise
-            if core._closed:
+            if core._shut_down:
                 self._check_all_back()
             self._run(out)
         except BaseException:
@@ -589,7 +589,7 @@ class Pool(ShellBase[C]):
         if timeout is None:
             limit = self._timeout
         else:
-            limit = check_duration("timeout", timeout, zero_ok=True)
+            limit = validate_duration("timeout", timeout, zero_ok=True)
         if self._timeout_at_capacity_only and not waiter.at_capacity:
             limit = None  # waiting for a dial below max_open: not timed
         gate = waiter.token
@@ -821,7 +821,7 @@ class Pool(ShellBase[C]):
             # Settled only once the driver connection is closed (or was
             # collected while loosened: nothing to close).
             if conn is None or entry in self._shut:
-                self._call(self._core.closed, entry)
+                self._call(self._core.close_done, entry)
                 self._shut.pop(entry, None)
 
     def _close_driver(self, entry: Entry[C], conn: C) -> None:
@@ -919,7 +919,7 @@ class Pool(ShellBase[C]):
             TypeError: ``timeout`` is not a number or None.
             ValueError: ``timeout`` is negative or NaN.
         """
-        limit = check_duration("timeout", timeout, zero_ok=True)
+        limit = validate_duration("timeout", timeout, zero_ok=True)
         self._call(self._core.close)
         self._maintenance_wakeup.set()
         if limit == 0:

@@ -96,7 +96,7 @@ class Rig:
     def now(self) -> float:
         return self.clock.now
 
-    def drain(self) -> list[Any]:
+    def file_effects(self) -> list[Any]:
         """Take the core's effects and file them, then check the moves; returns them."""
         out: list[Any] = self.core.take_effects()
         for effect in out:
@@ -130,16 +130,16 @@ class Rig:
         _follow(self.entry_states, ENTRY_MOVES, (CLOSED,))
         _follow(self.waiter_states, WAITER_MOVES, (FAILED, ABANDONED))
 
-    # -- inputs, each followed by drain() ---------------------------------------
+    # -- inputs, each followed by file_effects() ---------------------------------------
 
     def acquire(self) -> Entry[Conn] | Waiter[Conn]:
         got = self.core.acquire(self.now)
-        self.drain()
+        self.file_effects()
         return got
 
     def release(self, entry: Entry[Conn], *, broken: bool = False) -> None:
         self.core.release(entry, self.now, broken=broken)
-        self.drain()
+        self.file_effects()
 
     def connect(self, ticket: int | None = None) -> Entry[Conn]:
         """Settle a dial (the oldest by default) with a new connection."""
@@ -149,7 +149,7 @@ class Rig:
         conn = Conn(self.opened)
         entry = self.core.connected(ticket, conn, self.now)
         self.dials.remove(ticket)
-        self.drain()
+        self.file_effects()
         return entry
 
     def fail(self, error: BaseException, ticket: int | None = None) -> None:
@@ -158,7 +158,7 @@ class Rig:
             ticket = self.dials[0]
         self.core.connect_failed(ticket, error, self.now)
         self.dials.remove(ticket)
-        self.drain()
+        self.file_effects()
 
     def finish_close(self, close: Close[Conn] | None = None) -> Entry[Conn]:
         """Carry out a Close (the oldest by default): the driver closes it."""
@@ -166,8 +166,8 @@ class Rig:
             close = self.closes[0]
         self.closes.remove(close)
         self.closed += 1
-        self.core.closed(close.entry, self.now)
-        self.drain()
+        self.core.close_done(close.entry, self.now)
+        self.file_effects()
         return close.entry
 
     def finish_all_closes(self) -> None:
@@ -176,16 +176,16 @@ class Rig:
 
     def abandon(self, waiter: Waiter[Conn], *, timed_out: bool = True) -> None:
         self.core.abandon(waiter, self.now, timed_out=timed_out)
-        self.drain()
+        self.file_effects()
 
     def expire(self) -> float | None:
         due = self.core.expire(self.now)
-        self.drain()
+        self.file_effects()
         return due
 
     def close(self) -> None:
         self.core.close(self.now)
-        self.drain()
+        self.file_effects()
 
     # -- checks ------------------------------------------------------------------
 

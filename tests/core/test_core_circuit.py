@@ -176,7 +176,7 @@ def test_acquire_after_the_probe_is_due_issues_it_then_fails() -> None:
     rig.clock.advance(1.0)
     with pytest.raises(CircuitOpen):
         rig.core.acquire(rig.now)
-    out = rig.drain()
+    out = rig.file_effects()
     assert len(out) == 1
     assert isinstance(out[0], Connect)
     rig.check()
@@ -252,7 +252,7 @@ def test_no_probe_while_every_slot_is_in_use() -> None:
     rig.connect()
     assert a.entry is not None
     rig.core.set_max_open(2, rig.now)
-    rig.drain()
+    rig.file_effects()
     b = waiter_of(rig.acquire())
     rig.fail(OSError("1"))
     assert b.state == FAILED
@@ -262,7 +262,7 @@ def test_no_probe_while_every_slot_is_in_use() -> None:
         assert c.state == FAILED
     assert rig.core.circuit_open
     rig.core.set_max_open(1, rig.now)
-    rig.drain()
+    rig.file_effects()
     rig.clock.advance(5.0)
     rig.expire()
     assert rig.dials == []  # the one slot is in use
@@ -291,7 +291,7 @@ def test_lowering_the_threshold_to_zero_closes_an_open_circuit() -> None:
         rig.fail(OSError(str(i)))
     assert rig.core.circuit_open
     rig.core.set_circuit_after(0, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert not rig.core.circuit_open
     w = waiter_of(rig.acquire())
     assert len(rig.dials) == 1
@@ -431,7 +431,7 @@ def test_issue14_programming_error_of_the_probe_keeps_the_circuit_backing_off() 
     open_circuit(rig, waiters=1)
     rig.clock.advance(rig.core.probe_at - rig.now)
     rig.core.expire(rig.now)
-    rig.drain()
+    rig.file_effects()
     assert len(rig.dials) == 1
     before = rig.core.stats().dial_failures
     rig.fail(TypeError("bug in the probe"))
@@ -447,7 +447,7 @@ def test_issue14_refill_backs_off_after_programming_errors() -> None:
     rig = Rig(max_open=2, max_idle=2, min_idle=1, max_connecting=1)
     first, cap = REFILL_BACKOFF
     rig.core.expire(rig.now)
-    rig.drain()
+    rig.file_effects()
     for n in range(1, 10):
         assert len(rig.dials) == 1, n
         rig.fail(ValueError("bad option"))
@@ -458,5 +458,5 @@ def test_issue14_refill_backs_off_after_programming_errors() -> None:
         assert not rig.core.circuit_open
         rig.clock.advance(delay)
         rig.core.expire(rig.now)
-        rig.drain()
+        rig.file_effects()
     assert rig.core.stats().dial_failures == 0

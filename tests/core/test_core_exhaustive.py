@@ -4,7 +4,7 @@ Breadth-first over the core's inputs, for ``max_open`` and ``max_idle`` in
 {0, 1, 2} (and ``max_connecting`` 1 or unlimited). States are deduplicated on
 ``PoolCore.snapshot()`` plus what the callers hold; ``check()``, the
 driver-level ledger and FIFO service are verified after every step, and each
-reached state is then closed and drained to prove nothing leaks from it.
+reached state is then closed and settled to prove nothing leaks from it.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class World:
         if rig.dials:
             out += [("connected", 0), ("connect_failed", 0), ("connect_bug", 0)]
         if rig.closes:
-            out.append(("closed", 0))
+            out.append(("close_done", 0))
         if not rig.core.is_closed:
             out.append(("close", 0))
             max_open = rig.core.config.max_open
@@ -82,7 +82,7 @@ class World:
             try:
                 got = rig.acquire()
             except (PoolClosed, TooManyWaiters, CircuitOpen):
-                rig.drain()
+                rig.file_effects()
                 self.free += 1
             else:
                 if isinstance(got, Entry):
@@ -114,14 +114,14 @@ class World:
             if not was_open:
                 assert not rig.core.circuit_open
                 assert rig.core.stats().dial_failures == failures
-        elif what == "closed":
+        elif what == "close_done":
             rig.finish_close()
         elif what == "close":
             rig.close()
         else:
             assert what == "set_max_open"
             rig.core.set_max_open(i, rig.now)
-            rig.drain()
+            rig.file_effects()
         self.after(step)
 
     def after(self, step: Input) -> None:
@@ -146,7 +146,7 @@ class World:
         assert core.stats().in_use == held
         assert self.free + len(self.queue) + held == CLIENTS
 
-    def drain_all(self) -> None:
+    def settle_all(self) -> None:
         """Close the pool, give everything back, settle everything: no leak."""
         rig = self.rig
         rig.close()
@@ -192,4 +192,4 @@ def test_every_sequence(max_open: int, max_idle: int, max_connecting: int) -> No
         frontier = successors
     assert len(seen) > 40  # the search did explore
     for path in frontier:
-        replay(path).drain_all()
+        replay(path).settle_all()

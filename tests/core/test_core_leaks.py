@@ -84,7 +84,7 @@ def test_loosen_without_weakref_support_changes_nothing() -> None:
     entry = rig.core.connected(1, plain, rig.now)  # type: ignore[arg-type]
     rig.dials.clear()
     rig.opened += 1
-    rig.drain()
+    rig.file_effects()
     assert not rig.core.loosen(entry, lambda _ref: None)
     assert entry.conn is plain
     assert entry.ref is None
@@ -106,7 +106,7 @@ def test_reclaim_settles_a_collected_connection_and_redials() -> None:
     assert len(fired) == 1
     rig.clock.advance(2.0)
     assert rig.core.reclaim(entry, rig.now)
-    rig.drain()
+    rig.file_effects()
     rig.closed += 1  # the driver's finalizer closed it
     assert entry.state == CLOSED
     assert not rig.core.reclaim(entry, rig.now)  # exactly once
@@ -148,7 +148,7 @@ def test_connected_reuses_the_id_of_a_collected_connection() -> None:
     rig.closed += 1  # the collected one, closed by its finalizer
     new = rig.core.connected(rig.dials[0], reused, rig.now)
     rig.dials.pop(0)
-    rig.drain()
+    rig.file_effects()
     assert entry.state == CLOSED
     assert w.entry is new
     assert rig.core.stats().leaks_reclaimed == 1
@@ -178,7 +178,7 @@ def test_close_in_use_takes_every_handed_out_connection() -> None:
     rig.close()
     drop(lost, rig)
     taken = rig.core.close_in_use(rig.now)
-    rig.drain()
+    rig.file_effects()
     rig.closed += 1  # the collected one
     assert taken == 2
     assert (plain.state, alive.state, lost.state) == (CLOSING, CLOSING, CLOSED)
@@ -268,7 +268,7 @@ def test_check_i7_min_idle_within_the_idle_cap() -> None:
 
 def test_check_i8_closed() -> None:
     rig = two_idle()
-    rig.core._closed = True
+    rig.core._shut_down = True
     with pytest.raises(InvariantError, match="I8 closed"):
         rig.core.check()
 

@@ -30,7 +30,7 @@ from sqlgate._core import (
     PoolCore,
     Waiter,
     Wake,
-    check_duration,
+    validate_duration,
 )
 from sqlgate.errors import PoolClosed, TooManyWaiters
 from tests.core.rig import Conn, Rig, force_knobs
@@ -185,7 +185,7 @@ def test_closed_on_a_foreign_closing_entry_raises_and_changes_nothing() -> None:
     assert foreign.state == CLOSING
     before = full_state(rig.core)
     with pytest.raises(ValueError, match="not a connection of this pool"):
-        rig.core.closed(foreign, rig.now)
+        rig.core.close_done(foreign, rig.now)
     assert foreign.state == CLOSING
     assert full_state(rig.core) == before
     rig.check()
@@ -236,7 +236,7 @@ def test_closed_on_a_non_closing_entry_raises_and_changes_nothing() -> None:
         assert e.state == state
         before = full_state(rig.core)
         with pytest.raises(ValueError, match="is not being closed"):
-            rig.core.closed(e, rig.now)
+            rig.core.close_done(e, rig.now)
         assert full_state(rig.core) == before
         assert e.state == state
         if state == IN_USE:
@@ -246,7 +246,7 @@ def test_closed_on_a_non_closing_entry_raises_and_changes_nothing() -> None:
     assert e.state == CLOSED
     before = full_state(rig.core)
     with pytest.raises(ValueError, match="is not being closed"):
-        rig.core.closed(e, rig.now)
+        rig.core.close_done(e, rig.now)
     assert full_state(rig.core) == before
     rig.check()
 
@@ -589,7 +589,7 @@ def test_close_with_idle_and_dial_in_flight() -> None:
     rig.acquire()  # e1 went out; this one waits and dials
     assert rig.dials == [2]
     rig.core.release(e1, rig.now)  # served straight to the waiter
-    rig.drain()
+    rig.file_effects()
     rig.close()
     assert rig.last == []  # nothing idle, nobody waiting
     e2 = rig.connect()  # the dial lands after close: closed at once
@@ -645,7 +645,7 @@ def test_set_max_open_shrink_with_dials_and_in_use() -> None:
     assert rig.dials == [3, 4]
     assert rig.counts() == (4, 2, 0, 2, 0, 2)
     rig.core.set_max_open(1, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.last == []
     assert rig.core.stats().max_idle == 1
     rig.check()
@@ -686,7 +686,7 @@ def test_set_max_open_shrink_closes_surplus_idle() -> None:
     rig.release(entries[0])
     rig.release(entries[1])
     rig.core.set_max_open(2, rig.now)
-    rig.drain()
+    rig.file_effects()
     # One in use, so at most one of the two idle ones may stay: the oldest goes.
     assert [(c.entry, c.reason) for c in rig.closes] == [(entries[0], "max_idle")]
     assert list(rig.core._idle) == [entries[1]]
@@ -706,11 +706,11 @@ def test_set_max_open_grow_dials_for_waiters() -> None:
     w2 = waiter_of(rig.acquire())
     assert rig.dials == []
     rig.core.set_max_open(3, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.dials == [2, 3]
     rig.check()
     rig.core.set_max_open(0, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.dials == [2, 3]
     e2 = rig.connect()
     e3 = rig.connect()
@@ -724,7 +724,7 @@ def test_set_max_open_lowers_min_idle() -> None:
     assert rig.core.config.min_idle == 2
     rig.core.set_max_idle(1, rig.now)
     assert rig.core.config.min_idle == 1
-    rig.drain()
+    rig.file_effects()
     rig.check()
 
 
@@ -818,7 +818,7 @@ def test_setting_lifetime_sweeps_now() -> None:
     rig.clock.advance(10.0)
     rig.release(b)
     rig.core.set_conn_max_lifetime(5.0, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert [(x.entry, x.reason) for x in rig.closes] == [
         (a, "max_lifetime"),
         (b, "max_lifetime"),
@@ -828,7 +828,7 @@ def test_setting_lifetime_sweeps_now() -> None:
     rig.core.set_conn_max_idle_time(math.inf, rig.now)
     assert rig.core.config.conn_max_idle_time is None
     assert not rig.core._expiring
-    rig.drain()
+    rig.file_effects()
     rig.finish_all_closes()
     rig.check()
 
@@ -897,11 +897,11 @@ def test_expire_does_not_ask_to_be_woken_when_refill_is_blocked() -> None:
 def test_set_min_idle_resets_backoff_and_dials() -> None:
     rig = Rig(max_open=3, max_idle=3)
     rig.core.set_min_idle(2, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.dials == [1, 2]
     rig.fail(OSError("x"))
     rig.core.set_min_idle(2, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.dials == [2, 3]
     rig.check()
 
@@ -912,7 +912,7 @@ def test_max_connecting_setter_releases_held_dials() -> None:
         rig.acquire()
     assert rig.dials == [1]
     rig.core.set_max_connecting(0, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.dials == [1, 2, 3]
     rig.check()
 
@@ -925,7 +925,7 @@ def test_set_max_idle_closes_surplus() -> None:
     for e in es:
         rig.release(e)
     rig.core.set_max_idle(-5, rig.now)
-    rig.drain()
+    rig.file_effects()
     assert rig.core.config.max_idle == 0
     assert [(c.entry, c.reason) for c in rig.closes] == [(e, "max_idle") for e in es]
     rig.finish_all_closes()
@@ -1053,13 +1053,13 @@ def test_negative_max_idle_keeps_none() -> None:
     assert rig.closes[0].reason == "max_idle"
 
 
-def test_check_duration() -> None:
-    assert check_duration("t", None) is None
-    assert check_duration("t", math.inf) is None
-    assert check_duration("t", 0, zero_ok=True) == 0.0
-    assert check_duration("t", 2) == 2.0
+def test_validate_duration() -> None:
+    assert validate_duration("t", None) is None
+    assert validate_duration("t", math.inf) is None
+    assert validate_duration("t", 0, zero_ok=True) == 0.0
+    assert validate_duration("t", 2) == 2.0
     with pytest.raises(ValueError, match=r"^t must be >= 0 seconds or None, got -1$"):
-        check_duration("t", -1, zero_ok=True)
+        validate_duration("t", -1, zero_ok=True)
 
 
 def test_reprs() -> None:
@@ -1088,20 +1088,20 @@ def test_the_rig_refuses_a_move_outside_the_table() -> None:
     waiter_of(rig.acquire())
     e = rig.connect()
     e.state = IDLE  # IN_USE -> IDLE is allowed ...
-    rig.drain()
+    rig.file_effects()
     e.state = CLOSED  # ... IDLE -> CLOSED is not: only CLOSING reaches CLOSED
     with pytest.raises(AssertionError, match="move IDLE -> CLOSED"):
-        rig.drain()
+        rig.file_effects()
 
 
 def test_the_rig_refuses_a_waiter_move_outside_the_table() -> None:
     rig = Rig(max_open=1)
     w = waiter_of(rig.acquire())
     w.state = SERVED
-    rig.drain()  # WAITING -> SERVED is allowed ...
+    rig.file_effects()  # WAITING -> SERVED is allowed ...
     w.state = WAITING  # ... but a served waiter never queues again
     with pytest.raises(AssertionError, match="move SERVED -> WAITING"):
-        rig.drain()
+        rig.file_effects()
 
 
 def _body(function: Any) -> list[str]:
@@ -1134,7 +1134,7 @@ def test_expire_does_not_ask_to_be_woken_when_the_probe_is_blocked() -> None:
     rig.fail(OSError("down"))
     assert rig.core.circuit_open
     rig.core.set_max_open(1, rig.now)  # e1 alone fills the pool: no room to probe
-    rig.drain()
+    rig.file_effects()
     rig.clock.advance(rig.core.probe_at - rig.now + 1.0)
     assert rig.expire() is None
     assert rig.dials == []

@@ -129,15 +129,15 @@ class CoreMachine(RuleBasedStateMachine):
             got = rig.acquire()
         except PoolClosed:
             assert core.is_closed
-            rig.drain()
+            rig.file_effects()
         except TooManyWaiters:
             assert core.config.max_waiting
             assert waiting >= core.config.max_waiting
             assert not core._idle
-            rig.drain()
+            rig.file_effects()
         except Error:  # the circuit breaker, where the core has one
             assert getattr(core, "circuit_open", False)
-            rig.drain()
+            rig.file_effects()
         else:
             if isinstance(got, Entry):
                 assert got.state == IN_USE
@@ -247,7 +247,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule(i=index)
     @precondition(lambda self: self.rig.closes)
-    def closed(self, i: int) -> None:
+    def close_done(self, i: int) -> None:
         rig = self.rig
         entry = rig.finish_close(rig.closes[i % len(rig.closes)])
         assert not rig.core.holds(entry.conn)
@@ -319,7 +319,7 @@ class CoreMachine(RuleBasedStateMachine):
         else:
             core.set_max_waiting(max(0, n))
             assert not core.outbox
-        rig.drain()
+        rig.file_effects()
         self.settle()
 
     # -- invariants ------------------------------------------------------------------

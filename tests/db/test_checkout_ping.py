@@ -96,7 +96,7 @@ def test_handoff_stamp_leaves_idle_time_expiry_alone() -> None:
     (close,) = core.take_effects()
     assert isinstance(close, Close)
     assert close.reason == "max_idle_time"
-    core.closed(entry, 260.0)
+    core.close_done(entry, 260.0)
     core.check()
 
 

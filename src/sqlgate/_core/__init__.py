@@ -15,8 +15,8 @@ from sqlgate._core.config import (
     FOREVER,
     MAX_CONNECTING,
     PoolConfig,
-    check_duration,
-    check_int,
+    validate_duration,
+    validate_int,
 )
 from sqlgate._core.machine import (
     BROKEN,
@@ -93,7 +93,7 @@ __all__ = [
     "PoolCore",
     "Waiter",
     "Wake",
-    "check_duration",
-    "check_int",
     "is_programming_error",
+    "validate_duration",
+    "validate_int",
 ]

@@ -18,8 +18,8 @@ __all__ = [
     "FOREVER",
     "MAX_CONNECTING",
     "PoolConfig",
-    "check_duration",
-    "check_int",
+    "validate_duration",
+    "validate_int",
 ]
 
 #: Dials in flight at once, by default: chosen by measurement (docs/design.md).
@@ -33,7 +33,7 @@ CIRCUIT_AFTER: Final = 3
 FOREVER: Final = threading.TIMEOUT_MAX
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
+def validate_int(name: str, value: object, minimum: int) -> int:
     """Validate an int knob: an int (not a bool) of at least ``minimum``."""
     if type(value) is int and value >= minimum:  # the usual case, in one test
         return value
@@ -44,7 +44,9 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def check_duration(name: str, value: object, *, zero_ok: bool = False) -> float | None:
+def validate_duration(
+    name: str, value: object, *, zero_ok: bool = False
+) -> float | None:
     """Validate a duration knob: None, ``math.inf`` (or > ``FOREVER``) mean no limit.
 
     Args:
@@ -147,23 +149,25 @@ class PoolConfig:
         # Normalized values are written with object.__setattr__, the frozen
         # dataclass's own way of setting its fields in __init__.
         put = object.__setattr__
-        check_int("max_open", self.max_open, 0)
-        put(self, "max_idle", max(0, check_int("max_idle", self.max_idle, -(2**63))))
-        check_int("min_idle", self.min_idle, 0)
-        check_int("max_connecting", self.max_connecting, 0)
-        lifetime = check_duration("conn_max_lifetime", self.conn_max_lifetime)
+        validate_int("max_open", self.max_open, 0)
+        put(self, "max_idle", max(0, validate_int("max_idle", self.max_idle, -(2**63))))
+        validate_int("min_idle", self.min_idle, 0)
+        validate_int("max_connecting", self.max_connecting, 0)
+        lifetime = validate_duration("conn_max_lifetime", self.conn_max_lifetime)
         put(self, "conn_max_lifetime", lifetime)
-        idle_time = check_duration("conn_max_idle_time", self.conn_max_idle_time)
+        idle_time = validate_duration("conn_max_idle_time", self.conn_max_idle_time)
         put(self, "conn_max_idle_time", idle_time)
-        check_int("max_waiting", self.max_waiting, 0)
-        check_int("circuit_after", self.circuit_after, 0)
+        validate_int("max_waiting", self.max_waiting, 0)
+        validate_int("circuit_after", self.circuit_after, 0)
         cap = self.idle_cap
         if self.min_idle > cap:
             raise ValueError(
                 f"min_idle={self.min_idle} exceeds the idle cap {cap} "
                 f"(max_idle={self.max_idle}, max_open={self.max_open})"
             )
-        timeout = check_duration("acquire_timeout", self.acquire_timeout, zero_ok=True)
+        timeout = validate_duration(
+            "acquire_timeout", self.acquire_timeout, zero_ok=True
+        )
         put(self, "acquire_timeout", timeout)
         if not isinstance(self.timeout_at_capacity_only, bool):
             raise TypeError(
@@ -173,7 +177,7 @@ class PoolConfig:
         put(
             self,
             "leak_threshold",
-            check_duration("leak_threshold", self.leak_threshold),
+            validate_duration("leak_threshold", self.leak_threshold),
         )
         if not isinstance(self.rollback_on_return, bool):
             raise TypeError(
@@ -196,13 +200,13 @@ class PoolConfig:
         A warm floor above the new cap is lowered rather than refused (Go
         lowers ``max_idle`` with ``max_open`` the same way).
         """
-        n = check_int("max_open", n, 0)
+        n = validate_int("max_open", n, 0)
         cap = _idle_cap(n, self.max_idle)
         return dataclasses.replace(self, max_open=n, min_idle=min(self.min_idle, cap))
 
     def with_max_idle(self, n: int) -> PoolConfig:
         """A copy with ``max_idle=n``, ``min_idle`` lowered to the new idle cap."""
-        n = max(0, check_int("max_idle", n, -(2**63)))
+        n = max(0, validate_int("max_idle", n, -(2**63)))
         cap = _idle_cap(self.max_open, n)
         return dataclasses.replace(self, max_idle=n, min_idle=min(self.min_idle, cap))
 

@@ -11,20 +11,21 @@ the core answers by appending *effects* to its ``outbox``:
 
     Connect(ticket)     dial one connection, then report ``connected(ticket,
                         conn)`` or ``connect_failed(ticket, error)``, exactly once.
-    Close(entry, why)   close the driver connection, then report ``closed(entry)``.
+    Close(entry, why)   close the driver connection, then report ``close_done(entry)``.
     Wake(waiter)        the waiter's outcome is settled (``waiter.entry`` or
                         ``waiter.error``); wake whoever is blocked on it.
 
 Effects go to an outbox, not a return value, so the common path (an idle
 connection handed out, then returned) allocates nothing and returns the entry
-itself. The shell drains the outbox under its lock and carries the effects out
-after releasing it, so no driver call or user code ever runs under the lock.
+itself. The shell takes the effects (``take_effects``) under its lock and
+carries them out after releasing it, so no driver call or user code ever runs
+under the lock.
 
 Life cycle of a connection (an ``Entry``)::
 
     (ticket) --connected--> NEW --_put--> IN_USE | IDLE | CLOSING
     IN_USE <--acquire / release--> IDLE
-    IN_USE, IDLE --> CLOSING --closed--> CLOSED
+    IN_USE, IDLE --> CLOSING --close_done--> CLOSED
     IN_USE --reclaim (leak tracking)--> CLOSED
 
 The states are named in ``states.py``, with the table of every move allowed
@@ -34,7 +35,7 @@ through one helper, ``_take_out``, and reaches CLOSED through another,
 
 A dial is reserved before any I/O: issuing ``Connect`` bumps ``num_open``, so
 a dial in flight counts toward ``max_open`` (Go's rule). A connection being
-closed still counts until the shell reports ``closed``: the driver never holds
+closed still counts until the shell reports ``close_done``: the driver never holds
 more than ``max_open`` live connections, even while a close is slow.
 
 Every connection that becomes free goes through one choke point, ``_put``:
@@ -112,6 +113,24 @@ drops it lets the garbage collector take it. The weak reference's callback
 ``reclaim`` settles it: its slot is freed and it counts as closed, with reason
 ``leaked``; there is nothing left to close (the driver's own finalizer closed
 its socket). ``release`` and ``close_in_use`` take the strong reference back.
+
+Words
+-----
+Each word below means one thing in the core.
+
+closed      of a connection only: its close is done (state CLOSED, reported
+            by ``close_done``; the ``closed`` figure counts them).
+shut        the pool no longer serves: ``close()`` was called (``_shut_down``;
+            ``is_closed`` and ``PoolClosed`` keep the public word). The
+            circuit breaker's "open" and "closes" are its own standard terms.
+take out    a connection leaves IN_USE (``_take_out``: released, reclaimed,
+            or taken by ``close_in_use``).
+leaked      a loosened connection the garbage collector took while in use;
+            ``reclaim`` settles it (never "lost").
+check       verify the invariants (``check()``); knob values are
+            *validated* (``validate_int``, ``validate_duration``, PoolConfig).
+effects     what the core asks of the shell; the shell *takes* them
+            (``take_effects``), it does not "drain" them.
 """
 
 from __future__ import annotations
@@ -295,7 +314,7 @@ class Connect:
 
 
 class Close(Generic[C]):
-    """Effect: close ``entry.conn`` (it is already CLOSING), then report ``closed``."""
+    """Effect: close ``entry.conn`` (already CLOSING), then report ``close_done``."""
 
     __slots__ = ("entry", "reason")
 
@@ -370,7 +389,8 @@ class PoolCore(Generic[C]):
         self.num_open = 0
         self._in_use = 0
         self._closing = 0
-        self._closed = False
+        #: ``close()`` was called: the pool no longer serves (I8).
+        self._shut_down = False
         #: Consecutive failed dials (the circuit's count), and when refilling
         #: min_idle may resume.
         self._fails_in_row = 0
@@ -406,7 +426,7 @@ class PoolCore(Generic[C]):
         self._use_duration = 0.0
         #: Whether ``_put`` must check for a closed pool or one over max_open;
         #: set by close() and a shrinking set_max_open, cleared by ``_put``.
-        self._put_checks = False
+        self._put_slow = False
         # -- circuit breaker (I9) --
         #: When the circuit opened (monotonic s); None while it is closed.
         self._circuit_since: float | None = None
@@ -424,7 +444,7 @@ class PoolCore(Generic[C]):
     @property
     def is_closed(self) -> bool:
         """Whether ``close()`` was called."""
-        return self._closed
+        return self._shut_down
 
     @property
     def circuit_open(self) -> bool:
@@ -484,7 +504,7 @@ class PoolCore(Generic[C]):
             CircuitOpen: no idle connection and the circuit is open (I9); the
                 last dial error is chained. A probe may be issued first.
         """
-        if self._closed:
+        if self._shut_down:
             raise PoolClosed(f"{self.name} is closed")
         idle = self._idle
         while idle:
@@ -556,7 +576,7 @@ class PoolCore(Generic[C]):
         ):
             self._close(entry, MAX_LIFETIME)
         elif (
-            not self._put_checks
+            not self._put_slow
             and not self._waiters
             and len(self._idle) < self._idle_limit
         ):
@@ -652,7 +672,7 @@ class PoolCore(Generic[C]):
             self._fail_head(error, now)
         self._maybe_dial(now)
 
-    def closed(self, entry: Entry[C], now: float) -> None:
+    def close_done(self, entry: Entry[C], now: float) -> None:
         """The shell finished closing ``entry`` (whether or not the driver raised).
 
         Post: the entry is CLOSED, unregistered, and its slot is free; dials
@@ -747,7 +767,7 @@ class PoolCore(Generic[C]):
         Raises:
             ValueError: the pool is not closed; nothing changes.
         """
-        if not self._closed:
+        if not self._shut_down:
             raise ValueError(f"{self.name}: close_in_use() before close()")
         taken = 0
         for entry in list(self._registry.values()):
@@ -767,7 +787,7 @@ class PoolCore(Generic[C]):
             When the next tick is due (monotonic s), or None if nothing will
             need one until a knob or the pool changes.
         """
-        if self._closed:
+        if self._shut_down:
             return None
         self._sweep(now)
         self._maybe_dial(now)
@@ -800,10 +820,10 @@ class PoolCore(Generic[C]):
         connections in use are closed when released and dials in flight when
         they land; no new dial is issued.
         """
-        if self._closed:
+        if self._shut_down:
             return
-        self._closed = True
-        self._put_checks = True
+        self._shut_down = True
+        self._put_slow = True
         while self._idle:
             self._close(self._idle.pop(), POOL_CLOSED)
         while self._waiters:
@@ -819,7 +839,7 @@ class PoolCore(Generic[C]):
         growing dials for queued waiters.
         """
         self._configure(self.config.with_max_open(n))
-        self._put_checks = True
+        self._put_slow = True
         self._shrink_idle()
         self._maybe_dial(now)
 
@@ -958,7 +978,7 @@ class PoolCore(Generic[C]):
             self._in_use,
             self._closing,
             len(self._waiters),
-            self._closed,
+            self._shut_down,
             self.config,
             self._fails_in_row,
             self._bugs_in_row,
@@ -998,7 +1018,7 @@ class PoolCore(Generic[C]):
             fail("I3 limit")
         if self._waiters and idle:
             fail("I4 no barging")
-        if self._waiters and not self._closed:
+        if self._waiters and not self._shut_down:
             want = len(self._waiters)
             if config.max_open > 0:
                 want = min(want, dialing + max(0, config.max_open - self.num_open))
@@ -1018,7 +1038,7 @@ class PoolCore(Generic[C]):
         cap = config.idle_cap
         if idle > cap or config.min_idle > cap:
             fail("I7 idle cap")
-        if self._closed and (idle or self._waiters):
+        if self._shut_down and (idle or self._waiters):
             fail("I8 closed")
         if self._circuit_since is not None and (
             self._waiters
@@ -1040,8 +1060,8 @@ class PoolCore(Generic[C]):
 
         Pre: ``entry`` is counted in no state (the caller uncounted it).
         """
-        if self._put_checks:  # closed, or max_open shrank: rare, so one flag
-            if self._closed:
+        if self._put_slow:  # closed, or max_open shrank: rare, so one flag
+            if self._shut_down:
                 self._close(entry, POOL_CLOSED)
                 return
             if (
@@ -1053,7 +1073,7 @@ class PoolCore(Generic[C]):
                 # too many.
                 self._close(entry, MAX_OPEN)
                 return
-            self._put_checks = False  # back under the limit
+            self._put_slow = False  # back under the limit
         if self._waiters:
             waiter = self._waiters.popleft()
             entry.state = IN_USE
@@ -1154,7 +1174,7 @@ class PoolCore(Generic[C]):
 
         While the circuit is open, issue only the probe, once due (I9).
         """
-        if self._closed:
+        if self._shut_down:
             return
         config = self.config
         if self._circuit_since is not None:

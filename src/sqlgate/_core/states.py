@@ -14,6 +14,7 @@ A connection (an ``Entry``)::
                                             full, or taken by ``close_in_use``
     IN_USE ---> CLOSED                      collected while loosened (``reclaim``)
     CLOSING --> CLOSED                      the shell reported the close done
+                                            (``close_done``)
 
 A waiter (a queued ``acquire``)::
 
