@@ -206,8 +206,10 @@ class _Watch:
         thread = threading.Thread(
             target=self._cancel, name="sqlgate-cancel", daemon=True
         )
-        thread.start()
-        self._thread = thread
+        try:
+            thread.start()
+        finally:  # not started (no thread left): disarm must not wait
+            self._thread = thread
 
     def _cancel(self) -> None:
         try:
@@ -225,6 +227,8 @@ class _Watch:
         # Fired: the deadline thread sets _thread a few instructions on.
         while self._thread is None:
             time.sleep(0.0001)
+        if self._thread.ident is None:  # never started: nothing was sent
+            return False
         self._thread.join()
         return self._sent
 

@@ -231,17 +231,26 @@ if True:  # ASYNC
         async def disarm(self) -> bool | None:
             """After the statement: None if it did not fire, else if a cancel was sent.
 
-            The cancel is awaited first.
+            The cancel is awaited first, to its end: a cancel from outside
+            meanwhile is raised after it (the request must not outlive the
+            call, or it could stop the connection's next statement).
             """
             self._done = True
             self._timer.cancel()
             task = self._task
             if task is None:
                 return None
-            try:
-                return await task
-            except BaseException:
+            outside: asyncio.CancelledError | None = None
+            while not task.done():
+                try:
+                    await asyncio.wait((task,))
+                except asyncio.CancelledError as exc:
+                    outside = exc
+            if outside is not None:
+                raise outside
+            if task.cancelled() or task.exception() is not None:
                 return False
+            return task.result()
 
         def uncut(self, exc: BaseException) -> bool:
             """Whether the CancelledError ``exc`` came from this watch alone."""
@@ -271,8 +280,10 @@ else:
             thread = threading.Thread(
                 target=self._cancel, name="sqlgate-cancel", daemon=True
             )
-            thread.start()
-            self._thread = thread
+            try:
+                thread.start()
+            finally:  # not started (no thread left): disarm must not wait
+                self._thread = thread
 
         def _cancel(self) -> None:
             try:
@@ -290,6 +301,8 @@ else:
             # Fired: the deadline thread sets _thread a few instructions on.
             while self._thread is None:
                 time.sleep(0.0001)
+            if self._thread.ident is None:  # never started: nothing was sent
+                return False
             self._thread.join()
             return self._sent
 

@@ -1,0 +1,125 @@
+"""Deadlines against the rest of the world: a cancel in flight, a failing timer.
+
+Each test forces its interleaving with the fake driver's gates (no timing
+luck): a deadline's cancel still on its way when the caller's task is
+cancelled from outside, a cancel thread that cannot be started. Checked after
+each: the call's outcome, the cancel's, and the pool's exact figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import sqlgate
+from tests.db.deadline_fakes import (
+    AFakeAdapter,
+    FakeAdapter,
+    FakeConn,
+    afake_db,
+    fake_db,
+    figures,
+)
+
+T = 0.05  # a deadline that passes while a fake statement waits
+
+
+class _SlowCancel(AFakeAdapter):
+    """A cancel that waits for the test's gate; ``"ends"`` ends as it starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.finished = 0
+
+    async def cancel(self, conn: Any) -> bool:
+        self.started.set()
+        await self.gate.wait()
+        self.finished += 1
+        return self._cancel(conn)
+
+    async def _run(self, conn: FakeConn, sql: str) -> None:
+        if sql == "ends":  # ends on its own just as its deadline passed
+            conn.statements.append(sql)
+            await self.started.wait()
+            return
+        await super()._run(conn, sql)
+
+
+async def _cancelled_while_its_cancel_is_in_flight(sql: str) -> None:
+    adapter = _SlowCancel()
+    db, _ = afake_db(adapter)
+    task = asyncio.create_task(db.exec(sql, timeout=T))
+    await asyncio.wait_for(adapter.started.wait(), 5)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # The call waits for the cancel request it started: until it returned,
+    # the connection must serve no other statement.
+    assert not task.done()
+    assert figures(db) == (1, 0, 0, 0)
+    adapter.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert adapter.finished >= 1
+    in_use, idle, broken, waiting = figures(db)
+    assert (in_use, waiting) == (0, 0)
+    assert idle + broken == 1
+    await db.close()
+
+
+@pytest.mark.parametrize("sql", ["ends", "sleep"])
+def test_outside_cancel_waits_for_the_deadlines_cancel(sql: str) -> None:
+    """An outside cancel during the deadline's cancel is neither lost nor early.
+
+    "ends": the statement ended by itself as the deadline passed (its result
+    was on the way back); "sleep": it waits for the cancel.
+    """
+    asyncio.run(_cancelled_while_its_cancel_is_in_flight(sql))
+
+
+def test_cancel_thread_that_cannot_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No thread for the cancel (the process is out of them): the call ends.
+
+    The statement runs to its end (here: its own error), the call raises
+    DeadlineExceeded and the connection, never cancelled, is discarded.
+    """
+    start = threading.Thread.start
+    refused = threading.Event()
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name == "sqlgate-cancel":
+            refused.set()
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    adapter = FakeAdapter()
+    db, conns = fake_db(adapter)
+    done: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            db.exec("fail", timeout=T)
+        except BaseException as exc:
+            done.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    # No cancel can come: end the statement once its deadline has passed.
+    assert refused.wait(5)
+    conns[0].woken.set()
+    caller.join(5)
+    assert not caller.is_alive(), "the call never returned"
+    assert len(done) == 1
+    assert isinstance(done[0], sqlgate.DeadlineExceeded)
+    assert "could not cancel" in str(done[0])
+    assert adapter.cancels == 0
+    assert figures(db) == (0, 0, 1, 0)
+    db.close()
