@@ -882,3 +882,102 @@ def test_mysqlconnector_without_a_dsn_offers_no_cancel(my_up: None) -> None:
         assert adapter.reusable_after_cancel(conn, False) is False
     finally:
         conn.close()
+
+
+# -- many cancels at arbitrary moments: only the statement running is stopped ----
+
+
+def _hammer(adapter: Any, conn: Any, sql: str, rounds: int = 60) -> tuple[int, int]:
+    """Statements back to back in one thread, cancels at arbitrary moments in another.
+
+    The caller's part of the race is played as the handle plays it: a lock
+    held by the canceller across ``cancel`` and by the owner between two
+    statements, so no statement starts while a cancel is in flight. The
+    canceller notes which statement (or none) was running when it sent each
+    cancel; every fourth gap between statements also gets one for certain
+    (the owner asks and waits for it). Every statement that failed must be
+    one of those noted: a cancel sent between statements stops nothing.
+
+    Returns:
+        (statements cancelled, cancels sent while none ran).
+    """
+    lock = threading.Lock()
+    running: list[int | None] = [None]
+    targeted: set[int] = set()
+    idle_cancels = [0]
+    failed: dict[int, BaseException] = {}
+    stop = threading.Event()
+    gap_asked = threading.Event()
+    gap_served = threading.Event()
+
+    def cancel_now() -> None:
+        with lock:
+            at = running[0]
+            if at is None:
+                idle_cancels[0] += 1
+            else:
+                targeted.add(at)
+            assert adapter.cancel(conn) is True
+
+    def canceller() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            # Spread the cancels over the statements and the gaps (0-6 ms).
+            if gap_asked.wait((n * 7919 % 13) / 2000):
+                gap_asked.clear()
+                cancel_now()
+                gap_served.set()
+            else:
+                cancel_now()
+
+    thread = threading.Thread(target=canceller, daemon=True)
+    thread.start()
+    try:
+        for i in range(rounds):
+            if i % 4 == 0:
+                gap_served.clear()
+                gap_asked.set()
+                assert gap_served.wait(5)
+            with lock:
+                running[0] = i
+            try:
+                _rows(adapter, conn, sql)
+            except Exception as exc:
+                failed[i] = exc
+            with lock:
+                running[0] = None
+            if i in failed:
+                assert adapter.is_cancelled(failed[i]), repr(failed[i])
+                assert adapter.reusable_after_cancel(conn, False)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert set(failed) <= targeted, (
+        f"stopped without a cancel: {set(failed) - targeted}"
+    )
+    assert _rows(adapter, conn, "SELECT 1") == [(1,)]
+    print(f"{len(failed)} of {rounds} cancelled, {idle_cancels[0]} idle cancels")
+    return len(failed), idle_cancels[0]
+
+
+def test_psycopg_cancels_at_arbitrary_moments(pg_conn: tuple[Any, Any]) -> None:
+    adapter, conn = pg_conn
+    cancelled, idle = _hammer(adapter, conn, "select 1 from pg_sleep(0.004)")
+    assert cancelled > 0
+    assert idle >= 15
+
+
+def test_pymysql_cancels_at_arbitrary_moments(my_conn: tuple[Any, Any]) -> None:
+    adapter, conn = my_conn
+    cancelled, idle = _hammer(adapter, conn, "SELECT SLEEP(0.004)")
+    assert cancelled > 0
+    assert idle >= 15
+
+
+def test_sqlite_cancels_at_arbitrary_moments(sqlite_conn: tuple[Any, Any]) -> None:
+    adapter, conn = sqlite_conn
+    limited = ENDLESS_CTE.replace("FROM c)", "FROM c WHERE x < 3000)")
+    cancelled, idle = _hammer(adapter, conn, limited)
+    assert cancelled > 0
+    assert idle >= 15
