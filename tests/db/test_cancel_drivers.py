@@ -19,6 +19,7 @@ server lists it as running (SQLite: the statement's thread has not returned).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import threading
 import time
@@ -981,3 +982,113 @@ def test_sqlite_cancels_at_arbitrary_moments(sqlite_conn: tuple[Any, Any]) -> No
     cancelled, idle = _hammer(adapter, conn, limited)
     assert cancelled > 0
     assert idle >= 15
+
+
+async def _ahammer(
+    adapter: Any, conn: Any, sql: str, rounds: int = 40
+) -> tuple[int, int]:
+    """``_hammer`` for the asyncio adapters: a canceller task, an asyncio lock."""
+    lock = asyncio.Lock()
+    running: list[int | None] = [None]
+    targeted: set[int] = set()
+    idle_cancels = [0]
+    failed: dict[int, BaseException] = {}
+    gap_asked = asyncio.Event()
+    gap_served = asyncio.Event()
+
+    async def cancel_now() -> None:
+        async with lock:
+            at = running[0]
+            if at is None:
+                idle_cancels[0] += 1
+            else:
+                targeted.add(at)
+            assert await adapter.cancel(conn) is True
+
+    async def canceller() -> None:
+        n = 0
+        while True:
+            n += 1
+            try:
+                async with asyncio.timeout((n * 7919 % 13) / 2000):
+                    await gap_asked.wait()
+            except TimeoutError:
+                await cancel_now()
+            else:
+                gap_asked.clear()
+                await cancel_now()
+                gap_served.set()
+
+    task = asyncio.ensure_future(canceller())
+    try:
+        for i in range(rounds):
+            if i % 4 == 0:
+                gap_served.clear()
+                gap_asked.set()
+                await asyncio.wait_for(gap_served.wait(), 5)
+            async with lock:
+                running[0] = i
+            try:
+                await _arows(adapter, conn, sql)
+            except Exception as exc:
+                failed[i] = exc
+            async with lock:
+                running[0] = None
+            if i in failed:
+                assert adapter.is_cancelled(failed[i]), repr(failed[i])
+                assert adapter.reusable_after_cancel(conn, False)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert set(failed) <= targeted, (
+        f"stopped without a cancel: {set(failed) - targeted}"
+    )
+    assert await _arows(adapter, conn, "SELECT 1") == [(1,)]
+    print(f"{len(failed)} of {rounds} cancelled, {idle_cancels[0]} idle cancels")
+    return len(failed), idle_cancels[0]
+
+
+def test_psycopg_async_cancels_at_arbitrary_moments(pg_up: None) -> None:
+    async def main() -> None:
+        adapter, conn = await _psycopg_async()
+        try:
+            sql = "select 1 from pg_sleep(0.004)"
+            cancelled, idle = await _ahammer(adapter, conn, sql)
+        finally:
+            await conn.close()
+        assert cancelled > 0
+        assert idle >= 10
+
+    asyncio.run(main())
+
+
+def test_asyncpg_cancels_at_arbitrary_moments(pg_up: None) -> None:
+    pytest.importorskip("asyncpg")
+
+    async def main() -> None:
+        adapter, conn = await _asyncpg()
+        try:
+            # Longer statements: each cancel dials a side connection first.
+            sql = "select 1 from pg_sleep(0.03)"
+            cancelled, idle = await _ahammer(adapter, conn, sql, rounds=24)
+        finally:
+            await conn.close()
+        assert cancelled > 0
+        assert idle >= 6
+
+    asyncio.run(main())
+
+
+def test_aiosqlite_cancels_at_arbitrary_moments(tmp_path: Any) -> None:
+    async def main() -> None:
+        adapter, conn = await _aiosqlite(tmp_path / "c.db")
+        try:
+            sql = ENDLESS_CTE.replace("FROM c)", "FROM c WHERE x < 3000)")
+            cancelled, idle = await _ahammer(adapter, conn, sql)
+        finally:
+            await conn.close()
+        assert cancelled > 0
+        assert idle >= 10
+
+    asyncio.run(main())
