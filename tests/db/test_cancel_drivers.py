@@ -423,6 +423,24 @@ def test_duckdb_interrupt_stops_a_running_query() -> None:
         conn.close()
 
 
+def test_duckdb_interrupt_inside_a_transaction() -> None:
+    duckdb = pytest.importorskip("duckdb")
+    from sqlgate.drivers.dbapi import for_connection
+
+    conn = duckdb.connect()
+    try:
+        adapter = for_connection(conn)
+        adapter.prepare(conn)
+        adapter.exec(conn, "CREATE TABLE t (x INTEGER)", None)
+        adapter.begin(conn, None, False)
+        adapter.exec(conn, "INSERT INTO t VALUES (1)", None)
+        cancel_running(adapter, conn, ENDLESS_CTE, lambda: True, in_transaction=True)
+        adapter.rollback(conn, False)  # the aborted transaction's
+        assert _rows(adapter, conn, "SELECT count(*) FROM t") == [(0,)]
+    finally:
+        conn.close()
+
+
 def test_psycopg2_cancel_stops_pg_sleep(pg_up: None, pg_admin: Any) -> None:
     psycopg2 = pytest.importorskip("psycopg2")
     from sqlgate.drivers.dbapi import for_connection
