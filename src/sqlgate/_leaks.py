@@ -42,14 +42,14 @@ def track(
     core: PoolCore[C],
     conn: C,
     held: Held[C],
-    lost: deque[Entry[C]],
+    leaked: deque[Entry[C]],
     wake: Callable[[], None],
 ) -> None:
     """Remember who acquired ``conn`` and keep only a weak reference to it.
 
     Call it straight from the shell's acquire: the stack recorded leaves out
     this frame and the caller's, so it ends at the application's frame.
-    ``lost`` receives the entry if the connection is garbage-collected while
+    ``leaked`` receives the entry if the connection is garbage-collected while
     in use (drivers whose connections support weak references), and ``wake``
     is called then, so that the slot reaches a caller waiting for one.
     """
@@ -65,7 +65,7 @@ def track(
     def collected(_ref: object) -> None:
         # Runs in whatever thread drops the connection, maybe inside another
         # pool call: it only appends and rings (no lock; STYLE.md).
-        lost.append(entry)
+        leaked.append(entry)
         wake()
 
     if not core.loosen(entry, collected) and type(conn) not in _unreclaimable:

@@ -104,9 +104,9 @@ class ShellBase(Generic[C]):
         self._timeout_at_capacity_only = config.timeout_at_capacity_only
         self._leak_threshold = config.leak_threshold
         #: Entries whose connection was collected while in use, appended by a
-        #: weakref callback (any thread, so it must not take a lock); drained
-        #: by the shell's ``_drain_lost``.
-        self._lost: deque[Entry[C]] = deque()
+        #: weakref callback (any thread, so it must not take a lock); taken
+        #: by the shell's ``_reclaim_leaked``.
+        self._leaked: deque[Entry[C]] = deque()
         #: Connections given back by ``_release_soon`` (from a finalizer or
         #: the garbage collector: any thread, no lock): (conn, broken), each
         #: released by the shell's ``_settle_late``.

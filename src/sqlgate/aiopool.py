@@ -291,11 +291,11 @@ class AsyncPool(ShellBase[C]):
         except BaseException:
             # Refused (closed, too many waiters) after closing expired idle
             # connections on the way: carry those closes out, then raise.
-            self._drain()
+            self._carry_out()
             raise
         if type(got) is Entry:  # the common path: an idle one was there
             if core.outbox:
-                self._drain()
+                self._carry_out()
             if core.config.min_idle:
                 # The core leaves refilling the warm floor to maintenance.
                 self._wake_maintenance()
@@ -304,7 +304,7 @@ class AsyncPool(ShellBase[C]):
         # The token must exist before any effect runs: a Wake may follow.
         got.token = fut = self._new_future()
         if core.outbox:
-            self._drain()
+            self._carry_out()
         if self._timeout_at_capacity_only and not got.at_capacity:
             limit = None  # waiting for a dial below max_open: not timed
         if self._observer is not None:
@@ -458,7 +458,7 @@ class AsyncPool(ShellBase[C]):
                 return  # close(timeout=...) took it meanwhile
         core.release(entry, monotonic(), broken)
         out = core.outbox
-        if out:  # _drain() inlined, and its common effect: one waiter served
+        if out:  # _carry_out() inlined, and its common effect: one waiter served
             core.outbox = []
             if core._shut_down:
                 # The connection is closed before release returns: left to a
@@ -527,11 +527,11 @@ class AsyncPool(ShellBase[C]):
 
     async def _acquire_hooked(self, timeout: float | None = None) -> C:  # noqa: ASYNC109
         """As ``Pool._acquire_hooked``, awaiting the hook."""
-        if self._lost or self._returns:
+        if self._leaked or self._returns:
             self._settle_late()
         conn = await AsyncPool.acquire(self, timeout)
         if self._leak_threshold is not None:
-            track(self._core, conn, self._held, self._lost, self._wake_late)
+            track(self._core, conn, self._held, self._leaked, self._wake_late)
         hook = self._on_acquire
         if hook is not None:
             try:
@@ -591,16 +591,16 @@ class AsyncPool(ShellBase[C]):
 
     # -- leak tracking (only while leak_threshold is set) ----------------------
 
-    def _drain_lost(self) -> None:
+    def _reclaim_leaked(self) -> None:
         """Reclaim the slots of connections collected while handed out."""
         core = self._core
-        while self._lost:
-            entry = self._lost.popleft()
+        while self._leaked:
+            entry = self._leaked.popleft()
             reclaimed = core.reclaim(entry, monotonic())
             held = self._held.pop(entry, None)
             if reclaimed:
                 report_reclaimed(self.name, held)
-            self._drain()
+            self._carry_out()
         self._check_all_back()
 
     # -- work queued where nothing may block (finalizers, the collector) -------
@@ -619,8 +619,8 @@ class AsyncPool(ShellBase[C]):
 
     def _settle_late(self) -> None:
         """On the loop: release what ``_release_soon`` queued, reclaim leaks."""
-        if self._lost:
-            self._drain_lost()
+        if self._leaked:
+            self._reclaim_leaked()
         returns = self._returns
         while returns:
             conn, broken = returns.popleft()
@@ -642,8 +642,8 @@ class AsyncPool(ShellBase[C]):
         collected one reclaimed; closes run their synchronous part only.
         """
         core = self._core
-        while self._lost:
-            entry = self._lost.popleft()
+        while self._leaked:
+            entry = self._leaked.popleft()
             if core.reclaim(entry, monotonic()):
                 report_reclaimed(self.name, self._held.pop(entry, None))
         while self._returns:
@@ -699,7 +699,7 @@ class AsyncPool(ShellBase[C]):
 
     # -- carrying out effects -------------------------------------------------
 
-    def _drain(self) -> None:
+    def _carry_out(self) -> None:
         """Carry out whatever the core left in its outbox."""
         core = self._core
         if core.outbox:
@@ -710,7 +710,7 @@ class AsyncPool(ShellBase[C]):
         try:
             method(*args, monotonic(), **kw)
         finally:
-            self._drain()
+            self._carry_out()
 
     def _run(self, effects: list[Effect[C]]) -> None:
         """Carry out effects in order; dials and closes become pool tasks."""
@@ -773,7 +773,7 @@ class AsyncPool(ShellBase[C]):
             if self._observer is not None:
                 self._observer.created(monotonic() - started)
         finally:
-            self._drain()
+            self._carry_out()
 
     async def _configure(self, conn: C) -> None:
         """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
@@ -833,10 +833,10 @@ class AsyncPool(ShellBase[C]):
         core = self._core
         while self._needs_maintenance():
             wakeup.clear()  # a knob changed after this point wakes the wait
-            if self._lost or self._returns:
+            if self._leaked or self._returns:
                 self._settle_late()
             due = core.expire(monotonic())
-            self._drain()
+            self._carry_out()
             leak_due = check_leaks(
                 self.name, self._held, self._leak_threshold, monotonic()
             )
@@ -926,7 +926,7 @@ class AsyncPool(ShellBase[C]):
         """
         limit = validate_duration("timeout", timeout, zero_ok=True)
         self._check_loop()
-        if self._lost or self._returns:
+        if self._leaked or self._returns:
             self._settle_late()  # their release tasks are waited for below
         self._call(self._core.close)
         self._deadlines.clear()  # every waiter failed with PoolClosed
@@ -954,11 +954,11 @@ class AsyncPool(ShellBase[C]):
                     await all_back.wait()
             except TimeoutError:
                 pass
-            if self._lost or self._returns:
+            if self._leaked or self._returns:
                 self._settle_late()
         taken = take_in_use(self, monotonic())
         report_taken(self.name, taken, limit)
-        self._drain()
+        self._carry_out()
         return taken
 
     def _check_all_back(self) -> None:
@@ -983,7 +983,7 @@ class AsyncPool(ShellBase[C]):
         self._tasks = set()
         self._maintenance = None
         self._maintenance_wakeup = None
-        self._lost = deque()
+        self._leaked = deque()
         self._returns = deque()
         self._held = {}
         self._taken = set()

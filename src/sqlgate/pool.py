@@ -357,13 +357,13 @@ class Pool(ShellBase[C]):
 
     def _acquire_hooked(self, timeout: float | None = None) -> C:
         """``acquire``, then leak tracking and the ``on_acquire`` hook."""
-        if self._lost or self._returns:
+        if self._leaked or self._returns:
             self._settle_late()
         conn: C | None = None
         try:
             conn = Pool.acquire(self, timeout)
             if self._leak_threshold is not None:
-                track(self._core, conn, self._held, self._lost, self._wake_late)
+                track(self._core, conn, self._held, self._leaked, self._wake_late)
             hook = self._on_acquire
             if hook is not None:
                 hook(conn)
@@ -508,23 +508,23 @@ class Pool(ShellBase[C]):
 
     # -- leak tracking (only while leak_threshold is set) ----------------------
 
-    def _drain_lost(self) -> None:
+    def _reclaim_leaked(self) -> None:
         """Reclaim the slots of connections collected while handed out.
 
-        Each entry leaves ``_lost`` only after ``reclaim`` (idempotent) ran on
+        Each entry leaves ``_leaked`` only after ``reclaim`` (idempotent) ran on
         it, in the same hold: an interrupt never loses one.
         """
-        lost = self._lost
+        leaked = self._leaked
         core = self._core
-        while lost:
+        while leaked:
             out: Sequence[Effect[C]] = _NO_EFFECTS
             try:
                 with self._lock:
-                    if not lost:
+                    if not leaked:
                         return
-                    entry = lost[0]
+                    entry = leaked[0]
                     reclaimed = core.reclaim(entry, monotonic())
-                    lost.popleft()
+                    leaked.popleft()
                     out = core.take_effects()
                 held = self._held.pop(entry, None)
                 if reclaimed:
@@ -550,13 +550,13 @@ class Pool(ShellBase[C]):
 
     def _settle_late(self) -> None:
         """Release what ``_release_soon`` queued and reclaim collected leaks."""
-        if self._lost:
-            self._drain_lost()
+        if self._leaked:
+            self._reclaim_leaked()
         returns = self._returns
         while returns:
             try:
                 conn, broken = returns.popleft()
-            except IndexError:  # another thread drained it meanwhile
+            except IndexError:  # another thread took it meanwhile
                 break
             try:
                 self.release(conn, broken=broken)
@@ -932,7 +932,7 @@ class Pool(ShellBase[C]):
                 break
             # Releases set the event; the recheck also catches reclaimed leaks.
             self._all_back.wait(min(left, 0.05))
-            if self._lost or self._returns:
+            if self._leaked or self._returns:
                 self._settle_late()
             self._check_all_back()
         out: Sequence[Effect[C]] = _NO_EFFECTS
@@ -964,7 +964,7 @@ class Pool(ShellBase[C]):
         """
         self._lock = threading.Lock()  # another thread may have held it
         self._core = renew_after_fork(self._core, monotonic())
-        self._lost = deque()
+        self._leaked = deque()
         self._returns = deque()
         self._held = {}
         self._taken = set()
@@ -1029,7 +1029,7 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
             return
         core = pool._core
         wakeup.clear()  # a knob changed after this point wakes the next wait
-        if pool._lost or pool._returns:
+        if pool._leaked or pool._returns:
             pool._settle_late()
         with pool._lock:
             due = core.expire(monotonic())

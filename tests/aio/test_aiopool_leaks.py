@@ -106,7 +106,7 @@ async def test_dropped_connection_is_reclaimed_and_warned(
     pool: AsyncPool[Any] = AsyncPool(driver.aconnect, max_open=1, leak_threshold=60.0)
     await grab_and_hold(pool)  # the result is dropped at once: a leak
     gc.collect()
-    assert len(pool._lost) == 1
+    assert len(pool._leaked) == 1
     # The slot comes back on the next call: max_open=1 would time out else.
     conn = await pool.acquire(timeout=2)
     s = pool.stats()

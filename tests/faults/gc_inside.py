@@ -67,7 +67,7 @@ LOCKED_LINES = lock_body_lines(POOL_PY)
 
 #: The shells' own settling of late work (what the collections queue): not
 #: stopped in, or each point would queue the work of more points, without end.
-LATE_WORK = frozenset({"_settle_late", "_release_late", "_drain_lost"})
+LATE_WORK = frozenset({"_settle_late", "_release_late", "_reclaim_leaked"})
 
 
 def _settling(frame: FrameType | None) -> bool:

@@ -153,7 +153,7 @@ def run_leak(mode: str) -> tuple[int, int]:
     left = len(supply)
     del supply[:]  # the rest are forgotten too, outside any critical section
     gc.collect()
-    wait_until(lambda: not pool._lost, what="the courier to reclaim every slot")
+    wait_until(lambda: not pool._leaked, what="the courier to reclaim every slot")
     wait_until(lambda: pool.stats().open_connections == 0, what="closes to settle")
     s = pool.stats()
     assert s.leaks_reclaimed == inside.points + left, s
