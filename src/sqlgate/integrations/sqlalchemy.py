@@ -174,7 +174,8 @@ _QUEUEPOOL_SIZE = 5
 class _GatedPool(sa_pool.Pool, Generic[G]):
     """What both pool classes share: knobs, checkout rules, figures, recreate."""
 
-    def __init__(
+    # The knobs' docs live once, on PoolConfig: D417 would have them again here.
+    def __init__(  # noqa: D417
         self,
         creator: Any,
         # Not keyword-only: create_engine() finds a pool class's keywords by
@@ -203,12 +204,9 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
             max_idle: most connections kept idle: ``pool_size`` when given,
                 else 5, QueuePool's default ``pool_size`` (not sqlgate's 2:
                 an engine moved from QueuePool keeps as many idle).
-            min_idle: idle connections kept dialed in the background.
-            max_connecting: most dials in flight at once; 0 means unlimited.
-            conn_max_lifetime: seconds a connection may live; None = forever.
-            conn_max_idle_time: seconds a connection may sit idle; None =
-                forever.
-            max_waiting: most callers queued at once; 0 means unbounded.
+            min_idle, max_connecting, conn_max_lifetime, conn_max_idle_time,
+            max_waiting: sqlgate's knobs, as on ``Pool`` (described once, on
+                ``PoolConfig``).
             timeout: seconds a checkout waits when ``max_open`` connections
                 exist (``pool_timeout`` in ``create_engine``); a checkout
                 below the limit waits for its dial. None waits forever.
