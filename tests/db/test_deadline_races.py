@@ -123,3 +123,67 @@ def test_cancel_thread_that_cannot_start(monkeypatch: pytest.MonkeyPatch) -> Non
     assert adapter.cancels == 0
     assert figures(db) == (0, 0, 1, 0)
     db.close()
+
+
+async def _begin_cancelled_while_queued(path: Any) -> None:
+    db = sqlgate.open_async(f"sqlite:///{path}", max_open=1)
+    await db.exec("CREATE TABLE t (x INTEGER)")
+    async with db.conn() as c:
+        raw = c.raw
+    # aiosqlite runs every call on its own thread, in order: hold that thread
+    # (as a busy machine would) so that the BEGIN below is still queued when
+    # its task is cancelled. A cancelled call still runs once its turn comes.
+    gate = threading.Event()
+    inside = threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        gate.wait(5)
+
+    held = asyncio.ensure_future(raw._execute(hold))
+    await asyncio.sleep(0)
+    assert inside.wait(5)
+
+    async def begin_tx() -> Any:
+        return await db.begin()
+
+    queued = asyncio.Event()
+    execute = raw._execute
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        queued.set()  # the BEGIN: queued (behind the held call) as it returns
+        return await execute(fn, *args, **kwargs)
+
+    raw._execute = spy
+    begin = asyncio.ensure_future(begin_tx())
+    await asyncio.wait_for(queued.wait(), 5)
+    raw._execute = execute
+    begin.cancel()
+    for _ in range(50):  # its cancellation handled before the thread is free
+        if begin.done():
+            break
+        await asyncio.sleep(0)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await begin
+    await held
+    in_use, idle, _, waiting = figures(db)
+    assert (in_use, waiting) == (0, 0)
+    if idle:
+        # Kept: then clean. The queued BEGIN has run by now (or never will):
+        # the connection must not wait in the pool inside a transaction.
+        for _ in range(3):
+            await raw._execute(lambda: None)
+        assert not raw.in_transaction
+    # The next caller's write is committed, not swallowed by a transaction
+    # it did not begin (and rolled back at its release).
+    await db.exec("INSERT INTO t VALUES (1)")
+    other = sqlgate.open_async(f"sqlite:///{path}")
+    assert await other.query_row("SELECT count(*) FROM t") == (1,)
+    await other.close()
+    await db.close()
+
+
+def test_aiosqlite_begin_cancelled_while_queued(tmp_path: Any) -> None:
+    """A cancel that lands while aiosqlite's thread has yet to run the BEGIN."""
+    asyncio.run(_begin_cancelled_while_queued(tmp_path / "q.db"))

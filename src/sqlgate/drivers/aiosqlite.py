@@ -17,6 +17,10 @@ rule, error and clean state as ``sqlgate.drivers.sqlite``. A task cancelled
 while awaiting ``exec``, ``exec_many``, ``query`` or a ``fetchmany`` also
 interrupts the statement: aiosqlite alone would let it run on in its thread,
 and every later call on the connection (its close included) would wait for it.
+A call whose task was cancelled still runs when its turn on that thread comes
+(a BEGIN not yet started, say), so ``cancel`` returns only once what was
+queued before it has run: the connection's state is then the one the next
+statement meets.
 """
 
 from __future__ import annotations
@@ -27,7 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 
 from sqlgate._reset import needs_rollback
-from sqlgate.drivers._base import AsyncAdapter, AsyncCursor, parse_params
+from sqlgate.drivers._base import (
+    CANCEL_TIMEOUT,
+    AsyncAdapter,
+    AsyncCursor,
+    log,
+    parse_params,
+)
 from sqlgate.drivers.sqlite import (
     _PARAMS,
     check_sqlite_isolation,
@@ -54,6 +64,10 @@ def _interrupt(conn: aiosqlite.Connection) -> bool:
     except Exception:
         return False
     return interrupt(raw)
+
+
+def _nothing() -> None:
+    """Run on aiosqlite's thread: everything queued before it has run."""
 
 
 async def _interruptible(conn: aiosqlite.Connection, call: Awaitable[_T]) -> _T:
@@ -145,18 +159,30 @@ class AiosqliteAdapter(AsyncAdapter):
         """See ``AsyncAdapter.cancel``; the ``sqlite3`` connection's ``interrupt()``.
 
         Called at once, not queued behind the running statement on
-        aiosqlite's thread; no I/O.
+        aiosqlite's thread; no I/O. Then waits (``CANCEL_TIMEOUT`` at most)
+        until that thread has run what was queued before: a call whose task
+        was cancelled before its turn still runs whole (see the module).
 
         Args:
             conn: the aiosqlite connection.
 
         Returns:
-            True when the interrupt was set; False when ``conn`` is closed.
+            True when the interrupt was set and the queue ran out; False when
+            ``conn`` is closed or the queue did not run out in time (logged).
 
         Cancellation:
-            Not a cancellation point (nothing is awaited).
+            The interrupt is set; what was queued may still be running.
         """
-        return _interrupt(conn)
+        if not _interrupt(conn):
+            return False
+        try:
+            async with asyncio.timeout(CANCEL_TIMEOUT):
+                await conn._execute(_nothing)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            _interrupt(conn)  # a statement queued behind the first interrupt
+            log.warning("cancel: aiosqlite's thread is still busy: %r", exc)
+            return False
+        return True
 
     def is_cancelled(self, exc: BaseException) -> bool:
         """See ``AsyncAdapter.is_cancelled``; ``OperationalError: interrupted``."""
