@@ -334,6 +334,14 @@ def junit_to_node(root: Path, junit: str) -> str:
     return junit
 
 
+def function_of(junit: str) -> str:
+    """The test function a JUnit name runs, without its parameters.
+
+    Parameters go first: they may hold ``::`` (``file::memory:`` URLs).
+    """
+    return re.sub(r"\[.*\]$", "", junit).rsplit("::", 1)[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the judge; see the module docstring for the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -412,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {node}: differed once, same on a rerun ({a})")
                     qp[n] = sg[n] = a
                     continue
-                name = re.sub(r"\[.*\]$", "", n.rsplit("::", 1)[1])
-                why = BOUND_TO_QUEUEPOOL.get(name, "")
+                why = BOUND_TO_QUEUEPOOL.get(function_of(n), "")
                 differences.append((backend, node, qp.get(n, "-"), sg.get(n, "-"), why))
                 if not why:
                     status = max(status, 1)

@@ -45,3 +45,13 @@ def test_issue16_rerun_names_per_backend_classes_by_their_base(tmp_path: Path) -
         ),
     }
     assert {junit: to_node(tmp_path, junit) for junit in cases} == cases
+
+
+def test_issue16_listed_tests_are_found_whatever_their_parameters() -> None:
+    function_of = judge().function_of
+    base = "test.dialect.sqlite.test_dialect.DialectTest_sqlite+pysqlite_3_40_1"
+    assert function_of(f"{base}::test_pool_class") == "test_pool_class"
+    assert function_of(f"{base}::test_pool_class[x-QueuePool]") == "test_pool_class"
+    # A parameter holding "::" (an in-memory SQLite URI).
+    uri = "sqlite+pysqlite:///file::memory:?cache=shared&uri=true"
+    assert function_of(f"{base}::test_pool_class[{uri}-QueuePool]") == "test_pool_class"
