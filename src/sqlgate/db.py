@@ -265,6 +265,8 @@ def _watched(
         sent = watch.disarm()
         if sent is None:
             raise  # the deadline had not passed: not a miss
+        if not isinstance(exc, Exception):
+            raise  # KeyboardInterrupt, SystemExit: never a deadline miss
         discard = not (
             sent
             and adapter.is_cancelled(exc)

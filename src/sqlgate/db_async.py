@@ -340,8 +340,14 @@ async def _watched(
         if sent is None:
             raise  # the deadline had not passed: not a miss
         if True:  # ASYNC
-            if isinstance(exc, asyncio.CancelledError) and not watch.uncut(exc):
-                raise  # cancelled from outside as well: the caller's cancel wins
+            if isinstance(exc, asyncio.CancelledError):
+                if not watch.uncut(exc):
+                    raise  # cancelled from outside as well: the caller's cancel wins
+            elif not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: never a deadline miss
+        else:
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: never a deadline miss
         discard = not (
             sent
             and adapter.is_cancelled(exc)

@@ -187,3 +187,55 @@ async def _begin_cancelled_while_queued(path: Any) -> None:
 def test_aiosqlite_begin_cancelled_while_queued(tmp_path: Any) -> None:
     """A cancel that lands while aiosqlite's thread has yet to run the BEGIN."""
     asyncio.run(_begin_cancelled_while_queued(tmp_path / "q.db"))
+
+
+class _CtrlC(FakeAdapter):
+    """``"ctrl-c"``: the user's interrupt arrives just as the cancel does."""
+
+    def _run(self, conn: FakeConn, sql: str) -> None:
+        if sql == "ctrl-c":
+            conn.statements.append(sql)
+            assert conn.woken.wait(5), "never cancelled"
+            raise KeyboardInterrupt
+        super()._run(conn, sql)
+
+
+class _ACtrlC(AFakeAdapter):
+    async def _run(self, conn: FakeConn, sql: str) -> None:
+        if sql == "ctrl-c":
+            conn.statements.append(sql)
+            conn.awoken = asyncio.Event()
+            await asyncio.wait_for(conn.awoken.wait(), 5)
+            raise KeyboardInterrupt
+        await super()._run(conn, sql)
+
+
+def test_interrupt_after_the_deadline_stays_an_interrupt() -> None:
+    """Ctrl-C during a statement whose deadline passed is not a deadline miss.
+
+    An ``except Exception`` (``DeadlineExceeded``'s) must not swallow it.
+    """
+    adapter = _CtrlC()
+    db, conns = fake_db(adapter)
+    with pytest.raises(KeyboardInterrupt):
+        db.exec("ctrl-c", timeout=T)
+    assert adapter.cancels == 1
+    assert figures(db) == (0, 0, 1, 0)  # its state unknown: discarded
+    assert conns[0].closed
+    db.close()
+
+
+def test_interrupt_after_the_deadline_stays_an_interrupt_async() -> None:
+    adapter = _ACtrlC()
+    db, _ = afake_db(adapter)
+
+    async def main() -> Exception | None:
+        try:
+            await db.exec("ctrl-c", timeout=T)
+        except Exception as exc:
+            return exc
+        return None
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert adapter.cancels == 1
