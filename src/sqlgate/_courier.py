@@ -73,15 +73,19 @@ class _Courier:
         self._bell = threading.Lock()
         self._bell.acquire()
         self._thread: threading.Thread | None = None
+        #: Held to start the thread: pools made at once start one courier.
+        self._starting = threading.Lock()
 
     def start(self) -> None:
         """Start the thread unless it runs (plain code only, never a finalizer)."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="sqlgate-courier", daemon=True
-            )
-            self._thread.start()
+        with self._starting:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(
+                    target=self._run, name="sqlgate-courier", daemon=True
+                )
+                thread.start()
+                self._thread = thread
 
     def send(self, pool: weakref.ref[_Late]) -> None:
         """Have ``pool()._settle_late()`` run on the courier thread, soon."""

@@ -193,6 +193,8 @@ class Pool(ShellBase[C]):
         # Wakes the maintenance thread when a knob changes or the pool closes.
         self._maintenance_wakeup = threading.Event()
         self._maintenance: threading.Thread | None = None
+        #: Held to start the maintenance thread, or for it to decide to exit.
+        self._maintenance_lock = threading.Lock()
         #: Has the courier thread run ``_settle_late``; safe in a finalizer.
         self._wake_late = partial(send_courier, weakref.ref(self))
         if self._leak_threshold is not None:
@@ -842,18 +844,27 @@ class Pool(ShellBase[C]):
     # -- maintenance ---------------------------------------------------------
 
     def _maybe_start_maintenance(self) -> None:
-        """Start the sweeper thread if a knob needs it and none is running."""
+        """Start the sweeper thread if a knob needs it and none is running.
+
+        Under ``_maintenance_lock``: callers at once (setters, dial threads
+        that saw the circuit open) start one thread, never the same one twice,
+        and the thread's own decision to exit (``_maintain``) comes wholly
+        before or after this check.
+        """
         self._maintenance_wakeup.set()
-        if self._needs_maintenance() and (
-            self._maintenance is None or not self._maintenance.is_alive()
-        ):
-            self._maintenance = threading.Thread(
-                target=_maintain,
-                args=(weakref.ref(self), self._maintenance_wakeup),
-                name=f"sqlgate-maintenance {self.name}",
-                daemon=True,
-            )
-            self._maintenance.start()
+        with self._maintenance_lock:
+            running = self._maintenance
+            if self._needs_maintenance() and (
+                running is None or not running.is_alive()
+            ):
+                thread = threading.Thread(
+                    target=_maintain,
+                    args=(weakref.ref(self), self._maintenance_wakeup),
+                    name=f"sqlgate-maintenance {self.name}",
+                    daemon=True,
+                )
+                thread.start()
+                self._maintenance = thread
 
     # -- knobs, stats, close ---------------------------------------------------
 
@@ -973,6 +984,7 @@ class Pool(ShellBase[C]):
         self._all_back = threading.Event()
         self._maintenance_wakeup = threading.Event()
         self._maintenance = None
+        self._maintenance_lock = threading.Lock()
         self._maybe_start_maintenance()
 
 
@@ -1025,8 +1037,14 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
     """
     while True:
         pool = pool_ref()
-        if pool is None or not pool._needs_maintenance():
+        if pool is None:
             return
+        with pool._maintenance_lock:
+            if not pool._needs_maintenance():
+                # Under the lock: a knob set now finds no thread and starts one.
+                if pool._maintenance is threading.current_thread():
+                    pool._maintenance = None
+                return
         core = pool._core
         wakeup.clear()  # a knob changed after this point wakes the next wait
         if pool._leaked or pool._returns:
