@@ -857,14 +857,15 @@ class Pool(ShellBase[C]):
             if self._needs_maintenance() and (
                 running is None or not running.is_alive()
             ):
-                thread = threading.Thread(
+                # Kept before it starts: if interrupted in between, the next
+                # call finds it not alive and starts another.
+                self._maintenance = thread = threading.Thread(
                     target=_maintain,
                     args=(weakref.ref(self), self._maintenance_wakeup),
                     name=f"sqlgate-maintenance {self.name}",
                     daemon=True,
                 )
                 thread.start()
-                self._maintenance = thread
 
     # -- knobs, stats, close ---------------------------------------------------
 

@@ -366,6 +366,9 @@ def build(
         clock = FakeClock()
         monkeypatch.setattr(sqlgate.pool, "monotonic", clock)
         knobs["conn_max_idle_time"] = 60
+        # No maintenance thread: it would expire the idle ones too, at a
+        # moment of its own, and each run must take the same path.
+        monkeypatch.setattr(sqlgate.pool, "_maintain", lambda *_: None)
     if sc.stepping:
         ticks = itertools.count()
         monkeypatch.setattr(sqlgate.pool, "monotonic", lambda: next(ticks) / 100)
