@@ -3,10 +3,13 @@
 The database goes away in one step of the proxy's loop (every open connection
 is reset and new ones are refused or swallowed), so the order of events is
 fixed: warm-up, down (confirmed by the proxy), circuit open, callers refused
-at once, up (confirmed), service. The time bounds are derived from the knobs
-(connect timeout, ``circuit_after``, ``max_connecting``, the probe backoff
-cap) plus a fixed allowance for a loaded machine, and each is far below the
-acquire timeout, which is what tells "failed fast" from "waited it out".
+at once, up (confirmed), service. That the open circuit refuses at once is
+counted, not timed: no caller queued while it was open (``wait_count``), and
+every one refused got ``CircuitOpen``. The outage and recovery are timed, with
+bounds derived from the knobs (connect timeout, ``circuit_after``,
+``max_connecting``, the probe backoff cap) plus an allowance for a loaded
+machine; each bound is at most half the acquire timeout, which is what tells
+"failed fast" from "waited it out" (and no call timed out: counted too).
 """
 
 from __future__ import annotations
@@ -45,8 +48,11 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 2
 #: The load's acquire timeout: every bound below must stay well under it.
 ACQUIRE_TIMEOUT = 10.0
-#: What a loaded 2-core machine may add to any one step (scheduling, GIL).
-SLACK = 1.0
+#: What a loaded 2-core machine may add to any one call (scheduling, GIL):
+#: 32 workers and the proxy share one interpreter, on 2 cores shared with other
+#: processes (load 8-10). 1.0 s was exceeded once (1.009 s) in a refuse-mode
+#: outage; 2.5 s keeps every bound at or under ACQUIRE_TIMEOUT / 2 (asserted).
+SLACK = 2.5
 
 
 def _outage(
@@ -78,6 +84,7 @@ def _outage(
         t_down = proxy.set_mode(down, reset_existing=True)
         wait_for(lambda: pool.stats().circuit_open, 15, "circuit to open")
         t_open = time.monotonic()
+        at_open = pool.stats()
         # Let callers run against the open circuit: a count, not a sleep.
         wait_for(
             lambda: load.outcomes(since=t_open)["CircuitOpen"] >= 100,
@@ -85,6 +92,7 @@ def _outage(
             "callers refused by the open circuit",
         )
         t_req = time.monotonic()
+        at_req = pool.stats()
         t_up = proxy.set_mode("pass")
         wait_for(
             lambda: load.first_ok_after(t_up) is not None,
@@ -100,6 +108,10 @@ def _outage(
     finally:
         load.finish()
     try:
+        # Nobody queued while the circuit was open (it stayed open: the
+        # database was down): every caller was refused at once or served idle.
+        assert at_req.circuit_open, at_req
+        assert at_req.wait_count == at_open.wait_count, (at_open, at_req)
         _check(load, pool, backend, t_down, t_open, t_req, first_ok)
         assert first_ok - t_up < recovery_bound, ("recovery", first_ok - t_up)
         assert load.longest(since=t_down, until=t_req) < outage_bound, "outage"
@@ -137,7 +149,6 @@ def _check(
             assert isinstance(call.error, CircuitOpen), call.error
             assert isinstance(call.error.__cause__, (*backend.dead, OSError))
             assert "database unreachable" in str(call.error)
-    assert load.longest(since=t_open, until=t_req) < SLACK, "open circuit"
     # One outage, one opening: it never opened during warm-up, and no dial
     # failed once the database was back.
     s = pool.stats()
