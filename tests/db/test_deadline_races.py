@@ -125,7 +125,7 @@ def test_cancel_thread_that_cannot_start(monkeypatch: pytest.MonkeyPatch) -> Non
     db.close()
 
 
-async def _begin_cancelled_while_queued(path: Any) -> None:
+async def _begin_cancelled_while_queued(path: Any, read_only: bool) -> None:
     db = sqlgate.open_async(f"sqlite:///{path}", max_open=1)
     await db.exec("CREATE TABLE t (x INTEGER)")
     async with db.conn() as c:
@@ -145,13 +145,13 @@ async def _begin_cancelled_while_queued(path: Any) -> None:
     assert inside.wait(5)
 
     async def begin_tx() -> Any:
-        return await db.begin()
+        return await db.begin(read_only=read_only)
 
     queued = asyncio.Event()
     execute = raw._execute
 
     async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        queued.set()  # the BEGIN: queued (behind the held call) as it returns
+        queued.set()  # BEGIN (or PRAGMA query_only): queued behind the held call
         return await execute(fn, *args, **kwargs)
 
     raw._execute = spy
@@ -184,9 +184,14 @@ async def _begin_cancelled_while_queued(path: Any) -> None:
     await db.close()
 
 
-def test_aiosqlite_begin_cancelled_while_queued(tmp_path: Any) -> None:
-    """A cancel that lands while aiosqlite's thread has yet to run the BEGIN."""
-    asyncio.run(_begin_cancelled_while_queued(tmp_path / "q.db"))
+@pytest.mark.parametrize("read_only", [False, True])
+def test_aiosqlite_begin_cancelled_while_queued(tmp_path: Any, read_only: bool) -> None:
+    """A cancel that lands while aiosqlite's thread has yet to run the BEGIN.
+
+    Read-only: its first statement, ``PRAGMA query_only=1``, which the next
+    caller must not inherit (its write would fail).
+    """
+    asyncio.run(_begin_cancelled_while_queued(tmp_path / "q.db", read_only))
 
 
 class _CtrlC(FakeAdapter):

@@ -232,9 +232,9 @@ class AiosqliteAdapter(AsyncAdapter):
     ) -> None:
         """See ``AsyncAdapter.begin``; as ``SqliteAdapter.begin``, awaited."""
         check_sqlite_isolation(isolation)
-        if read_only:
-            await conn.execute("PRAGMA query_only=1")
         try:
+            if read_only:  # a cancelled PRAGMA still runs: undone below
+                await conn.execute("PRAGMA query_only=1")
             await conn.execute(f"BEGIN {self.txlock}")
         except BaseException:
             if read_only:
