@@ -41,7 +41,7 @@ class _Forkable(Protocol):
 _pools: weakref.WeakSet[_Forkable] = weakref.WeakSet()
 #: What a forked child inherited (connections, tasks): kept referenced so that
 #: no finalizer runs on it in the child.
-_orphans: list[object] = []
+_kept: list[object] = []
 
 
 def forget_after_fork(pool: _Forkable) -> None:
@@ -51,7 +51,7 @@ def forget_after_fork(pool: _Forkable) -> None:
 
 def orphan(conn: object) -> None:
     """Disarm an inherited connection without touching the parent's session."""
-    _orphans.append(conn)
+    _kept.append(conn)
     fileno = fileno_of(conn)
     try:
         fd = fileno() if fileno is not None else -1
@@ -86,7 +86,7 @@ def renew_after_fork(core: PoolCore[C], now: float) -> PoolCore[C]:
 
 def keep(obj: object) -> None:
     """Keep ``obj`` referenced for the rest of a forked child's life."""
-    _orphans.append(obj)
+    _kept.append(obj)
 
 
 def _after_fork_in_child() -> None:

@@ -328,7 +328,7 @@ class HandleBase:
 
     _pool: Any
     _adapter: SyncAdapter | AsyncAdapter | None
-    _orphans: deque[Any]
+    _forgotten: deque[Any]
     #: The pool's name (``pool.name``), for the fork registry's messages.
     name: str
 
@@ -351,7 +351,7 @@ class HandleBase:
             "statement_timeout", pool_knobs.pop("statement_timeout", None)
         )
         self._secrets = dsn.secrets() if dsn is not None else ()
-        # Warnings for orphans the reaper gave back, raised at the next call.
+        # Warnings for forgotten objects the reaper gave back, raised at the next call.
         self._owed: deque[str] = deque()
         user_reset = pool_knobs.pop("reset", None)
         if user_reset is not None and not callable(user_reset):
@@ -370,14 +370,14 @@ class HandleBase:
     def _forget_parent(self) -> None:
         """In a forked child: drop the bookkeeping of the parent's connections.
 
-        The orphans waiting to be drained name connections of the parent's
+        The forgotten objects waiting to be drained name connections of the parent's
         pool, which the child's fresh pool calls foreign; the owed warnings
         are the parent's to raise. What the parent's objects referenced is
         kept referenced (``_fork.keep``), so no driver finalizer runs on it
         in the child.
         """
-        keep(self._orphans)
-        self._orphans = deque()
+        keep(self._forgotten)
+        self._forgotten = deque()
         self._owed = deque()
 
     def _when(self, timeout: float | None) -> float | None:
@@ -462,7 +462,7 @@ class HandleBase:
             dead=dead(adapter, conn, exc), phase=phase, in_tx=False, retry=retry
         )
 
-    def _forgotten(self, what: str, warn: bool) -> None:
+    def _warn_forgotten(self, what: str, warn: bool) -> None:
         """Say that a ``what`` was forgotten: now, or at the next call."""
         article = "an" if what[0] in "AEIOU" else "a"
         message = (

@@ -2,10 +2,10 @@
 
 A ``Rows``, ``Tx`` or ``Conn`` (or their asyncio twins) dropped without being
 closed still gives its connection back, at once. Its ``weakref.finalize``
-callback (``orphaned`` or ``orphaned_async``) runs inside the garbage
+callback (``on_forgotten`` or ``on_forgotten_async``) runs inside the garbage
 collector, on any thread, maybe inside the pool's critical section, so it
 takes no lock and does no I/O: it appends ``(connection, cursor, what)`` to
-the DB's ``_orphans`` deque and wakes whoever drains it.
+the DB's ``_forgotten`` deque and wakes whoever drains it.
 
 - Threads (``DB``): the finalizer puts a weak reference to the DB on a
   ``queue.SimpleQueue`` (``put`` is documented safe for ``__del__`` and weakref
@@ -41,8 +41,8 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-# Imported first so that its after-fork handler (every DB forgets the
-# parent's orphans) runs before this module's (the reaper restarts).
+# Imported first so that its after-fork handler (every DB drops the
+# parent's forgotten objects) runs before this module's (the reaper restarts).
 from sqlgate._fork import keep
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import weakref
     from collections import deque
 
-__all__ = ["generation", "orphaned", "orphaned_async", "start"]
+__all__ = ["generation", "on_forgotten", "on_forgotten_async", "start"]
 
 log = logging.getLogger("sqlgate")
 
@@ -58,7 +58,7 @@ log = logging.getLogger("sqlgate")
 class _Drains(Protocol):
     """What the reaper needs of a ``DB``."""
 
-    _orphans: deque[Any]
+    _forgotten: deque[Any]
     _ref: weakref.ref[Any]
 
     def _drain(self, warn: bool) -> None: ...
@@ -67,12 +67,12 @@ class _Drains(Protocol):
 class _DrainsAsync(Protocol):
     """What a finalizer needs of an ``AsyncDB``."""
 
-    _orphans: deque[Any]
+    _forgotten: deque[Any]
 
     def _wake(self) -> None: ...
 
 
-#: Weak references to DBs with orphans to drain; ``put`` is reentrant-safe
+#: Weak references to DBs with forgotten objects to drain; ``put`` is reentrant-safe
 #: (documented for ``__del__`` and weakref callbacks), so a finalizer may call it.
 _wakeups: queue.SimpleQueue[weakref.ref[_Drains]] = queue.SimpleQueue()
 _thread: threading.Thread | None = None
@@ -126,7 +126,7 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def orphaned(db: _Drains, item: tuple[Any, Any, str], generation: int) -> None:
+def on_forgotten(db: _Drains, item: tuple[Any, Any, str], generation: int) -> None:
     """A forgotten ``Rows``/``Tx``/``Conn``'s finalizer: hand it to the reaper.
 
     Runs inside the garbage collector on any thread, maybe inside the pool's
@@ -140,11 +140,11 @@ def orphaned(db: _Drains, item: tuple[Any, Any, str], generation: int) -> None:
     if generation != _generation:
         keep(item)
         return
-    db._orphans.append(item)
+    db._forgotten.append(item)
     _wakeups.put(db._ref)
 
 
-def orphaned_async(
+def on_forgotten_async(
     db: _DrainsAsync,
     item: tuple[Any, Any, str],
     loop: asyncio.AbstractEventLoop,
@@ -166,6 +166,6 @@ def orphaned_async(
     if generation != _generation:
         keep(item)
         return
-    db._orphans.append(item)
+    db._forgotten.append(item)
     with contextlib.suppress(RuntimeError):  # loop closed: the next call drains
         loop.call_soon_threadsafe(db._wake)

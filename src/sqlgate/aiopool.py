@@ -4,7 +4,7 @@ No lock: a synchronous core call is atomic on the event loop, so each public
 method makes its core call(s) between two awaits and then carries the effects
 out. Dials and closes run as tasks the pool owns (kept in a set so they are
 not collected), never in a caller's task: a caller that is cancelled or times
-out can never orphan a dial or skip the ``closed`` report of a close.
+out can never leave a dial unreported or skip the ``close_done`` report of a close.
 
 A pool belongs to the event loop it is first used in. Futures and tasks are
 made on first use, never in ``__init__``, so a pool may be created before the

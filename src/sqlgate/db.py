@@ -314,7 +314,7 @@ class DB(HandleBase):
         rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
         # Connections of forgotten rows/transactions/reserved connections:
         # (conn, cursor or None, what).
-        self._orphans: deque[tuple[Any, Any, str]] = deque()
+        self._forgotten: deque[tuple[Any, Any, str]] = deque()
         # Set while a thread drains; whoever then finds the deque empty still
         # waits for the drain (the lock). Never set under asyncio, where a
         # drain runs on the loop.
@@ -385,17 +385,17 @@ class DB(HandleBase):
         assert adapter is not None  # set by the first dial
         return adapter
 
-    def _orphan(
+    def _watch_forgotten(
         self, obj: object, conn: Any, cursor: Any, what: str
     ) -> weakref.finalize[Any, Any]:
         """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
         item = (conn, cursor, what)
         gen = _reaper.generation()
-        return weakref.finalize(obj, _reaper.orphaned, self, item, gen)
+        return weakref.finalize(obj, _reaper.on_forgotten, self, item, gen)
 
     def _tidy(self) -> None:
         """Settle forgotten objects before a call: drained, warned about."""
-        if self._orphans or self._draining:
+        if self._forgotten or self._draining:
             self._drain(warn=True)
         if self._owed:
             self._pay_owed()
@@ -412,7 +412,7 @@ class DB(HandleBase):
             (or the first, with ``retry=False``); nothing was sent.
             DeadlineExceeded: ``when`` passed first.
         """
-        if self._orphans or self._draining or self._owed:
+        if self._forgotten or self._draining or self._owed:
             self._tidy()
         pool = self._pool
         error: BaseException | None = None
@@ -487,16 +487,16 @@ class DB(HandleBase):
             warn: raise the ResourceWarning now (a caller's call); False
                 (the reaper) leaves it owed to the next call.
         """
-        orphans = self._orphans
+        forgotten = self._forgotten
         with self._drain_lock:
             self._draining = True
             try:
-                while orphans:
-                    conn, cursor, what = orphans.popleft()
+                while forgotten:
+                    conn, cursor, what = forgotten.popleft()
                     if cursor is not None:
                         close_quietly(cursor)
                     self._release(conn, False)
-                    self._forgotten(what, warn)
+                    self._warn_forgotten(what, warn)
             finally:
                 self._draining = False
 
@@ -890,7 +890,7 @@ class DB(HandleBase):
             ResourceWarning: for each forgotten ``Rows``/``Tx``/
                 ``Conn`` whose warning is owed.
         """
-        if self._orphans or self._draining or self._owed:
+        if self._forgotten or self._draining or self._owed:
             self._tidy()
         return self._pool.stats()
 
@@ -907,7 +907,7 @@ class DB(HandleBase):
         when they are given back. A ``:memory:`` SQLite database ends here.
         Idempotent.
         """
-        if self._orphans or self._draining or self._owed:
+        if self._forgotten or self._draining or self._owed:
             self._tidy()
         self._pool.close()
         if self._closer is not None:
@@ -1045,9 +1045,9 @@ class Rows:
         #: every later use raises.
         self._ended_by: str | None = None
         self.columns: tuple[str, ...] = cursor.columns
-        # Runs at most once: the GC hands the connection to the DB's orphans.
+        # Runs at most once: the GC hands the connection to the DB's forgotten queue.
         self._finalizer = (
-            db._orphan(self, conn, cursor, type(self).__name__)
+            db._watch_forgotten(self, conn, cursor, type(self).__name__)
             if db is not None
             else None
         )
@@ -1427,7 +1427,9 @@ class Tx(TxState, _Session):
         self._ended = None
         self._rows = weakref.WeakSet()
         self._finalizer = (
-            db._orphan(self, conn, None, type(self).__name__) if owner is None else None
+            db._watch_forgotten(self, conn, None, type(self).__name__)
+            if owner is None
+            else None
         )
 
     def _lost(self) -> None:
@@ -1549,7 +1551,7 @@ class Conn(ConnState, _Session):
         self._rows = weakref.WeakSet()
         #: The transaction begun here and not yet ended, if any.
         self._tx: Tx | None = None
-        self._finalizer = db._orphan(self, conn, None, type(self).__name__)
+        self._finalizer = db._watch_forgotten(self, conn, None, type(self).__name__)
 
     def _lost(self) -> None:
         self._broken = True

@@ -419,7 +419,7 @@ class AsyncDB(HandleBase):
         rollback, user_reset = self._setup(dsn, ping_idle, name, pool_knobs)
         # Connections of forgotten rows/transactions/reserved connections:
         # (conn, cursor or None, what).
-        self._orphans: deque[tuple[Any, Any, str]] = deque()
+        self._forgotten: deque[tuple[Any, Any, str]] = deque()
         # Set while a thread drains; whoever then finds the deque empty still
         # waits for the drain (the lock). Never set under asyncio, where a
         # drain runs on the loop.
@@ -504,7 +504,7 @@ class AsyncDB(HandleBase):
         assert adapter is not None  # set by the first dial
         return adapter
 
-    def _orphan(
+    def _watch_forgotten(
         self, obj: object, conn: Any, cursor: Any, what: str
     ) -> weakref.finalize[Any, Any]:
         """The finalizer that gives ``conn`` back if ``obj`` is forgotten."""
@@ -513,17 +513,19 @@ class AsyncDB(HandleBase):
             loop = asyncio.get_running_loop()
             item = (conn, None, what)
             gen = _reaper.generation()
-            return weakref.finalize(obj, _reaper.orphaned_async, self, item, loop, gen)
+            return weakref.finalize(
+                obj, _reaper.on_forgotten_async, self, item, loop, gen
+            )
         else:
             item = (conn, cursor, what)
             gen = _reaper.generation()
-            return weakref.finalize(obj, _reaper.orphaned, self, item, gen)
+            return weakref.finalize(obj, _reaper.on_forgotten, self, item, gen)
 
     if True:  # ASYNC
 
         def _wake(self) -> None:
             """On the loop, after a finalizer: start a drain task unless one runs."""
-            if self._orphans and (self._reaping is None or self._reaping.done()):
+            if self._forgotten and (self._reaping is None or self._reaping.done()):
                 self._reaping = asyncio.get_running_loop().create_task(self._reap())
 
         async def _reap(self) -> None:
@@ -534,7 +536,7 @@ class AsyncDB(HandleBase):
 
     async def _tidy(self) -> None:
         """Settle forgotten objects before a call: drained, warned about."""
-        if self._orphans or self._draining:
+        if self._forgotten or self._draining:
             await self._drain(warn=True)
         if self._owed:
             self._pay_owed()
@@ -551,7 +553,7 @@ class AsyncDB(HandleBase):
             (or the first, with ``retry=False``); nothing was sent.
             DeadlineExceeded: ``when`` passed first.
         """
-        if self._orphans or self._draining or self._owed:
+        if self._forgotten or self._draining or self._owed:
             await self._tidy()
         pool = self._pool
         error: BaseException | None = None
@@ -628,22 +630,22 @@ class AsyncDB(HandleBase):
             warn: raise the ResourceWarning now (a caller's call); False
                 (the reaper) leaves it owed to the next call.
         """
-        orphans = self._orphans
+        forgotten = self._forgotten
         if True:  # ASYNC
-            while orphans:
-                conn, _, what = orphans.popleft()
+            while forgotten:
+                conn, _, what = forgotten.popleft()
                 await self._release(conn, False)
-                self._forgotten(what, warn)
+                self._warn_forgotten(what, warn)
         else:
             with self._drain_lock:
                 self._draining = True
                 try:
-                    while orphans:
-                        conn, cursor, what = orphans.popleft()
+                    while forgotten:
+                        conn, cursor, what = forgotten.popleft()
                         if cursor is not None:
                             close_quietly(cursor)
                         self._release(conn, False)
-                        self._forgotten(what, warn)
+                        self._warn_forgotten(what, warn)
                 finally:
                     self._draining = False
 
@@ -1102,7 +1104,7 @@ class AsyncDB(HandleBase):
             if self._owed:
                 self._pay_owed()
         else:
-            if self._orphans or self._draining or self._owed:
+            if self._forgotten or self._draining or self._owed:
                 self._tidy()
         return self._pool.stats()
 
@@ -1128,7 +1130,7 @@ class AsyncDB(HandleBase):
             for the pool: as ``AsyncPool.close`` (the pool is closed already;
             call ``close()`` again to wait).
         """
-        if self._orphans or self._draining or self._owed:
+        if self._forgotten or self._draining or self._owed:
             await self._tidy()
         await self._pool.close()
         if self._closer is not None:
@@ -1361,9 +1363,9 @@ class AsyncRows:
         #: every later use raises.
         self._ended_by: str | None = None
         self.columns: tuple[str, ...] = cursor.columns
-        # Runs at most once: the GC hands the connection to the DB's orphans.
+        # Runs at most once: the GC hands the connection to the DB's forgotten queue.
         self._finalizer = (
-            db._orphan(self, conn, cursor, type(self).__name__)
+            db._watch_forgotten(self, conn, cursor, type(self).__name__)
             if db is not None
             else None
         )
@@ -1793,7 +1795,9 @@ class AsyncTx(TxState, _AsyncSession):
         self._ended = None
         self._rows = weakref.WeakSet()
         self._finalizer = (
-            db._orphan(self, conn, None, type(self).__name__) if owner is None else None
+            db._watch_forgotten(self, conn, None, type(self).__name__)
+            if owner is None
+            else None
         )
 
     async def _lost(self) -> None:
@@ -1925,7 +1929,7 @@ class AsyncConn(ConnState, _AsyncSession):
         self._rows = weakref.WeakSet()
         #: The transaction begun here and not yet ended, if any.
         self._tx: AsyncTx | None = None
-        self._finalizer = db._orphan(self, conn, None, type(self).__name__)
+        self._finalizer = db._watch_forgotten(self, conn, None, type(self).__name__)
 
     async def _lost(self) -> None:
         self._broken = True

@@ -97,7 +97,7 @@ async def test_acquire_queued_behind_a_held_connection(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-async def test_acquire_waiting_on_its_dial_does_not_orphan_it(
+async def test_acquire_waiting_on_its_dial_leaves_it_counted(
     gated_driver: AsyncFakeDriver, kind: str
 ) -> None:
     driver = gated_driver

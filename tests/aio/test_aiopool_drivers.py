@@ -48,7 +48,7 @@ async def server_state(dsn: str, app: str) -> list[str]:
         return [str(r[0]) for r in await cur.fetchall()]
 
 
-async def drains_to_zero(dsn: str, app: str) -> None:
+async def until_no_backend_left(dsn: str, app: str) -> None:
     """The server reaps a backend just after its client leaves: wait for it."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
@@ -90,7 +90,7 @@ async def test_psycopg_async_connection(pg_dsn: str) -> None:
             await again.commit()
         s = pool.stats()
         assert (s.dials, s.in_use, s.idle) == (1, 0, 1)
-    await drains_to_zero(pg_dsn, app)
+    await until_no_backend_left(pg_dsn, app)
     assert pool.stats().open_connections == 0
 
 
@@ -135,7 +135,7 @@ async def test_asyncpg_connection(pg_dsn: str) -> None:
         await asyncio.gather(*(client(i) for i in range(20)))
         assert order == list(range(20))
         assert pool.stats().dials == 1
-    await drains_to_zero(pg_dsn, app)
+    await until_no_backend_left(pg_dsn, app)
 
 
 @pytest.mark.postgres
@@ -160,7 +160,7 @@ async def test_postgres_pool_close_with_many_connections(pg_dsn: str) -> None:
     await pool.release(conns[3])
     await pool.close()
     assert pool.stats().open_connections == 0
-    await drains_to_zero(pg_dsn, app)
+    await until_no_backend_left(pg_dsn, app)
 
 
 @pytest.mark.postgres

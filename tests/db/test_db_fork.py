@@ -1,9 +1,10 @@
-"""DB after os.fork(): the child forgets the parent's forgotten objects.
+"""DB after os.fork(): the child drops the parent's forgotten objects.
 
 The parent's reaper is held inside one DB's drain (a gated ``reset`` hook)
-while a second DB has an undrained orphan, so the fork lands with the first
-DB mid-drain and the second holding a parent's connection in its deque: the
-two states a child must not inherit. The child reports through its exit code.
+while a second DB has a forgotten object not yet drained, so the fork lands
+with the first DB mid-drain and the second holding a parent's connection in
+its deque: the two states a child must not inherit. The child reports
+through its exit code.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _child(gated: sqlgate.DB, other: sqlgate.DB, inherited: list[Any]) -> int:
         return 10
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        # The parent's orphan in other's deque must not be given back here.
+        # The parent's forgotten object in other's deque must not be given back here.
         if other.query_row("select 1") != (1,):
             return 11
         # gated was mid-drain in the parent (its reaper held): no wait here.
@@ -154,7 +155,7 @@ def _fork_scenario(dsn_gated: str, dsn_other: str, sql_ok: str) -> None:
             other.close()
 
 
-def test_sqlite_child_drops_the_parents_orphans(tmp_path: Path) -> None:
+def test_sqlite_child_drops_the_parents_forgotten_objects(tmp_path: Path) -> None:
     _fork_scenario(
         f"sqlite:///{tmp_path / 'gated.db'}",
         f"sqlite:///{tmp_path / 'other.db'}",
@@ -163,7 +164,7 @@ def test_sqlite_child_drops_the_parents_orphans(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_child_drops_the_parents_orphans(pg_dsn: str) -> None:
+def test_postgres_child_drops_the_parents_forgotten_objects(pg_dsn: str) -> None:
     _fork_scenario(pg_dsn, pg_dsn, "select 1")
 
 
@@ -225,10 +226,10 @@ def _async_fork_scenario(dsn: str, sql_ok: str) -> None:
     asyncio.run(run())
 
 
-def test_sqlite_async_child_drops_the_parents_orphans(tmp_path: Path) -> None:
+def test_sqlite_async_child_drops_the_parents_forgotten_objects(tmp_path: Path) -> None:
     _async_fork_scenario(f"sqlite:///{tmp_path / 'a.db'}", "select 1")
 
 
 @pytest.mark.postgres
-def test_postgres_async_child_drops_the_parents_orphans(pg_dsn: str) -> None:
+def test_postgres_async_child_drops_the_parents_forgotten_objects(pg_dsn: str) -> None:
     _async_fork_scenario(pg_dsn, "select 1")

@@ -79,7 +79,7 @@ def test_drain_in_progress_is_waited_for() -> None:
         del rows
         gc.collect()
         assert entered.wait(10)  # the reaper took the item and is releasing it
-        assert not db._orphans
+        assert not db._forgotten
         result: list[Any] = []
         t = threading.Thread(target=lambda: result.append(_stats_with_warning(db)))
         t.start()

@@ -299,7 +299,7 @@ class FaultProxy:
             return
         self._pipes.add(pipe)
         if self.mode == "blackhole":
-            await self._drain_forever(reader, pipe)
+            await self._swallow_forever(reader, pipe)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(
@@ -316,7 +316,7 @@ class FaultProxy:
         self._spawn(self._pump(up_reader, writer, pipe))
         await self._pump(reader, up_writer, pipe)
 
-    async def _drain_forever(self, reader: asyncio.StreamReader, pipe: _Pipe) -> None:
+    async def _swallow_forever(self, reader: asyncio.StreamReader, pipe: _Pipe) -> None:
         with contextlib.suppress(OSError):
             while await reader.read(65536):
                 pass

@@ -1050,7 +1050,7 @@ async def _amain(
         )
     except BaseException:
         await db.close()
-        await _adrain_threads()
+        await _await_driver_threads()
         raise
     tallies = [Tally() for _ in range(cfg.workers)]
     budget = _Budget(cfg.requests, cfg.duration)
@@ -1129,7 +1129,7 @@ async def _amain(
     )
 
 
-async def _adrain_threads(within: float = SETTLE_WITHIN) -> None:
+async def _await_driver_threads(within: float = SETTLE_WITHIN) -> None:
     """Let drivers' own threads started for this loop finish before it closes.
 
     aiosqlite answers from a thread; one still running when ``asyncio.run``
