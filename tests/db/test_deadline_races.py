@@ -24,7 +24,7 @@ from tests.db.deadline_fakes import (
     figures,
 )
 
-T = 0.05  # a deadline that passes while a fake statement waits
+T = 0.5  # passes while a fake statement waits (never before it started: load)
 
 
 class _SlowCancel(AFakeAdapter):
