@@ -17,6 +17,7 @@ __all__ = [
     "FakeConn",
     "FakeDriver",
     "Gate",
+    "LockedCore",
     "assert_ledger",
     "settled",
     "wait_until",
@@ -189,3 +190,45 @@ def assert_ledger(pool: Pool[Any], driver: FakeDriver) -> None:
         pool._core.check()
         assert driver.live == pool._core.num_open
     assert all(c.closes <= 1 for c in driver.conns), "a connection closed twice"
+
+
+class LockedCore:
+    """A pool's core seen through a proxy that records core calls made without its lock.
+
+    ``LockedCore.install(pool)`` puts it in place of ``pool._core``. Every
+    public method call checks that the pool's lock is held and otherwise
+    records ``(method, thread name)`` in ``unlocked``; a test asserts that
+    list is empty. ``lookup`` is exempt: a single dict read that the core
+    documents as safe without the lock (``release`` checks again under it).
+    Exact in a single thread; with several, another thread holding the lock
+    can hide a call (never invent one).
+    """
+
+    LOCK_FREE = frozenset({"lookup"})
+
+    def __init__(self, core: Any, lock: Any) -> None:
+        object.__setattr__(self, "_inner", core)
+        object.__setattr__(self, "_lock", lock)
+        object.__setattr__(self, "unlocked", [])
+
+    @classmethod
+    def install(cls, pool: Pool[Any]) -> LockedCore:
+        guard = cls(pool._core, pool._lock)
+        pool._core = guard  # type: ignore[assignment]
+        return guard
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if name.startswith("_") or name in self.LOCK_FREE or not callable(value):
+            return value
+        lock, unlocked = self._lock, self.unlocked
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not lock.locked():
+                unlocked.append((name, threading.current_thread().name))
+            return value(*args, **kwargs)
+
+        return guarded
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._inner, name, value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlgate._core import IN_USE, Entry
@@ -20,6 +21,7 @@ from sqlgate._core import IN_USE, Entry
 if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     from sqlgate._core import PoolCore
 
@@ -40,35 +42,34 @@ _unreclaimable: set[type] = set()
 
 def track(
     core: PoolCore[C],
+    lock: AbstractContextManager[object],
     conn: C,
     held: Held[C],
-    leaked: deque[Entry[C]],
+    lost: deque[Entry[C]],
     wake: Callable[[], None],
 ) -> None:
     """Remember who acquired ``conn`` and keep only a weak reference to it.
 
     Call it straight from the shell's acquire: the stack recorded leaves out
-    this frame and the caller's, so it ends at the application's frame.
-    ``leaked`` receives the entry if the connection is garbage-collected while
-    in use (drivers whose connections support weak references), and ``wake``
-    is called then, so that the slot reaches a caller waiting for one.
+    this frame and the caller's, so it ends at the application's frame. The
+    stack is taken first; the core is asked only under ``lock``, the shell's
+    critical section (``Pool``'s lock; nothing for ``AsyncPool``, whose core
+    calls never await). ``lost`` receives the entry if the connection is
+    garbage-collected while in use (drivers whose connections support weak
+    references), and ``wake`` is called then, so that the slot reaches a
+    caller waiting for one.
     """
-    entry = core.lookup(conn)
     # As traceback.extract_stack()[:-2], but source lines are read only if a
     # warning is ever formatted (half the cost of every tracked acquire).
     stack = traceback.StackSummary.extract(
         traceback.walk_stack(sys._getframe(2)), lookup_lines=False
     )
     stack.reverse()
-    held[entry] = (stack, False)
-
-    def collected(_ref: object) -> None:
-        # Runs in whatever thread drops the connection, maybe inside another
-        # pool call: it only appends and rings (no lock; STYLE.md).
-        leaked.append(entry)
-        wake()
-
-    if not core.loosen(entry, collected) and type(conn) not in _unreclaimable:
+    with lock:
+        entry = core.lookup(conn)
+        held[entry] = (stack, False)
+        loosened = core.loosen(entry, partial(_collected, entry, lost, wake))
+    if not loosened and type(conn) not in _unreclaimable:
         # sqlite3's connections cannot be weakly referenced: say so once.
         _unreclaimable.add(type(conn))
         log.warning(
@@ -78,6 +79,18 @@ def track(
             core.name,
             type(conn).__qualname__,
         )
+
+
+def _collected(
+    entry: Entry[C], lost: deque[Entry[C]], wake: Callable[[], None], _ref: object
+) -> None:
+    """A tracked connection was collected while in use (its weakref callback).
+
+    Runs in whatever thread drops the connection, maybe inside another pool
+    call: it only appends and rings (no lock; STYLE.md).
+    """
+    lost.append(entry)
+    wake()
 
 
 def report_reclaimed(

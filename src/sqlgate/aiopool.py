@@ -85,6 +85,10 @@ C = TypeVar("C")
 
 log = logging.getLogger("sqlgate")
 
+#: The critical section of this shell for ``_leaks.track``: none is needed, as
+#: core calls run on the loop's thread and never await in between.
+_NO_LOCK = contextlib.nullcontext()
+
 
 async def _call_hook(hook: Callable[[Any], object], conn: object) -> None:
     """Call a hook that may be a plain function or a coroutine function."""
@@ -531,7 +535,7 @@ class AsyncPool(ShellBase[C]):
             self._settle_late()
         conn = await AsyncPool.acquire(self, timeout)
         if self._leak_threshold is not None:
-            track(self._core, conn, self._held, self._leaked, self._wake_late)
+            track(self._core, _NO_LOCK, conn, self._held, self._leaked, self._wake_late)
         hook = self._on_acquire
         if hook is not None:
             try:

@@ -365,7 +365,14 @@ class Pool(ShellBase[C]):
         try:
             conn = Pool.acquire(self, timeout)
             if self._leak_threshold is not None:
-                track(self._core, conn, self._held, self._leaked, self._wake_late)
+                track(
+                    self._core,
+                    self._lock,
+                    conn,
+                    self._held,
+                    self._leaked,
+                    self._wake_late,
+                )
             hook = self._on_acquire
             if hook is not None:
                 hook(conn)

@@ -9,7 +9,9 @@ holds the pool lock every millisecond or so and checks the ledger as it
 stands: ``check()``, and ``idle + in_use <= driver live <= open`` (a dial in
 flight is counted before the driver opens it, a close before the driver has
 closed it). At the end everything settles: driver live == open exactly, no
-unexpected error in any thread, and ``close()`` leaves nothing open.
+unexpected error in any thread, and ``close()`` leaves nothing open. Leak
+tracking is on (a threshold no run reaches) and the core is wrapped by
+``LockedCore``: no core method was seen called without the pool lock.
 
 Bounded in time: ``SQLGATE_STRESS_SECONDS`` (default 3 s in CI; e.g. 120 on
 demand). Every wait in it is bounded too.
@@ -24,7 +26,7 @@ import threading
 from collections import Counter
 
 from sqlgate import CircuitOpen, ConnectError, Pool, PoolTimeout
-from tests.fakes import FakeConn, FakeDriver, wait_until
+from tests.fakes import FakeConn, FakeDriver, LockedCore, wait_until
 
 SECONDS = float(os.environ.get("SQLGATE_STRESS_SECONDS", "3"))
 THREADS = 32
@@ -52,8 +54,10 @@ def test_issue11_32_threads_at_a_microsecond_switch_interval() -> None:
         max_connecting=2,
         acquire_timeout=0.2,
         circuit_after=3,
+        leak_threshold=600.0,
         name="switch",
     )
+    locked_core = LockedCore.install(pool)
     stop = threading.Event()
     errors: list[BaseException] = []
     outcomes: Counter[str] = Counter()
@@ -173,6 +177,7 @@ def test_issue11_32_threads_at_a_microsecond_switch_interval() -> None:
         f"{checks} ledger checks, {stats.circuit_opens} circuit openings, "
         f"{driver.opened} dials"
     )
+    assert locked_core.unlocked == []
     assert checks > 0
     assert outcomes["ok"] > 0
     assert outcomes["broken"] > 0
