@@ -10,7 +10,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks import aio, connecting, contended, cycle, memory, pg, report, spike
+from benchmarks import (
+    aio,
+    connecting,
+    contended,
+    cycle,
+    deadline,
+    memory,
+    pg,
+    report,
+    spike,
+)
 from benchmarks._common import Settings
 
 if TYPE_CHECKING:
@@ -27,6 +37,8 @@ SCENARIOS: dict[str, Callable[[Settings], Table]] = {
     "async": aio.run,
     "memory": memory.run,
     "connecting": connecting.run,
+    "deadline": deadline.run,
+    "deadline-pg": deadline.run_pg,
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
