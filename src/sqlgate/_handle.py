@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlgate._core import FOREVER, validate_duration
 from sqlgate._core import retry as _retry
-from sqlgate._core import validate_duration
 from sqlgate._fork import keep
 from sqlgate.drivers import parse
 from sqlgate.drivers._base import check_isolation
@@ -394,6 +394,10 @@ class HandleBase:
         """
         if timeout is None:
             seconds = self._statement_timeout
+        elif (
+            timeout.__class__ is float or timeout.__class__ is int
+        ) and 0 <= timeout <= FOREVER:
+            seconds = timeout  # the common case, checked inline (NaN fails it)
         else:
             seconds = validate_duration("timeout", timeout, zero_ok=True)
         return None if seconds is None else time.monotonic() + seconds

@@ -5,26 +5,35 @@ its deadline must come from another thread: this one. The handle for threads
 (``db.py``) arms an entry before it hands a statement with a deadline to the
 driver and disarms it when the driver returns; an entry still armed when its
 time comes is fired (its callback runs here, and must be quick: the handle's
-starts the driver's cancel in a thread of its own).
+starts the driver's cancel in a thread of its own). ``sqlgate._deadlines``
+serves the asyncio pool's waiters on the event loop; this module is the
+blocking side's counterpart, with a thread instead of a loop timer.
 
-Theory of operation:
+Theory of operation (the caller's side costs one call and no lock):
 
-- Entries live in a heap of ``(when, seq, entry)`` under one plain lock.
-  ``arm`` is one lock, an O(log n) push, and a wake-up of the thread only
-  when the new entry comes before the current head (the thread sleeps until
-  the head's time, on a lock used as a bell: releasing it never blocks).
-- ``Entry.cancel`` takes no lock: the entry's one token is popped from a
-  list (atomic under the GIL), by the canceller or by the thread about to
-  fire it, whichever comes first; the loser learns it lost. So an entry is
-  fired at most once, and never after ``cancel`` returned True. A cancelled
-  entry stays in the heap until it reaches the head or a compaction (when
-  cancelled entries outnumber live ones) drops it: a disarm costs nothing.
-- The thread starts on the first ``arm`` (lazily, never at import). A
-  garbage collection running finalizers in this thread (``in_collection``)
-  may interrupt ``arm`` while it holds the lock: an ``arm`` made then goes
-  to a lock-free side deque that the thread moves into the heap, and starts
-  no thread.
-- After ``os.fork`` the child starts with an empty heap and no thread (the
+- An entry is a one-item list holding its callback. ``arm`` appends
+  ``(when, entry)`` to a deque (atomic under the GIL, never blocks: so it is
+  safe in a finalizer, in any thread) and rings the thread only when ``when``
+  comes before the thread's next wake-up (``wake_at``). Disarming is
+  ``entry.pop()``: whoever pops the callback first, the caller (disarm) or
+  the thread (fire), decides the entry, and the loser gets ``IndexError``.
+  So an entry fires at most once, and never after a disarm that succeeded.
+- The thread alone owns the heap of ``(when, seq, entry)``. Each time it
+  wakes it moves the deque's live entries into the heap (disarmed ones are
+  dropped there, unseen by the heap), fires what is due, sets ``wake_at`` to
+  the heap's head (or, while entries keep coming, ``POLL`` seconds on at
+  most, so that a steady stream of later deadlines rings nothing) and sleeps
+  on a lock used as a bell until then. Before it
+  sleeps it looks at the deque once more: an ``arm`` that read the old
+  ``wake_at`` appended before that look (and is seen), or reads the new
+  one (and rings when it is earlier). The deque is also drained whenever it
+  grows past ``DRAIN_AT`` (the arming thread rings), and the heap is swept
+  of disarmed entries when they may be most of it: memory stays bounded by
+  the deadlines armed, not by the calls made.
+- The thread starts on the first ``arm`` made from plain code (never at
+  import, nor during a garbage collection, which may run in the middle of
+  ``threading``'s own bookkeeping).
+- After ``os.fork`` the child starts with no entries and no thread (the
   parent's statements are not the child's); the next ``arm`` starts one.
 """
 
@@ -38,153 +47,115 @@ import threading
 import time
 from collections import deque
 from heapq import heapify, heappop, heappush
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlgate._courier import in_collection
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["Entry", "arm"]
+__all__ = ["DRAIN_AT", "arm", "armed", "disarm", "service", "wake"]
 
 log = logging.getLogger("sqlgate")
 
-#: Heaps smaller than this are never compacted (popping is cheap enough).
-_COMPACT_FROM = 64
+#: Armed entries waiting in the deque that make the arming thread ring.
+DRAIN_AT = 1024
+#: Heap sizes from which the thread sweeps disarmed entries out.
+_SWEEP_AT = 256
+#: Seconds between the thread's looks at ``armed`` while entries keep coming
+#: (so that arming a later deadline than that rings nothing).
+POLL = 0.1
 
+_INF = float("inf")
 
-class Entry:
-    """One armed deadline: ``fire`` runs at ``when`` unless cancelled first."""
+#: An armed entry: ``[callback]`` while armed, ``[]`` once fired or disarmed.
+Entry = list[Any]
 
-    __slots__ = ("_token", "fire", "when")
-
-    def __init__(self, when: float, fire: Callable[[], object]) -> None:
-        #: ``time.monotonic()`` seconds at which ``fire`` runs.
-        self.when = when
-        self.fire = fire
-        # One token: whoever pops it (cancel or the thread) decides the entry.
-        self._token = [True]
-
-    def cancel(self) -> bool:
-        """Disarm; no lock taken.
-
-        Returns:
-            True when the entry will never fire; False when it fired (or is
-            being fired) already.
-        """
-        try:
-            self._token.pop()
-        except IndexError:
-            return False
-        _service.cancelled += 1  # a hint for compaction; a lost update is harmless
-        return True
-
-    def _take(self) -> bool:
-        try:
-            self._token.pop()
-        except IndexError:
-            return False
-        return True
+#: ``(when, entry)`` armed since the thread last looked (one object for the
+#: process's life: a hot path may bind its ``append``; see ``arm``).
+armed: deque[tuple[float, Entry]] = deque()
 
 
 class _Service:
-    """The heap, its lock, the bell and the thread (one per process)."""
+    """The deque, the heap, the bell and the thread (one per process)."""
 
     def __init__(self) -> None:
         self._reset()
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
-        #: Held while the thread sleeps; ``arm`` releases it to wake the thread.
-        self._bell = threading.Lock()
-        self._bell.acquire()
+        armed.clear()
+        #: When the thread wakes next (``inf``: not before a bell).
+        self.wake_at = _INF
+        #: Held while the thread sleeps; releasing it wakes the thread.
+        self.bell = threading.Lock()
+        self.bell.acquire()
+        self.thread: threading.Thread | None = None
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = itertools.count()
-        #: Entries armed during a garbage collection in an arming thread.
-        self._late: deque[Entry] = deque()
-        #: When the thread wakes next (``inf``: not before a bell).
-        self._wake_at = float("inf")
-        #: Entries cancelled since the last compaction (approximate).
-        self.cancelled = 0
-        self._thread: threading.Thread | None = None
 
-    def arm(self, when: float, fire: Callable[[], object]) -> Entry:
-        entry = Entry(when, fire)
-        if in_collection():
-            # This thread may hold the lock below the collection: no lock.
-            self._late.append(entry)
-            self._ring()
-            return entry
-        with self._lock:
-            heap = self._heap
-            heappush(heap, (when, next(self._seq), entry))
-            if self.cancelled > _COMPACT_FROM and 2 * self.cancelled > len(heap):
-                self._compact_locked()
-            if when < self._wake_at:
-                self._wake_at = when
-                ring = True
-            else:
-                ring = False
-            if self._thread is None:
-                self._start_locked()
-        if ring:
-            self._ring()
-        return entry
-
-    def _compact_locked(self) -> None:
-        self._heap = heap = [item for item in self._heap if item[2]._token]
-        heapify(heap)
-        self.cancelled = 0
-
-    def _start_locked(self) -> None:
-        self._thread = threading.Thread(
-            target=self._run, name="sqlgate-deadlines", daemon=True
-        )
-        self._thread.start()
-
-    def _ring(self) -> None:
+    def ring(self) -> None:
         # Rung already (RuntimeError): the thread will look again anyway.
         with contextlib.suppress(RuntimeError):
-            self._bell.release()
+            self.bell.release()
 
-    def _due_locked(self, now: float) -> list[Entry]:
-        """Pop every entry due by ``now`` (and cancelled heads); set the wake-up."""
+    def start(self) -> None:
+        """Start the thread (plain code only: not during a collection)."""
+        if self.thread is not None or in_collection():
+            return
+        self.thread = threading.Thread(
+            target=self._run, name="sqlgate-deadlines", daemon=True
+        )
+        self.thread.start()
+
+    def _take_armed(self) -> None:
+        """Move the deque's live entries into the heap; sweep when worth it."""
+        heap, seq = self._heap, self._seq
+        while armed:
+            when, entry = armed.popleft()
+            if entry:  # still armed (a disarmed one is just dropped)
+                heappush(heap, (when, next(seq), entry))
+        if len(heap) >= _SWEEP_AT:
+            live = [item for item in heap if item[2]]
+            if 2 * len(live) <= len(heap):
+                heapify(live)
+                self._heap = live
+
+    def _due(self, now: float) -> list[Any]:
+        """Pop the entries due by ``now``; their callbacks, each taken once."""
         heap = self._heap
-        late = self._late
-        while late:
-            entry = late.popleft()
-            heappush(heap, (entry.when, next(self._seq), entry))
-        due: list[Entry] = []
-        while heap:
-            when, _, entry = heap[0]
-            if not entry._token:  # cancelled: dropped as it reaches the head
-                heappop(heap)
-            elif when <= now:
-                heappop(heap)
-                due.append(entry)
-            else:
-                break
-        self._wake_at = heap[0][0] if heap else float("inf")
-        return due
+        fire: list[Any] = []
+        while heap and heap[0][0] <= now:
+            entry = heappop(heap)[2]
+            with contextlib.suppress(IndexError):  # disarmed meanwhile
+                fire.append(entry.pop())
+        while heap and not heap[0][2]:  # disarmed heads: their wake-up is moot
+            heappop(heap)
+        return fire
 
     def _run(self) -> None:
-        bell = self._bell
+        bell = self.bell
         while True:
+            busy = bool(armed)
+            self._take_armed()
             now = time.monotonic()
-            with self._lock:
-                due = self._due_locked(now)
-                wake_at = self._wake_at
-            for entry in due:
-                if entry._take():
-                    try:
-                        entry.fire()
-                    except BaseException as exc:  # the thread outlives any callback
-                        log.warning("a deadline's callback failed: %r", exc)
-            del due
-            if wake_at == float("inf"):
+            for callback in self._due(now):
+                try:
+                    callback()
+                except BaseException as exc:  # the thread outlives any callback
+                    log.warning("a deadline's callback failed: %r", exc)
+            heap = self._heap
+            # While entries keep coming, look again within POLL even with
+            # nothing live (most are disarmed before their time): arming a
+            # later deadline than that then rings nothing.
+            wake_at = heap[0][0] if heap else _INF
+            if busy:
+                wake_at = min(wake_at, now + POLL)
+            self.wake_at = wake_at
+            if armed:  # armed before the new wake_at was visible: look again
+                continue
+            if wake_at == _INF:
                 bell.acquire()
             else:
-                # Never a negative wait; threading refuses waits above TIMEOUT_MAX.
                 wait = min(max(wake_at - time.monotonic(), 0.0), threading.TIMEOUT_MAX)
                 bell.acquire(timeout=wait)
 
@@ -193,10 +164,50 @@ class _Service:
         self._reset()
 
 
-_service = _Service()
+service = _Service()
 
-#: Arm ``fire`` to run on the deadline thread at ``when`` (``time.monotonic()``
-#: seconds); returns the ``Entry`` whose ``cancel()`` disarms it.
-arm = _service.arm
 
-os.register_at_fork(after_in_child=_service.forked)
+def arm(when: float, callback: Callable[[], object]) -> Entry:
+    """Have ``callback()`` run on the deadline thread at ``when``.
+
+    A hot path may inline this function: append ``(when, [callback])`` to
+    ``armed``, then call ``wake()`` when ``when < service.wake_at`` or
+    ``len(armed) > DRAIN_AT``.
+
+    Args:
+        when: ``time.monotonic()`` seconds.
+        callback: quick, and never raising (an error is logged).
+
+    Returns:
+        The entry: ``disarm(entry)`` (or ``entry.pop()`` in a hot path)
+        disarms it.
+    """
+    entry = [callback]
+    armed.append((when, entry))
+    if when < service.wake_at or len(armed) > DRAIN_AT:
+        wake()
+    return entry
+
+
+def wake() -> None:
+    """Have the thread look at ``armed`` now; start it first if need be."""
+    if service.thread is None:
+        service.start()
+    service.ring()
+
+
+def disarm(entry: Entry) -> bool:
+    """Disarm ``entry`` (no lock taken).
+
+    Returns:
+        True when it will never fire; False when it fired (or is being
+        fired) already.
+    """
+    try:
+        entry.pop()
+    except IndexError:
+        return False
+    return True
+
+
+os.register_at_fork(after_in_child=service.forked)

@@ -46,6 +46,7 @@ overrides it. The name never holds a user name or a password.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -71,6 +72,8 @@ from sqlgate._handle import (
     dead,
     row_maker,
 )
+from sqlgate._watchdog import DRAIN_AT
+from sqlgate._watchdog import armed as _armed
 from sqlgate.drivers import detect_sync, sync_adapter
 from sqlgate.drivers._base import scrub
 from sqlgate.errors import DeadlineExceeded, Error, PoolTimeout
@@ -185,52 +188,74 @@ def open(
 # waiting (its task is cancelled, as ``asyncio.timeout`` does) and the
 # connection is discarded. A call without a deadline pays one ``if``.
 
+# The blocking side: an entry of the process-wide deadline thread
+# (``sqlgate._watchdog``), one list and one partial per call. When it
+# fires, a thread of its own sends the adapter's cancel (the deadline
+# thread must stay quick); the caller waits for that thread before it
+# goes on (``_wait_cancel``). ``box`` is [the cancel thread, whether a
+# cancel was sent].
 
-class _Watch:
-    """One statement's deadline on one connection: a ``sqlgate._watchdog`` entry.
 
-    When it fires, a thread of its own sends the adapter's cancel (the
-    deadline thread must stay quick); ``disarm`` waits for it.
+def _fire(adapter: SyncAdapter, conn: Any, box: list[Any]) -> None:
+    """On the deadline thread: start the cancel."""
+    thread = threading.Thread(
+        target=_send_cancel, args=(adapter, conn, box), name="sqlgate-cancel"
+    )
+    thread.daemon = True
+    try:
+        thread.start()
+    finally:  # not started (no thread left): the caller must not wait
+        box[0] = thread
+
+
+def _send_cancel(adapter: SyncAdapter, conn: Any, box: list[Any]) -> None:
+    try:
+        box[1] = bool(adapter.cancel(conn))
+    except Exception as exc:  # an adapter's bug: as if none was sent
+        log.warning("cancelling a statement failed: %r", exc)
+
+
+def _wait_cancel(box: list[Any]) -> bool:
+    """After a fired entry: wait for its cancel; whether one was sent."""
+    # The deadline thread fills box[0] a few instructions after it fired.
+    while box[0] is None:
+        time.sleep(0.0001)
+    thread: threading.Thread = box[0]
+    if thread.ident is None:  # never started: nothing was sent
+        return False
+    thread.join()
+    return bool(box[1])
+
+
+def _missed(
+    adapter: SyncAdapter,
+    conn: Any,
+    in_tx: bool,
+    exc: BaseException,
+    sent: bool,
+    name: str,
+) -> DeadlineExceeded:
+    """The error of a statement the deadline caught (``exc``: what it raised).
+
+    The connection is kept (``_discard`` False) only when a cancel was sent,
+    the statement raised the driver's "cancelled" and the adapter calls the
+    connection clean.
     """
-
-    __slots__ = ("_adapter", "_conn", "_entry", "_sent", "_thread")
-
-    def __init__(self, adapter: SyncAdapter, conn: Any, when: float) -> None:
-        self._adapter = adapter
-        self._conn = conn
-        self._sent = False
-        self._thread: threading.Thread | None = None
-        self._entry = _watchdog.arm(when, self._fire)
-
-    def _fire(self) -> None:
-        thread = threading.Thread(
-            target=self._cancel, name="sqlgate-cancel", daemon=True
-        )
-        try:
-            thread.start()
-        finally:  # not started (no thread left): disarm must not wait
-            self._thread = thread
-
-    def _cancel(self) -> None:
-        try:
-            self._sent = bool(self._adapter.cancel(self._conn))
-        except Exception as exc:  # an adapter's bug: as if none was sent
-            log.warning("cancelling a statement failed: %r", exc)
-
-    def disarm(self) -> bool | None:
-        """After the statement: None if it did not fire, else if a cancel was sent.
-
-        The cancel is waited for first.
-        """
-        if self._entry.cancel():
-            return None
-        # Fired: the deadline thread sets _thread a few instructions on.
-        while self._thread is None:
-            time.sleep(0.0001)
-        if self._thread.ident is None:  # never started: nothing was sent
-            return False
-        self._thread.join()
-        return self._sent
+    discard = not (
+        sent
+        and adapter.is_cancelled(exc)
+        and adapter.reusable_after_cancel(conn, in_tx)
+    )
+    how = (
+        "it was cancelled on the server"
+        if sent
+        else "the driver could not cancel it; its connection was discarded"
+    )
+    error = DeadlineExceeded(
+        f"{name}: the call's deadline passed while its statement ran: {how}"
+    )
+    error._discard = discard
+    return error
 
 
 def _too_late(name: str) -> DeadlineExceeded:
@@ -258,31 +283,21 @@ def _watched(
     """
     if when <= time.monotonic():
         raise _too_late(name)
-    watch = _Watch(adapter, conn, when)
+    box: list[Any] = [None, False]
+    entry = _watchdog.arm(when, functools.partial(_fire, adapter, conn, box))
     try:
         result = run(conn)
     except BaseException as exc:
-        sent = watch.disarm()
+        sent = None if _watchdog.disarm(entry) else _wait_cancel(box)
         if sent is None:
             raise  # the deadline had not passed: not a miss
         if not isinstance(exc, Exception):
             raise  # KeyboardInterrupt, SystemExit: never a deadline miss
-        discard = not (
-            sent
-            and adapter.is_cancelled(exc)
-            and adapter.reusable_after_cancel(conn, in_tx)
-        )
-        how = (
-            "it was cancelled on the server"
-            if sent
-            else "the driver could not cancel it; its connection was discarded"
-        )
-        error = DeadlineExceeded(
-            f"{name}: the call's deadline passed while its statement ran: {how}"
-        )
-        error._discard = discard
-        raise error from exc
-    watch.disarm()
+        raise _missed(adapter, conn, in_tx, exc, sent, name) from exc
+    try:
+        entry.pop()  # disarmed (``_watchdog.disarm``, inlined: the hot path)
+    except IndexError:  # fired: its cancel must end before the next statement
+        _wait_cancel(box)
     return result
 
 
@@ -417,7 +432,19 @@ class DB(HandleBase):
         pool = self._pool
         error: BaseException | None = None
         for always in self._tries(retry):
-            conn = pool.acquire() if when is None else self._acquire_by(when)
+            if when is None:
+                conn = pool.acquire()
+            else:
+                # _acquire_by's common case inlined (the hot path).
+                left = when - time.monotonic()
+                limit: float | None = pool._timeout
+                if left > 0 and (limit is None or left <= limit):
+                    try:
+                        conn = pool.acquire(left)
+                    except PoolTimeout as exc:
+                        raise self._waited_too_long(exc) from exc
+                else:
+                    conn = self._acquire_by(when)
             error = self._check(conn, always=always, when=when)
             if error is None:
                 return conn
@@ -448,10 +475,13 @@ class DB(HandleBase):
         try:
             return pool.acquire(left)
         except PoolTimeout as exc:
-            raise DeadlineExceeded(
-                f"{self.name}: the call's deadline passed while waiting for a "
-                f"connection ({exc})"
-            ) from exc
+            raise self._waited_too_long(exc) from exc
+
+    def _waited_too_long(self, exc: PoolTimeout) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{self.name}: the call's deadline passed while waiting for a "
+            f"connection ({exc})"
+        )
 
     def _check(
         self, conn: Any, *, always: bool, when: float | None = None
@@ -507,7 +537,29 @@ class DB(HandleBase):
         try:
             if when is None:
                 return run(conn)
-            return _watched(self._drv, conn, when, False, run, self.name)
+            adapter = self._adapter
+            assert adapter is not None  # set by the dial that made conn
+            # _watched inlined, as _watchdog.arm (the hot path of a call
+            # with a deadline: no function call beyond the statement's).
+            if when <= time.monotonic():
+                raise _too_late(self.name)
+            box: list[Any] = [None, False]
+            entry = [functools.partial(_fire, adapter, conn, box)]
+            _armed.append((when, entry))
+            if when < _watchdog.service.wake_at or len(_armed) > DRAIN_AT:
+                _watchdog.wake()
+            try:
+                result = run(conn)
+            except BaseException as exc:
+                if _watchdog.disarm(entry):
+                    raise  # the deadline had not passed: not a miss
+                sent = _wait_cancel(box)
+                raise _missed(adapter, conn, False, exc, sent, self.name) from exc
+            try:
+                entry.pop()  # disarmed
+            except IndexError:  # fired: its cancel ends before the next use
+                _wait_cancel(box)
+            return result
         except BaseException as exc:
             broken = self._judge(conn, exc)
             raise

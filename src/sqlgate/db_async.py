@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -76,6 +77,8 @@ from sqlgate._handle import (
     dead,
     row_maker,
 )
+from sqlgate._watchdog import DRAIN_AT
+from sqlgate._watchdog import armed as _armed
 from sqlgate.aiopool import AsyncPool
 from sqlgate.drivers import async_adapter, detect_async
 from sqlgate.drivers._base import scrub
@@ -259,52 +262,71 @@ if True:  # ASYNC
             return self._owner.uncancel() == 0
 
 else:
+    # The blocking side: an entry of the process-wide deadline thread
+    # (``sqlgate._watchdog``), one list and one partial per call. When it
+    # fires, a thread of its own sends the adapter's cancel (the deadline
+    # thread must stay quick); the caller waits for that thread before it
+    # goes on (``_wait_cancel``). ``box`` is [the cancel thread, whether a
+    # cancel was sent].
 
-    class _Watch:
-        """One statement's deadline on one connection: a ``sqlgate._watchdog`` entry.
+    def _fire(adapter: AsyncAdapter, conn: Any, box: list[Any]) -> None:
+        """On the deadline thread: start the cancel."""
+        thread = threading.Thread(
+            target=_send_cancel, args=(adapter, conn, box), name="sqlgate-cancel"
+        )
+        thread.daemon = True
+        try:
+            thread.start()
+        finally:  # not started (no thread left): the caller must not wait
+            box[0] = thread
 
-        When it fires, a thread of its own sends the adapter's cancel (the
-        deadline thread must stay quick); ``disarm`` waits for it.
-        """
+    def _send_cancel(adapter: AsyncAdapter, conn: Any, box: list[Any]) -> None:
+        try:
+            box[1] = bool(adapter.cancel(conn))
+        except Exception as exc:  # an adapter's bug: as if none was sent
+            log.warning("cancelling a statement failed: %r", exc)
 
-        __slots__ = ("_adapter", "_conn", "_entry", "_sent", "_thread")
+    def _wait_cancel(box: list[Any]) -> bool:
+        """After a fired entry: wait for its cancel; whether one was sent."""
+        # The deadline thread fills box[0] a few instructions after it fired.
+        while box[0] is None:
+            time.sleep(0.0001)
+        thread: threading.Thread = box[0]
+        if thread.ident is None:  # never started: nothing was sent
+            return False
+        thread.join()
+        return bool(box[1])
 
-        def __init__(self, adapter: AsyncAdapter, conn: Any, when: float) -> None:
-            self._adapter = adapter
-            self._conn = conn
-            self._sent = False
-            self._thread: threading.Thread | None = None
-            self._entry = _watchdog.arm(when, self._fire)
 
-        def _fire(self) -> None:
-            thread = threading.Thread(
-                target=self._cancel, name="sqlgate-cancel", daemon=True
-            )
-            try:
-                thread.start()
-            finally:  # not started (no thread left): disarm must not wait
-                self._thread = thread
+def _missed(
+    adapter: AsyncAdapter,
+    conn: Any,
+    in_tx: bool,
+    exc: BaseException,
+    sent: bool,
+    name: str,
+) -> DeadlineExceeded:
+    """The error of a statement the deadline caught (``exc``: what it raised).
 
-        def _cancel(self) -> None:
-            try:
-                self._sent = bool(self._adapter.cancel(self._conn))
-            except Exception as exc:  # an adapter's bug: as if none was sent
-                log.warning("cancelling a statement failed: %r", exc)
-
-        def disarm(self) -> bool | None:
-            """After the statement: None if it did not fire, else if a cancel was sent.
-
-            The cancel is waited for first.
-            """
-            if self._entry.cancel():
-                return None
-            # Fired: the deadline thread sets _thread a few instructions on.
-            while self._thread is None:
-                time.sleep(0.0001)
-            if self._thread.ident is None:  # never started: nothing was sent
-                return False
-            self._thread.join()
-            return self._sent
+    The connection is kept (``_discard`` False) only when a cancel was sent,
+    the statement raised the driver's "cancelled" and the adapter calls the
+    connection clean.
+    """
+    discard = not (
+        sent
+        and adapter.is_cancelled(exc)
+        and adapter.reusable_after_cancel(conn, in_tx)
+    )
+    how = (
+        "it was cancelled on the server"
+        if sent
+        else "the driver could not cancel it; its connection was discarded"
+    )
+    error = DeadlineExceeded(
+        f"{name}: the call's deadline passed while its statement ran: {how}"
+    )
+    error._discard = discard
+    return error
 
 
 def _too_late(name: str) -> DeadlineExceeded:
@@ -332,11 +354,18 @@ async def _watched(
     """
     if when <= time.monotonic():
         raise _too_late(name)
-    watch = _AsyncWatch(adapter, conn, when)
+    if True:  # ASYNC
+        watch = _AsyncWatch(adapter, conn, when)
+    else:
+        box: list[Any] = [None, False]
+        entry = _watchdog.arm(when, functools.partial(_fire, adapter, conn, box))
     try:
         result = await run(conn)
     except BaseException as exc:
-        sent = await watch.disarm()
+        if True:  # ASYNC
+            sent = await watch.disarm()
+        else:
+            sent = None if _watchdog.disarm(entry) else _wait_cancel(box)
         if sent is None:
             raise  # the deadline had not passed: not a miss
         if True:  # ASYNC
@@ -348,22 +377,14 @@ async def _watched(
         else:
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: never a deadline miss
-        discard = not (
-            sent
-            and adapter.is_cancelled(exc)
-            and adapter.reusable_after_cancel(conn, in_tx)
-        )
-        how = (
-            "it was cancelled on the server"
-            if sent
-            else "the driver could not cancel it; its connection was discarded"
-        )
-        error = DeadlineExceeded(
-            f"{name}: the call's deadline passed while its statement ran: {how}"
-        )
-        error._discard = discard
-        raise error from exc
-    await watch.disarm()
+        raise _missed(adapter, conn, in_tx, exc, sent, name) from exc
+    if True:  # ASYNC
+        await watch.disarm()
+    else:
+        try:
+            entry.pop()  # disarmed (``_watchdog.disarm``, inlined: the hot path)
+        except IndexError:  # fired: its cancel must end before the next statement
+            _wait_cancel(box)
     return result
 
 
@@ -558,9 +579,19 @@ class AsyncDB(HandleBase):
         pool = self._pool
         error: BaseException | None = None
         for always in self._tries(retry):
-            conn = (
-                await pool.acquire() if when is None else await self._acquire_by(when)
-            )
+            if when is None:
+                conn = await pool.acquire()
+            else:
+                # _acquire_by's common case inlined (the hot path).
+                left = when - time.monotonic()
+                limit: float | None = pool._timeout
+                if left > 0 and (limit is None or left <= limit):
+                    try:
+                        conn = await pool.acquire(left)
+                    except PoolTimeout as exc:
+                        raise self._waited_too_long(exc) from exc
+                else:
+                    conn = await self._acquire_by(when)
             error = await self._check(conn, always=always, when=when)
             if error is None:
                 return conn
@@ -591,10 +622,13 @@ class AsyncDB(HandleBase):
         try:
             return await pool.acquire(left)
         except PoolTimeout as exc:
-            raise DeadlineExceeded(
-                f"{self.name}: the call's deadline passed while waiting for a "
-                f"connection ({exc})"
-            ) from exc
+            raise self._waited_too_long(exc) from exc
+
+    def _waited_too_long(self, exc: PoolTimeout) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{self.name}: the call's deadline passed while waiting for a "
+            f"connection ({exc})"
+        )
 
     async def _check(
         self, conn: Any, *, always: bool, when: float | None = None
@@ -658,7 +692,32 @@ class AsyncDB(HandleBase):
         try:
             if when is None:
                 return await run(conn)
-            return await _watched(self._drv, conn, when, False, run, self.name)
+            adapter = self._adapter
+            assert adapter is not None  # set by the dial that made conn
+            if True:  # ASYNC
+                return await _watched(adapter, conn, when, False, run, self.name)
+            else:
+                # _watched inlined, as _watchdog.arm (the hot path of a call
+                # with a deadline: no function call beyond the statement's).
+                if when <= time.monotonic():
+                    raise _too_late(self.name)
+                box: list[Any] = [None, False]
+                entry = [functools.partial(_fire, adapter, conn, box)]
+                _armed.append((when, entry))
+                if when < _watchdog.service.wake_at or len(_armed) > DRAIN_AT:
+                    _watchdog.wake()
+                try:
+                    result = run(conn)
+                except BaseException as exc:
+                    if _watchdog.disarm(entry):
+                        raise  # the deadline had not passed: not a miss
+                    sent = _wait_cancel(box)
+                    raise _missed(adapter, conn, False, exc, sent, self.name) from exc
+                try:
+                    entry.pop()  # disarmed
+                except IndexError:  # fired: its cancel ends before the next use
+                    _wait_cancel(box)
+                return result
         except BaseException as exc:
             broken = await self._judge(conn, exc)
             raise

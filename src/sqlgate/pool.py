@@ -16,6 +16,7 @@ from sqlgate._core import (
     CIRCUIT_AFTER,
     CLOSING,
     FAILED,
+    FOREVER,
     IN_USE,
     MAX_CONNECTING,
     SERVED,
@@ -238,7 +239,9 @@ class Pool(ShellBase[C]):
             TypeError, ValueError: ``timeout`` is not a number of seconds >= 0
                 (checked before queueing, so a bad one leaves no waiter behind).
         """
-        if timeout is not None:
+        if timeout is not None and not (
+            timeout.__class__ is float and 0.0 <= timeout <= FOREVER
+        ):  # a plain float in range (as the handle's deadline passes) is fine
             validate_duration("timeout", timeout, zero_ok=True)
         core = self._core
         got: Entry[C] | Waiter[C] | None = None

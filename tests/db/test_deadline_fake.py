@@ -302,9 +302,9 @@ def test_watchdog_fires_in_order_and_cancels() -> None:
     entries = [
         _watchdog.arm(now + d, note(i)) for i, d in enumerate([0.3, 0.1, 0.2, 0.15])
     ]
-    assert entries[3].cancel() is True
-    assert entries[3].cancel() is False  # once
+    assert _watchdog.disarm(entries[3]) is True
+    assert _watchdog.disarm(entries[3]) is False  # once
     _watchdog.arm(now + 0.4, done.set)
     assert done.wait(5)
     assert fired == [1, 2, 0]
-    assert entries[0].cancel() is False  # fired already
+    assert _watchdog.disarm(entries[0]) is False  # fired already
