@@ -55,6 +55,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sqlgate import _reaper, _watchdog
+from sqlgate._core import FOREVER
 from sqlgate._core import retry as _retry
 from sqlgate._fork import forget_after_fork
 from sqlgate._handle import (
@@ -622,11 +623,12 @@ class DB(HandleBase):
             The driver's error (a dead link also discards the connection);
             the pool's ``PoolTimeout``/``PoolClosed``/``ConnectError``.
         """
-        when = (
-            None
-            if timeout is None and self._statement_timeout is None
-            else self._when(timeout)
-        )
+        if timeout is None:
+            when = None if self._statement_timeout is None else self._when(None)
+        elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
+            when = time.monotonic() + timeout  # _when's common case, inlined
+        else:
+            when = self._when(timeout)
         count, last = self._once(retry, when, lambda c: self._drv.exec(c, sql, params))
         return Result(count, last)
 
@@ -785,11 +787,12 @@ class DB(HandleBase):
             As ``exec``.
         """
         check_row_factory(row_factory)
-        when = (
-            None
-            if timeout is None and self._statement_timeout is None
-            else self._when(timeout)
-        )
+        if timeout is None:
+            when = None if self._statement_timeout is None else self._when(None)
+        elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
+            when = time.monotonic() + timeout  # _when's common case, inlined
+        else:
+            when = self._when(timeout)
         # No rows object (nor its finalizer): the row is read before the release.
         return self._once(
             retry, when, lambda c: self._first_row(c, sql, params, row_factory)

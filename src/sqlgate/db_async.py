@@ -60,6 +60,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from sqlgate import _reaper, _watchdog
+from sqlgate._core import FOREVER
 from sqlgate._core import retry as _retry
 from sqlgate._fork import forget_after_fork, keep
 from sqlgate._handle import (
@@ -790,11 +791,12 @@ class AsyncDB(HandleBase):
             it clean. During the checkout ping: the connection is
             discarded (its protocol state is unknown).
         """
-        when = (
-            None
-            if timeout is None and self._statement_timeout is None
-            else self._when(timeout)
-        )
+        if timeout is None:
+            when = None if self._statement_timeout is None else self._when(None)
+        elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
+            when = time.monotonic() + timeout  # _when's common case, inlined
+        else:
+            when = self._when(timeout)
         count, last = await self._once(
             retry, when, lambda c: self._drv.exec(c, sql, params)
         )
@@ -970,11 +972,12 @@ class AsyncDB(HandleBase):
             As ``exec``.
         """
         check_row_factory(row_factory)
-        when = (
-            None
-            if timeout is None and self._statement_timeout is None
-            else self._when(timeout)
-        )
+        if timeout is None:
+            when = None if self._statement_timeout is None else self._when(None)
+        elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
+            when = time.monotonic() + timeout  # _when's common case, inlined
+        else:
+            when = self._when(timeout)
         # No rows object (nor its finalizer): the row is read before the release.
         return await self._once(
             retry, when, lambda c: self._first_row(c, sql, params, row_factory)

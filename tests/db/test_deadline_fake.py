@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import math
 import threading
-import time
-from typing import TYPE_CHECKING
 
 import pytest
 
 import sqlgate
-from sqlgate import _watchdog
 from tests.db.deadline_fakes import Boom, Cancelled, FakeAdapter, fake_db, figures
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 T = 0.05  # a deadline that passes while the fake statement waits for its cancel
 
@@ -289,22 +283,3 @@ def test_bad_timeout(value: object, error: type[Exception], shown: str) -> None:
 def test_bad_statement_timeout(value: object) -> None:
     with pytest.raises((TypeError, ValueError), match="statement_timeout"):
         sqlgate.open("sqlite:///:memory:", statement_timeout=value)  # type: ignore[arg-type]
-
-
-def test_watchdog_fires_in_order_and_cancels() -> None:
-    fired: list[int] = []
-    done = threading.Event()
-
-    def note(i: int) -> Callable[[], None]:
-        return lambda: fired.append(i)
-
-    now = time.monotonic()
-    entries = [
-        _watchdog.arm(now + d, note(i)) for i, d in enumerate([0.3, 0.1, 0.2, 0.15])
-    ]
-    assert _watchdog.disarm(entries[3]) is True
-    assert _watchdog.disarm(entries[3]) is False  # once
-    _watchdog.arm(now + 0.4, done.set)
-    assert done.wait(5)
-    assert fired == [1, 2, 0]
-    assert _watchdog.disarm(entries[0]) is False  # fired already
