@@ -713,6 +713,8 @@ class AsyncDB(HandleBase):
                     if _watchdog.disarm(entry):
                         raise  # the deadline had not passed: not a miss
                     sent = _wait_cancel(box)
+                    if not isinstance(exc, Exception):
+                        raise  # KeyboardInterrupt, SystemExit: never a deadline miss
                     raise _missed(adapter, conn, False, exc, sent, self.name) from exc
                 try:
                     entry.pop()  # disarmed
