@@ -1501,10 +1501,13 @@ class Tx(TxState, _Session):
             return
         try:
             self._adapter.rollback(self._conn, self._read_only)
-        except BaseException as exc:  # the cancel's error is the one to see
+        except Exception as exc:  # the cancel's error is the one to see
             log.info("rollback after a cancelled statement failed: %r", exc)
             self._end(how + " and its connection discarded", broken=True)
             return
+        except BaseException:  # an interrupt (a cancel) is never swallowed
+            self._end(how + " and its connection discarded", broken=True)
+            raise
         self._end(how, broken=False)
 
     def _lost_under_rows(self) -> None:

@@ -1876,10 +1876,13 @@ class AsyncTx(TxState, _AsyncSession):
             return
         try:
             await self._adapter.rollback(self._conn, self._read_only)
-        except BaseException as exc:  # the cancel's error is the one to see
+        except Exception as exc:  # the cancel's error is the one to see
             log.info("rollback after a cancelled statement failed: %r", exc)
             await self._end(how + " and its connection discarded", broken=True)
             return
+        except BaseException:  # an interrupt (a cancel) is never swallowed
+            await self._end(how + " and its connection discarded", broken=True)
+            raise
         await self._end(how, broken=False)
 
     async def _lost_under_rows(self) -> None:

@@ -244,3 +244,56 @@ def test_interrupt_after_the_deadline_stays_an_interrupt_async() -> None:
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(main())
     assert adapter.cancels == 1
+
+
+class _CtrlCInRollback(FakeAdapter):
+    """Ctrl-C arrives during the rollback that ends a transaction past its deadline."""
+
+    def rollback(self, conn: Any, read_only: bool) -> None:
+        super().rollback(conn, read_only)
+        raise KeyboardInterrupt
+
+
+class _SlowRollback(AFakeAdapter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rolling = asyncio.Event()
+
+    async def rollback(self, conn: Any, read_only: bool) -> None:
+        await super().rollback(conn, read_only)
+        self.rolling.set()
+        await asyncio.sleep(5)
+
+
+def test_interrupt_during_the_deadlines_rollback() -> None:
+    """The transaction ends (its connection discarded) and Ctrl-C is raised."""
+    adapter = _CtrlCInRollback()
+    db, conns = fake_db(adapter)
+    tx = db.begin()
+    with pytest.raises(KeyboardInterrupt):
+        tx.exec("sleep", timeout=T)
+    with pytest.raises(sqlgate.Error, match="rolled back"):
+        tx.exec("select 1")
+    assert figures(db) == (0, 0, 1, 0)
+    assert conns[0].closed
+    db.close()
+
+
+def test_cancel_during_the_deadlines_rollback() -> None:
+    """asyncio: a cancel from outside during that rollback is not swallowed."""
+    adapter = _SlowRollback()
+    db, _ = afake_db(adapter)
+
+    async def main() -> None:
+        tx = await db.begin()
+        call = asyncio.ensure_future(tx.exec("sleep", timeout=T))
+        await asyncio.wait_for(adapter.rolling.wait(), 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        with pytest.raises(sqlgate.Error, match="rolled back"):
+            await tx.exec("select 1")
+        assert figures(db) == (0, 0, 1, 0)
+        await db.close()
+
+    asyncio.run(main())
