@@ -1,7 +1,7 @@
 """The handle's shared pure parts: what ``DB`` and ``AsyncDB`` both use.
 
 Nothing here does I/O or awaits: the checkout rule (``HandleBase``), the
-knob checks, the transaction and reserved-connection states, ``Result``.
+knob validation, the transaction and reserved-connection states, ``Result``.
 ``db_async.py`` holds the handle's I/O, written once for asyncio; ``db.py``
 is generated from it (``tools/async_to_sync.py``).
 """
@@ -21,7 +21,7 @@ from sqlgate._core import FOREVER, validate_duration
 from sqlgate._core import retry as _retry
 from sqlgate._fork import keep
 from sqlgate.drivers import parse
-from sqlgate.drivers._base import check_isolation
+from sqlgate.drivers._base import validate_isolation
 from sqlgate.errors import DeadlineExceeded, Error
 
 if TYPE_CHECKING:
@@ -41,17 +41,17 @@ __all__ = [
     "RowFactory",
     "TxState",
     "build",
-    "check_begin",
-    "check_name",
-    "check_ping_idle",
-    "check_row_factory",
-    "check_seq_of_params",
     "close_quietly",
     "dead",
     "dict_row",
     "namedtuple_row",
     "row_maker",
     "tuple_row",
+    "validate_begin",
+    "validate_name",
+    "validate_ping_idle",
+    "validate_row_factory",
+    "validate_seq_of_params",
 ]
 
 log = logging.getLogger("sqlgate")
@@ -135,7 +135,7 @@ def _row_class(columns: tuple[str, ...]) -> Any:
     return namedtuple("Row", columns, rename=True)
 
 
-def check_row_factory(row_factory: object) -> RowFactory | None:
+def validate_row_factory(row_factory: object) -> RowFactory | None:
     """Validate a ``row_factory`` argument.
 
     Args:
@@ -173,7 +173,7 @@ def row_maker(
     return row_factory(columns)
 
 
-def check_seq_of_params(seq_of_params: object) -> None:
+def validate_seq_of_params(seq_of_params: object) -> None:
     """Refuse an ``exec_many`` argument that is no sequence of parameter sets.
 
     Args:
@@ -192,7 +192,7 @@ def check_seq_of_params(seq_of_params: object) -> None:
         )
 
 
-def check_ping_idle(ping_idle: float | None) -> float | None:
+def validate_ping_idle(ping_idle: float | None) -> float | None:
     """Validate the ``ping_idle`` knob.
 
     Args:
@@ -214,7 +214,7 @@ def check_ping_idle(ping_idle: float | None) -> float | None:
     return float(ping_idle)
 
 
-def check_name(name: object) -> str | None:
+def validate_name(name: object) -> str | None:
     """Validate the ``name`` knob.
 
     Args:
@@ -231,11 +231,11 @@ def check_name(name: object) -> str | None:
     return name
 
 
-def check_begin(isolation: str | None, read_only: bool) -> str | None:
+def validate_begin(isolation: str | None, read_only: bool) -> str | None:
     """Validate ``begin``'s arguments (every face's ``begin`` calls this).
 
     Args:
-        isolation: a level name (see ``check_isolation``) or None.
+        isolation: a level name (see ``validate_isolation``) or None.
         read_only: must be a bool.
 
     Returns:
@@ -245,7 +245,7 @@ def check_begin(isolation: str | None, read_only: bool) -> str | None:
         ValueError: unknown isolation level.
         TypeError: ``isolation`` is not a str or None; ``read_only`` not a bool.
     """
-    level = check_isolation(isolation)
+    level = validate_isolation(isolation)
     if not isinstance(read_only, bool):
         raise TypeError(f"read_only must be a bool, got {read_only!r}")
     return level
@@ -304,8 +304,8 @@ def build(
     Returns:
         The handle.
     """
-    ping = check_ping_idle(ping_idle)
-    check_name(name)
+    ping = validate_ping_idle(ping_idle)
+    validate_name(name)
     if callable(target):
         return cls(target, None, None, None, ping, name, pool_knobs)
     dsn = parse(target)
@@ -360,7 +360,7 @@ class HandleBase:
         if not isinstance(rollback, bool):
             raise TypeError(f"rollback_on_return must be a bool, got {rollback!r}")
         #: How rows are built when a call names no row factory of its own.
-        self._row_factory = check_row_factory(pool_knobs.pop("row_factory", None))
+        self._row_factory = validate_row_factory(pool_knobs.pop("row_factory", None))
         if name is not None:
             pool_knobs["name"] = name
         elif dsn is not None:

@@ -1,7 +1,7 @@
 """What the two shells (``Pool``, ``AsyncPool``) share besides the core.
 
 Pure helpers with no opinion on threads or asyncio: the core built from a
-``PoolConfig`` and the hook checks (``ShellBase``), the choice between the
+``PoolConfig`` and the hook validation (``ShellBase``), the choice between the
 plain and the hooked acquire/release, the errors a waiter raises, and what
 ``close(timeout)`` takes back. Each shell keeps only what differs: how it
 locks, waits and runs effects. Leak tracking is in ``_leaks``, the garbage
@@ -33,13 +33,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ShellBase",
-    "check_hooks",
     "choose_path",
     "lookup",
     "report_circuit",
     "report_taken",
     "take_in_use",
     "timeout_error",
+    "validate_hooks",
     "waiter_error",
 ]
 
@@ -71,9 +71,9 @@ class _Shell(Protocol):
 
 
 class ShellBase(Generic[C]):
-    """The state and knob checks ``Pool`` and ``AsyncPool`` share.
+    """The state and knob validation ``Pool`` and ``AsyncPool`` share.
 
-    Each shell's ``__init__`` checks its connect callable, calls ``_setup``
+    Each shell's ``__init__`` validates its connect callable, calls ``_setup``
     with a ``PoolConfig`` of every knob and the hooks, then adds what is its
     own (a lock, an event loop).
     """
@@ -117,7 +117,7 @@ class ShellBase(Generic[C]):
         #: ids of connections ``close(timeout=...)`` took from their callers;
         #: their late release is a no-op.
         self._taken: set[int] = set()
-        check_hooks(
+        validate_hooks(
             reset=reset,
             on_connect=on_connect,
             on_acquire=on_acquire,
@@ -265,7 +265,7 @@ def report_taken(name: str, taken: int, limit: float | None) -> None:
         )
 
 
-def check_hooks(**hooks: object) -> None:
+def validate_hooks(**hooks: object) -> None:
     """Refuse a hook argument that is neither None nor callable.
 
     Raises:

@@ -217,7 +217,7 @@ class AsyncPool(ShellBase[C]):
         self._maintenance: asyncio.Task[None] | None = None
         #: Wakes the maintenance task when a knob changes or the pool closes.
         self._maintenance_wakeup: asyncio.Event | None = None
-        #: The loop's clock and future factory, set by ``_check_loop``: the
+        #: The loop's clock and future factory, set by ``_bind_loop``: the
         #: loop's own methods, or for asyncio's stock loops the C functions
         #: those call (one Python frame fewer per wait).
         self._clock: Callable[[], float] = _stock_loop_clock
@@ -238,7 +238,7 @@ class AsyncPool(ShellBase[C]):
         )
 
     async def __aenter__(self) -> AsyncPool[C]:
-        self._check_loop()
+        self._bind_loop()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -246,7 +246,7 @@ class AsyncPool(ShellBase[C]):
 
     # -- the loop this pool belongs to -----------------------------------------
 
-    def _check_loop(self) -> asyncio.AbstractEventLoop:
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """Bind to the running loop on first use; refuse any other loop after."""
         loop = get_running_loop()
         if loop is self._loop:
@@ -284,7 +284,7 @@ class AsyncPool(ShellBase[C]):
             for the caller runs on and its connection is kept or passed on.
         """
         if get_running_loop() is not self._loop:
-            self._check_loop()
+            self._bind_loop()
         if timeout is None:
             limit = self._timeout
         else:  # checked before queueing: a bad one leaves no waiter behind
@@ -420,7 +420,7 @@ class AsyncPool(ShellBase[C]):
             left in use.
         """
         if get_running_loop() is not self._loop:
-            self._check_loop()
+            self._bind_loop()
         core = self._core
         # core.lookup() inlined for the common case; it raises the precise error.
         entry = core._registry.get(id(conn))
@@ -467,7 +467,7 @@ class AsyncPool(ShellBase[C]):
             if core._shut_down:
                 # The connection is closed before release returns: left to a
                 # task alone, a loop ending now would cut the close short.
-                self._check_all_back()
+                self._signal_if_all_back()
                 await self._run_and_wait(out)
             elif len(out) == 1 and type(wake := out[0]) is Wake:
                 fut: asyncio.Future[None] = wake.waiter.token  # type: ignore[assignment]
@@ -496,7 +496,7 @@ class AsyncPool(ShellBase[C]):
         """Give ``entry`` back now, unless ``close(timeout)`` took it already."""
         if entry.state == IN_USE:
             self._call(self._core.release, entry, broken=broken)
-            self._check_all_back()
+            self._signal_if_all_back()
 
     def connection(self, timeout: float | None = None) -> _AsyncCheckout[C]:
         """Acquire a connection for an ``async with`` block; released after it.
@@ -605,7 +605,7 @@ class AsyncPool(ShellBase[C]):
             if reclaimed:
                 report_reclaimed(self.name, held)
             self._carry_out()
-        self._check_all_back()
+        self._signal_if_all_back()
 
     # -- work queued where nothing may block (finalizers, the collector) -------
 
@@ -866,40 +866,40 @@ class AsyncPool(ShellBase[C]):
 
     async def set_max_open_conns(self, n: int) -> None:
         """As ``Pool.set_max_open_conns``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_max_open, n)
 
     async def set_max_idle_conns(self, n: int) -> None:
         """As ``Pool.set_max_idle_conns``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_max_idle, n)
 
     async def set_min_idle_conns(self, n: int) -> None:
         """As ``Pool.set_min_idle_conns``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_min_idle, n)
         self._maybe_start_maintenance()
 
     async def set_max_connecting(self, n: int) -> None:
         """As ``Pool.set_max_connecting``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_max_connecting, n)
 
     async def set_conn_max_lifetime(self, seconds: float | None) -> None:
         """As ``Pool.set_conn_max_lifetime``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_conn_max_lifetime, seconds)
         self._maybe_start_maintenance()
 
     async def set_conn_max_idle_time(self, seconds: float | None) -> None:
         """As ``Pool.set_conn_max_idle_time``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_conn_max_idle_time, seconds)
         self._maybe_start_maintenance()
 
     async def set_circuit_after(self, n: int) -> None:
         """As ``Pool.set_circuit_after``, on the pool's event loop."""
-        self._check_loop()
+        self._bind_loop()
         self._call(self._core.set_circuit_after, n)
 
     def stats(self) -> Stats:
@@ -929,7 +929,7 @@ class AsyncPool(ShellBase[C]):
             again to wait.
         """
         limit = validate_duration("timeout", timeout, zero_ok=True)
-        self._check_loop()
+        self._bind_loop()
         if self._leaked or self._returns:
             self._settle_late()  # their release tasks are waited for below
         self._call(self._core.close)
@@ -946,7 +946,7 @@ class AsyncPool(ShellBase[C]):
         if self._all_back is None:
             self._all_back = asyncio.Event()
         all_back = self._all_back
-        self._check_all_back()
+        self._signal_if_all_back()
         deadline = None if limit is None else monotonic() + limit
         while not all_back.is_set():
             left = 1.0 if deadline is None else deadline - monotonic()
@@ -965,8 +965,8 @@ class AsyncPool(ShellBase[C]):
         self._carry_out()
         return taken
 
-    def _check_all_back(self) -> None:
-        """As ``Pool._check_all_back``."""
+    def _signal_if_all_back(self) -> None:
+        """As ``Pool._signal_if_all_back``."""
         core = self._core
         if self._all_back is not None and core._shut_down and core._in_use == 0:
             self._all_back.set()

@@ -65,13 +65,13 @@ from sqlgate._handle import (
     Result,
     TxState,
     build,
-    check_begin,
-    check_ping_idle,
-    check_row_factory,
-    check_seq_of_params,
     close_quietly,
     dead,
     row_maker,
+    validate_begin,
+    validate_ping_idle,
+    validate_row_factory,
+    validate_seq_of_params,
 )
 from sqlgate._watchdog import DRAIN_AT
 from sqlgate._watchdog import armed as _armed
@@ -97,8 +97,8 @@ __all__ = [
     "Result",
     "Rows",
     "Tx",
-    "check_ping_idle",
     "open",
+    "validate_ping_idle",
 ]
 
 log = logging.getLogger("sqlgate")
@@ -167,7 +167,7 @@ def open(
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
-    pool_knobs["row_factory"] = check_row_factory(row_factory)
+    pool_knobs["row_factory"] = validate_row_factory(row_factory)
     pool_knobs["statement_timeout"] = statement_timeout
     return build(DB, target, ping_idle, name, pool_knobs, sync_adapter)
 
@@ -446,7 +446,7 @@ class DB(HandleBase):
                         raise self._waited_too_long(exc) from exc
                 else:
                     conn = self._acquire_by(when)
-            error = self._check(conn, always=always, when=when)
+            error = self._checkout_test(conn, always=always, when=when)
             if error is None:
                 return conn
             pool.release(conn, broken=True)
@@ -484,7 +484,7 @@ class DB(HandleBase):
             f"connection ({exc})"
         )
 
-    def _check(
+    def _checkout_test(
         self, conn: Any, *, always: bool, when: float | None = None
     ) -> BaseException | None:
         """The checkout test; the dead link's error, or None when alive."""
@@ -671,7 +671,7 @@ class DB(HandleBase):
                 iterable (nothing was sent).
             As ``exec``.
         """
-        check_seq_of_params(seq_of_params)
+        validate_seq_of_params(seq_of_params)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -726,7 +726,7 @@ class DB(HandleBase):
         Raises:
             As ``exec``.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -788,7 +788,7 @@ class DB(HandleBase):
         Raises:
             As ``exec``.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         if timeout is None:
             when = None if self._statement_timeout is None else self._when(None)
         elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
@@ -831,7 +831,7 @@ class DB(HandleBase):
                 aborted the transaction; nothing was committed.
             The driver's and the pool's errors, as ``exec``.
         """
-        level = check_begin(isolation, read_only)
+        level = validate_begin(isolation, read_only)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -1148,7 +1148,7 @@ class Rows:
             The driver's error while fetching (a dead link discards the
             connection); the rows are closed either way.
         """
-        self._check_open("first")
+        self._require_open("first")
         try:
             return next(self, None)
         finally:
@@ -1164,13 +1164,13 @@ class Rows:
             As ``first``: after ``first()``, ``all()`` raises rather than
             return an empty list.
         """
-        self._check_open("all")
+        self._require_open("all")
         try:
             return list(self)
         finally:
             self.close()
 
-    def _check_open(self, what: str) -> None:
+    def _require_open(self, what: str) -> None:
         if self._ended_by is not None:
             raise Error(f"rows closed: {self._ended_by}")
         if self._cursor is None and self._at >= len(self._batch):
@@ -1359,7 +1359,7 @@ class _Session:
                 iterable (nothing was sent).
             As ``exec``.
         """
-        check_seq_of_params(seq_of_params)
+        validate_seq_of_params(seq_of_params)
         conn = self._live()
         when = self._when(timeout)
         adapter = self._adapter
@@ -1401,7 +1401,7 @@ class _Session:
         Raises:
             As ``exec``.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         when = self._when(timeout)
         return self._query(sql, params, row_factory, when)
 
@@ -1450,7 +1450,7 @@ class _Session:
         Raises:
             As ``exec``, while the query runs or its row is fetched.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         rows = self._query(sql, params, row_factory, self._when(timeout))
         return rows.first()
 
@@ -1650,7 +1650,7 @@ class Conn(ConnState, _Session):
                 transactions do not nest).
             The driver's error; a dead link marks this ``Conn`` lost.
         """
-        level = check_begin(isolation, read_only)
+        level = validate_begin(isolation, read_only)
         when = self._when(timeout)
         return self._begin(level, read_only, when)
 

@@ -70,13 +70,13 @@ from sqlgate._handle import (
     Result,
     TxState,
     build,
-    check_begin,
-    check_ping_idle,
-    check_row_factory,
-    check_seq_of_params,
     close_quietly,
     dead,
     row_maker,
+    validate_begin,
+    validate_ping_idle,
+    validate_row_factory,
+    validate_seq_of_params,
 )
 from sqlgate._watchdog import DRAIN_AT
 from sqlgate._watchdog import armed as _armed
@@ -102,8 +102,8 @@ __all__ = [
     "AsyncRows",
     "AsyncTx",
     "Result",
-    "check_ping_idle",
     "open_async",
+    "validate_ping_idle",
 ]
 
 log = logging.getLogger("sqlgate")
@@ -172,7 +172,7 @@ def open_async(
         ImportError: the driver package is missing; the message names the
             extra to install (``pip install 'sqlgate[postgres]'``).
     """
-    pool_knobs["row_factory"] = check_row_factory(row_factory)
+    pool_knobs["row_factory"] = validate_row_factory(row_factory)
     pool_knobs["statement_timeout"] = statement_timeout
     return build(AsyncDB, target, ping_idle, name, pool_knobs, async_adapter)
 
@@ -593,7 +593,7 @@ class AsyncDB(HandleBase):
                         raise self._waited_too_long(exc) from exc
                 else:
                     conn = await self._acquire_by(when)
-            error = await self._check(conn, always=always, when=when)
+            error = await self._checkout_test(conn, always=always, when=when)
             if error is None:
                 return conn
             await pool.release(conn, broken=True)
@@ -631,7 +631,7 @@ class AsyncDB(HandleBase):
             f"connection ({exc})"
         )
 
-    async def _check(
+    async def _checkout_test(
         self, conn: Any, *, always: bool, when: float | None = None
     ) -> BaseException | None:
         """The checkout test; the dead link's error, or None when alive."""
@@ -846,7 +846,7 @@ class AsyncDB(HandleBase):
             discarded, its transaction uncommitted (none of the sets took
             effect), unless the cancel came during the COMMIT itself.
         """
-        check_seq_of_params(seq_of_params)
+        validate_seq_of_params(seq_of_params)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -905,7 +905,7 @@ class AsyncDB(HandleBase):
         Cancellation:
             As ``exec``; once the rows are returned they own the connection.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -973,7 +973,7 @@ class AsyncDB(HandleBase):
         Cancellation:
             As ``exec``.
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         if timeout is None:
             when = None if self._statement_timeout is None else self._when(None)
         elif timeout.__class__ is float and 0.0 <= timeout <= FOREVER:
@@ -1022,7 +1022,7 @@ class AsyncDB(HandleBase):
             the checkout ping or the BEGIN: the connection is discarded and
             no transaction is returned.
         """
-        level = check_begin(isolation, read_only)
+        level = validate_begin(isolation, read_only)
         when = (
             None
             if timeout is None and self._statement_timeout is None
@@ -1480,7 +1480,7 @@ class AsyncRows:
             ``AsyncConn`` marked lost); rows from an ``AsyncConn`` mark it
             lost (its ``close()`` discards the connection).
         """
-        self._check_open("first")
+        self._require_open("first")
         try:
             return await anext(self, None)
         finally:
@@ -1499,13 +1499,13 @@ class AsyncRows:
         Cancellation:
             As ``first``; the rows read so far are lost with the call.
         """
-        self._check_open("all")
+        self._require_open("all")
         try:
             return [row async for row in self]
         finally:
             await self.close()
 
-    def _check_open(self, what: str) -> None:
+    def _require_open(self, what: str) -> None:
         if self._ended_by is not None:
             raise Error(f"rows closed: {self._ended_by}")
         if self._cursor is None and self._at >= len(self._batch):
@@ -1718,7 +1718,7 @@ class _AsyncSession:
         Cancellation:
             As ``exec``.
         """
-        check_seq_of_params(seq_of_params)
+        validate_seq_of_params(seq_of_params)
         conn = self._live()
         when = self._when(timeout)
         adapter = self._adapter
@@ -1767,7 +1767,7 @@ class _AsyncSession:
             ``AsyncConn`` is marked lost (its ``close()`` discards the
             connection).
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         when = self._when(timeout)
         if True:  # ASYNC
             return _Opening(self._query(sql, params, row_factory, when))
@@ -1825,7 +1825,7 @@ class _AsyncSession:
             While the query runs or its row is fetched: as ``exec`` (the
             result is closed too).
         """
-        check_row_factory(row_factory)
+        validate_row_factory(row_factory)
         rows = await self._query(sql, params, row_factory, self._when(timeout))
         return await rows.first()
 
@@ -2040,7 +2040,7 @@ class AsyncConn(ConnState, _AsyncSession):
             During the BEGIN: this ``AsyncConn`` is marked lost and no
             transaction is returned.
         """
-        level = check_begin(isolation, read_only)
+        level = validate_begin(isolation, read_only)
         when = self._when(timeout)
         if True:  # ASYNC
             return _Opening(self._begin(level, read_only, when))

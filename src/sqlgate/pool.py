@@ -327,7 +327,7 @@ class Pool(ShellBase[C]):
                     # close(timeout) took it while it was being reset: as
                     # documented, its late release is a no-op (defect 4).
             if core._shut_down:
-                self._check_all_back()
+                self._signal_if_all_back()
             self._run(out)
         except BaseException:
             self._release_failed(entry, out)
@@ -431,7 +431,7 @@ class Pool(ShellBase[C]):
                     if not (type(exc) is ValueError and entry.key in self._taken):
                         raise
             if core._shut_down:
-                self._check_all_back()
+                self._signal_if_all_back()
             self._run(out)
         except BaseException:
             self._release_failed(entry, out)
@@ -946,7 +946,7 @@ class Pool(ShellBase[C]):
         self._maintenance_wakeup.set()
         if limit == 0:
             return 0
-        self._check_all_back()
+        self._signal_if_all_back()
         deadline = None if limit is None else monotonic() + limit
         while not self._all_back.is_set():
             left = 1.0 if deadline is None else deadline - monotonic()
@@ -956,7 +956,7 @@ class Pool(ShellBase[C]):
             self._all_back.wait(min(left, 0.05))
             if self._leaked or self._returns:
                 self._settle_late()
-            self._check_all_back()
+            self._signal_if_all_back()
         out: Sequence[Effect[C]] = _NO_EFFECTS
         try:
             with self._lock:
@@ -969,7 +969,7 @@ class Pool(ShellBase[C]):
             raise
         return taken
 
-    def _check_all_back(self) -> None:
+    def _signal_if_all_back(self) -> None:
         """Set ``_all_back`` once the pool is closed and nothing is in use."""
         with self._lock:
             if self._core.is_closed and self._core._in_use == 0:

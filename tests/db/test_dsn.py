@@ -10,7 +10,7 @@ import pytest
 
 import sqlgate.db
 from sqlgate.drivers import async_adapter, parse, sync_adapter
-from sqlgate.drivers._base import check_isolation, scrub
+from sqlgate.drivers._base import scrub, validate_isolation
 
 
 def test_postgres_dsn_parts() -> None:
@@ -185,14 +185,14 @@ def test_missing_async_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     ],
 )
 def test_isolation_names(given: str | None, level: str | None) -> None:
-    assert check_isolation(given) == level
+    assert validate_isolation(given) == level
 
 
 def test_bad_isolation() -> None:
     with pytest.raises(ValueError, match=r"isolation must be one of .* got 'snapshot'"):
-        check_isolation("snapshot")
+        validate_isolation("snapshot")
     with pytest.raises(TypeError, match="isolation must be a str or None, got 3"):
-        check_isolation(3)  # type: ignore[arg-type]
+        validate_isolation(3)  # type: ignore[arg-type]
 
 
 def test_scrub_masks_args_chain_and_notes() -> None:

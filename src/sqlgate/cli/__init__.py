@@ -243,7 +243,7 @@ def _config(args: argparse.Namespace) -> Config:
     )
 
 
-def _check_output(option: str, path: str | None) -> None:
+def _validate_output(option: str, path: str | None) -> None:
     """Make sure ``path`` can be written, before the run (nothing is left)."""
     if path is None or (option == "--json" and path == "-"):
         return
@@ -263,7 +263,7 @@ def _check_output(option: str, path: str | None) -> None:
         os.unlink(path)
 
 
-def _check_plot(path: str | None) -> None:
+def _validate_plot(path: str | None) -> None:
     """``--plot``: matplotlib is installed and can write this file type."""
     if path is None:
         return
@@ -279,7 +279,7 @@ def _check_plot(path: str | None) -> None:
             f"--plot {path!r}: matplotlib cannot write {what} "
             f"(use one of: {', '.join(sorted(kinds))})"
         )
-    _check_output("--plot", path)
+    _validate_output("--plot", path)
 
 
 def _header(cfg: Config, shown: str) -> str:
@@ -318,8 +318,8 @@ def _quit_now(signum: int, frame: object) -> None:
 
 def _stress(args: argparse.Namespace, *, program: bool = False) -> int:
     cfg = _config(args)
-    _check_output("--json", args.json)
-    _check_plot(args.plot)
+    _validate_output("--json", args.json)
+    _validate_plot(args.plot)
     connect = None if args.connect is None else load_callable(args.connect)
     password = None if args.dsn is None else password_of(args.dsn)
     target = make_target(

@@ -37,9 +37,9 @@ __all__ = [
     "AsyncCursor",
     "Cursor",
     "SyncAdapter",
-    "check_isolation",
     "parse_params",
     "scrub",
+    "validate_isolation",
 ]
 
 log = logging.getLogger("sqlgate")
@@ -57,7 +57,7 @@ ISOLATION_LEVELS = (
 )
 
 
-def check_isolation(isolation: str | None) -> str | None:
+def validate_isolation(isolation: str | None) -> str | None:
     """Normalise an isolation level name ("Repeatable_Read" -> "repeatable read").
 
     Args:
@@ -364,7 +364,7 @@ class SyncAdapter(_Adapter):
 
         Args:
             conn: the driver's connection, in autocommit with no transaction.
-            isolation: a level from ``check_isolation``, or None.
+            isolation: a level from ``validate_isolation``, or None.
             read_only: start a READ ONLY transaction.
 
         Raises:
@@ -706,7 +706,7 @@ def sql_isolation(isolation: str | None, read_only: bool) -> str:
     """The ``BEGIN`` modes as SQL: " ISOLATION LEVEL x READ ONLY" (or "").
 
     Args:
-        isolation: a level from ``check_isolation``, or None.
+        isolation: a level from ``validate_isolation``, or None.
         read_only: add READ ONLY.
 
     Returns:

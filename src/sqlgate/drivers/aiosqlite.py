@@ -40,10 +40,10 @@ from sqlgate.drivers._base import (
 )
 from sqlgate.drivers.sqlite import (
     _PARAMS,
-    check_sqlite_isolation,
     interrupt,
     is_interrupted,
     sqlite_target,
+    validate_sqlite_isolation,
 )
 from sqlgate.drivers.sqlite import SYNC as SYNC_SQLITE
 
@@ -231,7 +231,7 @@ class AiosqliteAdapter(AsyncAdapter):
         self, conn: aiosqlite.Connection, isolation: str | None, read_only: bool
     ) -> None:
         """See ``AsyncAdapter.begin``; as ``SqliteAdapter.begin``, awaited."""
-        check_sqlite_isolation(isolation)
+        validate_sqlite_isolation(isolation)
         try:
             if read_only:  # a cancelled PRAGMA still runs: undone below
                 await conn.execute("PRAGMA query_only=1")

@@ -530,7 +530,7 @@ class DBAPIAdapter(SyncAdapter):
 
         Args:
             conn: the driver's connection, with no transaction open.
-            isolation: a level from ``check_isolation``, or None.
+            isolation: a level from ``validate_isolation``, or None.
             read_only: start it READ ONLY.
 
         Raises:

@@ -61,10 +61,10 @@ __all__ = [
     "SQLITE_INTERRUPT",
     "SYNC",
     "SqliteAdapter",
-    "check_sqlite_isolation",
     "interrupt",
     "is_interrupted",
     "sqlite_target",
+    "validate_sqlite_isolation",
 ]
 
 _TXLOCKS = ("deferred", "immediate", "exclusive")
@@ -117,11 +117,11 @@ def interrupt(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def check_sqlite_isolation(isolation: str | None) -> None:
+def validate_sqlite_isolation(isolation: str | None) -> None:
     """SQLite's transactions are always serializable: refuse another level.
 
     Args:
-        isolation: a level from ``check_isolation``, or None.
+        isolation: a level from ``validate_isolation``, or None.
 
     Raises:
         ValueError: ``isolation`` is neither None nor "serializable".
@@ -311,7 +311,7 @@ class SqliteAdapter(SyncAdapter):
             ValueError: any other isolation level (nothing was sent).
             sqlite3.Error: the BEGIN failed (e.g. ``database is locked``).
         """
-        check_sqlite_isolation(isolation)
+        validate_sqlite_isolation(isolation)
         if read_only:
             conn.execute("PRAGMA query_only=1")
         try:
