@@ -23,7 +23,10 @@ driver reports aborted, by psycopg, psycopg2 or pg8000, is rolled back and
 raises ``TransactionAborted`` instead of a COMMIT the server would answer
 with ROLLBACK), roll back on an exception. A
 transaction the return path rolls back is logged at DEBUG (logger
-``sqlgate``): that work is lost.
+``sqlgate``): that work is discarded.
+
+A ``conn`` argument is the driver's connection: a blocking DB-API
+connection, or an asyncio driver's for the ``_async`` functions.
 """
 
 from __future__ import annotations
@@ -143,11 +146,7 @@ def rollback_for(cls: type) -> Callable[[Any], object]:
 
 
 def rollback_open_transaction(conn: object) -> None:
-    """Roll back a transaction the caller left open (see ``rollback_for``).
-
-    Args:
-        conn: a blocking DB-API connection.
-    """
+    """Roll back a transaction the caller left open (see ``rollback_for``)."""
     (_rollbacks.get(type(conn)) or rollback_for(type(conn)))(conn)
 
 
@@ -209,9 +208,6 @@ def commit_open_transaction(conn: object) -> None:
     Asked as ``rollback_for`` asks (no I/O where the driver can tell);
     a driver that cannot tell gets ``commit()`` every time.
 
-    Args:
-        conn: a blocking DB-API connection.
-
     Raises:
         TransactionAborted: psycopg, psycopg2 (INERROR) or pg8000 (``E``)
             reports the transaction aborted by an earlier error; it was
@@ -223,9 +219,6 @@ def commit_open_transaction(conn: object) -> None:
 
 def end_quietly(conn: object) -> None:
     """Roll back what a ``pool.connection()`` block left open as it raised.
-
-    Args:
-        conn: a blocking DB-API connection.
 
     Raises:
         The driver's error: the ROLLBACK failed.
@@ -283,9 +276,6 @@ async def rollback_async(conn: object) -> None:
 async def rollback_open_transaction_async(conn: object) -> None:
     """``rollback_async`` without its DEBUG line: the caller meant to roll back.
 
-    Args:
-        conn: an asyncio driver's connection.
-
     Raises:
         The driver's error (the pool discards the connection).
 
@@ -300,9 +290,6 @@ async def rollback_open_transaction_async(conn: object) -> None:
 
 async def commit_open_transaction_async(conn: Any) -> None:
     """Commit what an ``AsyncPool.connection()`` block left open (nothing if none).
-
-    Args:
-        conn: an asyncio driver's connection.
 
     Raises:
         TransactionAborted: the transaction was already aborted by an

@@ -596,7 +596,7 @@ class AsyncPool(ShellBase[C]):
     # -- leak tracking (only while leak_threshold is set) ----------------------
 
     def _reclaim_leaked(self) -> None:
-        """Reclaim the slots of connections collected while handed out."""
+        """As ``Pool._reclaim_leaked``, on the loop (no hold to keep)."""
         core = self._core
         while self._leaked:
             entry = self._leaked.popleft()
@@ -780,7 +780,7 @@ class AsyncPool(ShellBase[C]):
             self._carry_out()
 
     async def _configure(self, conn: C) -> None:
-        """Run ``on_connect``; if it raises, close ``conn`` and let the error out."""
+        """As ``Pool._configure``; the hook and the close may be coroutines."""
         assert self._on_connect is not None
         try:
             await _call_hook(self._on_connect, conn)

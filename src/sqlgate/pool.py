@@ -524,7 +524,7 @@ class Pool(ShellBase[C]):
         """Reclaim the slots of connections collected while handed out.
 
         Each entry leaves ``_leaked`` only after ``reclaim`` (idempotent) ran on
-        it, in the same hold: an interrupt never loses one.
+        it, in the same hold: an interrupt never drops one.
         """
         leaked = self._leaked
         core = self._core

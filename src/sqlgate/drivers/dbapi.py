@@ -334,14 +334,7 @@ class DBAPIAdapter(SyncAdapter):
         return isinstance(closed, bool | int) and bool(closed)
 
     def ping(self, conn: Any) -> None:
-        """See ``SyncAdapter.ping``: ``SELECT 1``, then rollback outside a Tx.
-
-        Args:
-            conn: the driver's connection.
-
-        Raises:
-            The driver's error when the link is dead.
-        """
+        """See ``SyncAdapter.ping``: ``SELECT 1``, then rollback outside a Tx."""
         self._run(conn, PROBE, None)
         if not self._explicit and not self._inside(conn):
             conn.rollback()
@@ -606,11 +599,6 @@ class DBAPIAdapter(SyncAdapter):
     def exec(self, conn: Any, sql: str, params: Any) -> tuple[int, int | None]:
         """See ``SyncAdapter.exec``; committed at once outside a transaction.
 
-        Args:
-            conn: the driver's connection.
-            sql: the statement, in the driver's dialect.
-            params: its parameters in the driver's paramstyle, or None.
-
         Returns:
             (the driver's ``rowcount``, its ``lastrowid`` when a positive int
             or None).
@@ -623,11 +611,6 @@ class DBAPIAdapter(SyncAdapter):
 
     def query(self, conn: Any, sql: str, params: Any) -> DBAPIResult:
         """See ``SyncAdapter.query``: run, buffer every row, commit outside a Tx.
-
-        Args:
-            conn: the driver's connection.
-            sql: the statement, in the driver's dialect.
-            params: its parameters in the driver's paramstyle, or None.
 
         Returns:
             The buffered result (``columns``, rows, ``rowcount``,

@@ -198,9 +198,6 @@ class PsycopgAdapter(SyncAdapter):
     ) -> tuple[Callable[[], psycopg.Connection[Any]], Callable[[], None] | None]:
         """See ``SyncAdapter.connector``; ``psycopg.Connection.connect``, autocommit on.
 
-        Args:
-            dsn: a parsed ``postgresql://`` DSN.
-
         Returns:
             (a callable dialing one connection with ``connect_options``'
             arguments and setting ``prepared_max`` when given, None).
@@ -395,9 +392,6 @@ class PsycopgAsyncAdapter(AsyncAdapter):
         Callable[[], Awaitable[psycopg.AsyncConnection[Any]]], Callable[[], None] | None
     ]:
         """See ``AsyncAdapter.connector``; as ``PsycopgAdapter.connector``, async.
-
-        Args:
-            dsn: a parsed ``postgresql://`` DSN.
 
         Returns:
             (an async callable dialing one ``AsyncConnection``, None).
