@@ -75,7 +75,7 @@ class BadInput(Exception):
     """The user's input cannot be used; the message is one line for stderr."""
 
 
-def scrub(text: str, secret: str | None) -> str:
+def mask_secret(text: str, secret: str | None) -> str:
     """``text`` with ``secret`` (as given and percent-encoded) masked out."""
     for word in with_quoted([secret or ""]):
         text = text.replace(word, "***")
@@ -447,7 +447,7 @@ def make_target(
             except BadInput:
                 raise
             except Exception as exc:
-                message = scrub(first_line(exc), parsed.password)
+                message = mask_secret(first_line(exc), parsed.password)
                 raise BadInput(f"cannot connect to {shown}: {message}") from None
     except BaseException:
         for cleanup in reversed(cleanups):

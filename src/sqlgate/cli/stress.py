@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlgate.aiopool import AsyncPool
 from sqlgate.cli._histogram import FLUSH_EVERY, Histogram
-from sqlgate.cli._target import BadInput, first_line, scrub, settle
+from sqlgate.cli._target import BadInput, first_line, mask_secret, settle
 from sqlgate.db import DB
 from sqlgate.db import open as open_db
 from sqlgate.db_async import AsyncDB, open_async
@@ -620,7 +620,7 @@ def _preflight(
     it ran, and the run will count its misses.
 
     Raises:
-        BadInput: the connection or the query failed (message scrubbed).
+        BadInput: the connection or the query failed (the password masked).
     """
     if isinstance(pool, DB):
         try:
@@ -647,15 +647,15 @@ def _preflight(
 
 
 def _unreachable(exc: Exception, target: Target, password: str | None) -> BadInput:
-    """The preflight's first connection failed: the driver's reason, scrubbed."""
+    """The preflight's first connection failed: the driver's reason, password masked."""
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    message = scrub(first_line(cause), password)
+    message = mask_secret(first_line(cause), password)
     return BadInput(f"cannot connect to {target.shown}: {message}")
 
 
 def _bad_query(exc: Exception, target: Target, password: str | None) -> BadInput:
-    """The preflight's query failed: the driver's reason, scrubbed."""
-    message = scrub(first_line(exc), password)
+    """The preflight's query failed: the driver's reason, password masked."""
+    message = mask_secret(first_line(exc), password)
     return BadInput(f"--query {target.query!r} failed: {message}")
 
 
