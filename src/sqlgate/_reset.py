@@ -239,7 +239,7 @@ def end_quietly(conn: object) -> None:
 def needs_rollback(conn: object, *, quiet: bool = False) -> bool:
     """Whether an asyncio connection given back needs ``rollback_async`` (no I/O).
 
-    A True answer is logged at DEBUG (the work will be lost) unless ``quiet``.
+    A True answer is logged at DEBUG (the work will be discarded) unless ``quiet``.
 
     Args:
         conn: a connection (asyncio or blocking; the adapters use it too).
@@ -266,7 +266,7 @@ async def rollback_async(conn: object) -> None:
     asyncpg has no ``rollback()``: its public ``reset()`` rolls back and also
     forgets the ``Transaction`` object the caller left started (a bare
     ``ROLLBACK`` would not, and its next transaction would be a savepoint).
-    Logged at DEBUG (the work is lost); otherwise as
+    Logged at DEBUG (the work is discarded); otherwise as
     ``rollback_open_transaction_async``.
     """
     _discarding(conn)

@@ -1497,7 +1497,7 @@ class AsyncRows:
             return an empty list.
 
         Cancellation:
-            As ``first``; the rows read so far are lost with the call.
+            As ``first``; the rows read so far are dropped with the call.
         """
         self._require_open("all")
         try:

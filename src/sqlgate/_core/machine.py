@@ -50,7 +50,7 @@ reused most recently returned first (a stack), so that when demand falls the
 surplus sits untouched at the bottom and ages out through
 ``conn_max_idle_time``. A waiter that gives up calls ``abandon``; if a
 connection was handed to it in the meantime, that connection goes back
-through ``release`` like any returned one (nothing is lost in the race
+through ``release`` like any returned one (nothing goes missing in the race
 between a timeout and a hand-off).
 
 Dials are issued by ``_maybe_dial`` after every input that can change demand or
@@ -694,7 +694,7 @@ class PoolCore(Generic[C]):
 
         Post: a WAITING waiter leaves the queue; a SERVED one's connection
         comes back exactly as ``release`` takes it (the hand-off raced the
-        give-up, nothing is lost; one too old is closed, not passed on); a
+        give-up, nothing goes missing; one too old is closed, not passed on); a
         FAILED or ABANDONED one is left as it is.
         """
         if waiter.state == WAITING:
