@@ -206,7 +206,7 @@ class AsyncPool(ShellBase[C]):
             observer=observer,
         )
         self._aconnect = aconnect
-        #: Set when the pool is closed and nothing is in use any more; made
+        #: Set when the pool is shut and nothing is in use any more; made
         #: by ``close(timeout=...)``.
         self._all_back: asyncio.Event | None = None
         #: The loop this pool is bound to; None until first use.
@@ -293,7 +293,7 @@ class AsyncPool(ShellBase[C]):
         try:
             got = core.acquire(monotonic())
         except BaseException:
-            # Refused (closed, too many waiters) after closing expired idle
+            # Refused (shut, too many waiters) after closing expired idle
             # connections on the way: carry those closes out, then raise.
             self._carry_out()
             raise

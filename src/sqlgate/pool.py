@@ -180,7 +180,7 @@ class Pool(ShellBase[C]):
             on_close=on_close,
             observer=observer,
         )
-        #: Set when the pool is closed and nothing is in use any more.
+        #: Set when the pool is shut and nothing is in use any more.
         self._all_back = threading.Event()
         #: Tickets whose dial a thread has claimed and not yet settled: a dial
         #: started again after an interrupt (``_redo``) finds it here and stops.
@@ -188,7 +188,7 @@ class Pool(ShellBase[C]):
         #: CLOSING entries whose driver ``close()`` was called (and did or did
         #: not raise): an interrupted Close carried out again never closes the
         #: driver connection twice. Emptied as each is settled.
-        self._shut: dict[Entry[C], object] = {}
+        self._driver_closed: dict[Entry[C], object] = {}
         # Critical section: every core call, and nothing else, runs under it.
         self._lock = threading.Lock()
         # Wakes the maintenance thread when a knob changes or the pool closes.
@@ -268,7 +268,7 @@ class Pool(ShellBase[C]):
                 return got.conn
             return self._wait(got, timeout)  # type: ignore[arg-type]
         except BaseException:
-            # Refused (closed, too many waiters), timed out, failed, or cut
+            # Refused (shut, too many waiters), timed out, failed, or cut
             # short by an interrupt anywhere above: give back whatever the core
             # decided for this call and carry out every effect, then raise.
             self._acquire_failed(got, out)
@@ -717,7 +717,7 @@ class Pool(ShellBase[C]):
             if entry.state == CLOSING:
                 self._close_conn(entry, effect.reason)  # type: ignore[union-attr]
             else:
-                self._shut.pop(entry, None)
+                self._driver_closed.pop(entry, None)
 
     def _start_dial(self, ticket: int) -> None:
         """Start the opener thread for ``ticket`` (or dial here: dial_in_caller)."""
@@ -811,13 +811,13 @@ class Pool(ShellBase[C]):
         """Close a driver connection, then settle it in the core, whatever happens.
 
         ``on_close`` errors are logged and the close goes ahead; the driver's
-        ``close()`` is called at most once (``_shut``), and an error from it
+        ``close()`` is called at most once (``_driver_closed``), and an error from it
         counts as closed. If an interrupt cuts this short, ``_redo`` finishes
         what is left.
         """
         conn = entry.conn
         try:
-            if conn is not None and entry not in self._shut:
+            if conn is not None and entry not in self._driver_closed:
                 if reason == BROKEN:
                     log.info(
                         "%s: discarding a broken connection %s", self.name, repr(conn)
@@ -832,23 +832,23 @@ class Pool(ShellBase[C]):
         finally:
             # Settled only once the driver connection is closed (or was
             # collected while loosened: nothing to close).
-            if conn is None or entry in self._shut:
+            if conn is None or entry in self._driver_closed:
                 self._call(self._core.close_done, entry)
-                self._shut.pop(entry, None)
+                self._driver_closed.pop(entry, None)
 
     def _close_driver(self, entry: Entry[C], conn: C) -> None:
-        """Call the driver's ``close()`` once and mark it done in ``_shut``."""
+        """Call the driver's ``close()`` once and mark it done in ``_driver_closed``."""
         try:
             # One statement, so the mark lands with the close: a Close done
             # again after an interrupt never closes twice.
-            self._shut[entry] = conn.close()  # type: ignore[attr-defined]
+            self._driver_closed[entry] = conn.close()  # type: ignore[attr-defined]
         except Exception as exc:
-            self._shut[entry] = None  # it was tried: counts as closed
+            self._driver_closed[entry] = None  # it was tried: counts as closed
             log.info("%s: error closing a connection: %s", self.name, repr(exc))
         except BaseException:
             # Interrupted inside the driver's close (how far it got is the
             # driver's business) or right after it returned: counts as done.
-            self._shut[entry] = None
+            self._driver_closed[entry] = None
             raise
 
     # -- maintenance ---------------------------------------------------------
@@ -991,7 +991,7 @@ class Pool(ShellBase[C]):
         self._held = {}
         self._taken = set()
         self._dialing = set()
-        self._shut = {}
+        self._driver_closed = {}
         self._all_back = threading.Event()
         self._maintenance_wakeup = threading.Event()
         self._maintenance = None
@@ -1044,7 +1044,7 @@ def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> N
     """Maintenance thread: expire idle connections and refill ``min_idle``.
 
     Holds the pool only weakly between ticks, so an abandoned pool can be
-    collected; exits when the pool is closed or no knob needs it.
+    collected; exits when the pool is shut or no knob needs it.
     """
     while True:
         pool = pool_ref()
