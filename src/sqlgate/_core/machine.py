@@ -131,6 +131,9 @@ check       verify the invariants (``check()``); knob values are
             *validated* (``validate_int``, ``validate_duration``, PoolConfig).
 effects     what the core asks of the shell; the shell *takes* them
             (``take_effects``), it does not "drain" them.
+
+The same words outside the core, and the rest of sqlgate's: docs/design.md,
+"Words".
 """
 
 from __future__ import annotations
