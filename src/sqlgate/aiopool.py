@@ -148,7 +148,8 @@ class AsyncPool(ShellBase[C]):
             max_open, max_idle, min_idle, max_connecting, conn_max_lifetime,
             conn_max_idle_time, acquire_timeout, timeout_at_capacity_only,
             max_waiting, rollback_on_return, circuit_after, leak_threshold:
-                the pool's knobs, described and validated once, on ``PoolConfig``.
+                the pool's knobs, described and validated once, on
+                ``sqlgate._core.PoolConfig`` (the README's "Knobs" lists them too).
             reset: called with each returned connection after the rollback
                 (a plain function or a coroutine function); if it raises, the
                 connection is discarded.

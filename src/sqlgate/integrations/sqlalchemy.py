@@ -206,7 +206,7 @@ class _GatedPool(sa_pool.Pool, Generic[G]):
                 an engine moved from QueuePool keeps as many idle).
             min_idle, max_connecting, conn_max_lifetime, conn_max_idle_time,
             max_waiting: sqlgate's knobs, as on ``Pool`` (described once, on
-                ``PoolConfig``).
+                ``sqlgate._core.PoolConfig``).
             timeout: seconds a checkout waits when ``max_open`` connections
                 exist (``pool_timeout`` in ``create_engine``); a checkout
                 below the limit waits for its dial. None waits forever.
