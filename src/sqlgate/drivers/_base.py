@@ -385,11 +385,7 @@ class SyncAdapter(_Adapter):
         conn.commit()
 
     def rollback(self, conn: Any, read_only: bool) -> None:
-        """Roll back the transaction ``begin`` started.
-
-        Args:
-            conn: the driver's connection.
-            read_only: the transaction was started READ ONLY.
+        """Roll back the transaction ``begin`` started; arguments as ``commit``.
 
         Raises:
             The driver's error.

@@ -260,9 +260,7 @@ class AiosqliteAdapter(AsyncAdapter):
     async def rollback(self, conn: aiosqlite.Connection, read_only: bool) -> None:
         """See ``AsyncAdapter.rollback``; ``query_only`` cleared even if it fails.
 
-        Args:
-            conn: the aiosqlite connection.
-            read_only: clear ``PRAGMA query_only`` afterwards.
+        Arguments as ``commit``.
 
         Raises:
             sqlite3.Error: the ROLLBACK or the PRAGMA failed.

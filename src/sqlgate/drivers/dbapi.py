@@ -584,9 +584,7 @@ class DBAPIAdapter(SyncAdapter):
     def rollback(self, conn: Any, read_only: bool) -> None:
         """See ``SyncAdapter.rollback``: ``rollback()``; the mark is cleared.
 
-        Args:
-            conn: the driver's connection.
-            read_only: unused.
+        Arguments as ``commit``.
 
         Raises:
             The driver's error.

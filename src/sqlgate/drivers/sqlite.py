@@ -341,9 +341,7 @@ class SqliteAdapter(SyncAdapter):
     def rollback(self, conn: sqlite3.Connection, read_only: bool) -> None:
         """See ``SyncAdapter.rollback``; ``query_only`` is cleared even if it fails.
 
-        Args:
-            conn: the ``sqlite3`` connection.
-            read_only: clear ``PRAGMA query_only`` afterwards.
+        Arguments as ``commit``.
 
         Raises:
             sqlite3.Error: the ROLLBACK or the PRAGMA failed.
