@@ -549,16 +549,7 @@ class AsyncCursor:
     columns: tuple[str, ...] = ()
 
     async def fetchmany(self, n: int) -> list[tuple[Any, ...]]:
-        """Fetch more rows.
-
-        Args:
-            n: most rows to return.
-
-        Returns:
-            Up to ``n`` rows; an empty list at the end.
-
-        Raises:
-            The driver's error.
+        """As ``Cursor.fetchmany``, awaited.
 
         Cancellation:
             The caller closes the result and discards the connection.

@@ -219,8 +219,7 @@ class AiosqliteAdapter(AsyncAdapter):
             conn: the aiosqlite connection.
 
         Raises:
-            sqlite3.Error: the ROLLBACK or PRAGMA failed; the pool discards
-                the connection.
+            As ``SqliteAdapter.reset``.
         """
         if needs_rollback(conn):  # sqlgate._reset: the rule the pools use
             await conn.rollback()
@@ -263,7 +262,7 @@ class AiosqliteAdapter(AsyncAdapter):
         Arguments as ``commit``.
 
         Raises:
-            sqlite3.Error: the ROLLBACK or the PRAGMA failed.
+            As ``SqliteAdapter.rollback``.
         """
         try:
             await conn.rollback()
@@ -315,9 +314,7 @@ class AiosqliteAdapter(AsyncAdapter):
             sqlite3.Error: a statement failed.
 
         Cancellation:
-            The statement is interrupted (aiosqlite's thread is free again once
-            it stopped); ``reusable_after_cancel`` says whether to keep the
-            connection.
+            As ``exec``.
         """
         cur = await _interruptible(conn, conn.executemany(sql, seq_of_params))
         async with cur:

@@ -162,9 +162,6 @@ class AsyncpgAdapter(AsyncAdapter):
         ``application_name`` is sent as a server setting, ``connect_timeout``
         becomes asyncpg's ``timeout``; ``statement_cache_size`` is passed as is.
 
-        Args:
-            dsn: a parsed ``postgresql+asyncpg://`` DSN.
-
         Returns:
             (an async callable dialing one asyncpg connection, None).
 
