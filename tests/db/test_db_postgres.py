@@ -148,7 +148,7 @@ def test_killed_idle_connections_are_retried(
         assert (s.broken_closed, s.dials, s.idle, s.in_use) == (2, 3, 1, 0)
 
 
-def test_three_dead_idle_connections_all_drained(
+def test_three_dead_idle_connections_all_discarded(
     pg_dsn: str, pg_admin: Any, app_name: str
 ) -> None:
     with sqlgate.db.open(pg_dsn, ping_idle=0, max_idle=3) as db:
