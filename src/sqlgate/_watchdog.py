@@ -11,7 +11,7 @@ blocking side's counterpart, with a thread instead of a loop timer.
 
 Theory of operation (the caller's side costs one call and no lock):
 
-- An entry is a one-item list holding its callback. ``arm`` appends
+- An entry is a one-item list holding its callback and arguments. ``arm`` appends
   ``(when, entry)`` to a deque (atomic under the GIL, never blocks: so it is
   safe in a finalizer, in any thread) and rings the thread only when ``when``
   comes before the thread's next wake-up (``wake_at``). Disarming is
@@ -47,6 +47,8 @@ import threading
 import time
 from collections import deque
 from heapq import heapify, heappop, heappush
+from itertools import repeat, starmap
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlgate._courier import in_collection
@@ -68,8 +70,11 @@ POLL = 0.1
 
 _INF = float("inf")
 
-#: An armed entry: ``[callback]`` while armed, ``[]`` once fired or disarmed.
+#: An armed entry: ``[(callback, *args)]`` while armed, ``[]`` once fired or
+#: disarmed.
 Entry = list[Any]
+#: Whether an ``(when, entry)`` record is still armed.
+_ARMED = itemgetter(1)
 
 #: ``(when, entry)`` armed since the thread last looked (one object for the
 #: process's life: a hot path may bind its ``append``; see ``arm``).
@@ -110,10 +115,12 @@ class _Service:
     def _take_armed(self) -> None:
         """Move the deque's live entries into the heap; sweep when worth it."""
         heap, seq = self._heap, self._seq
-        while armed:
-            when, entry = armed.popleft()
-            if entry:  # still armed (a disarmed one is just dropped)
-                heappush(heap, (when, next(seq), entry))
+        # Taken in C (popleft n times; an entry armed meanwhile stays for the
+        # next look), and only those still armed reach the heap: most were
+        # disarmed already.
+        taken = starmap(armed.popleft, repeat((), len(armed)))
+        for when, entry in filter(_ARMED, taken):
+            heappush(heap, (when, next(seq), entry))
         if len(heap) >= _SWEEP_AT:
             live = [item for item in heap if item[2]]
             if 2 * len(live) <= len(heap):
@@ -121,7 +128,7 @@ class _Service:
                 self._heap = live
 
     def _due(self, now: float) -> list[Any]:
-        """Pop the entries due by ``now``; their callbacks, each taken once."""
+        """Pop the entries due by ``now``; their payloads, each taken once."""
         heap = self._heap
         fire: list[Any] = []
         while heap and heap[0][0] <= now:
@@ -138,9 +145,9 @@ class _Service:
             busy = bool(armed)
             self._take_armed()
             now = time.monotonic()
-            for callback in self._due(now):
+            for payload in self._due(now):
                 try:
-                    callback()
+                    payload[0](*payload[1:])
                 except BaseException as exc:  # the thread outlives any callback
                     log.warning("a deadline's callback failed: %r", exc)
             heap = self._heap
@@ -167,22 +174,23 @@ class _Service:
 service = _Service()
 
 
-def arm(when: float, callback: Callable[[], object]) -> Entry:
-    """Have ``callback()`` run on the deadline thread at ``when``.
+def arm(when: float, callback: Callable[..., object], *args: Any) -> Entry:
+    """Have ``callback(*args)`` run on the deadline thread at ``when``.
 
-    A hot path may inline this function: append ``(when, [callback])`` to
-    ``armed``, then call ``wake()`` when ``when < service.wake_at`` or
-    ``len(armed) > DRAIN_AT``.
+    A hot path may inline this function: append
+    ``(when, [(callback, *args)])`` to ``armed``, then call ``wake()`` when
+    ``when < service.wake_at`` or ``len(armed) > DRAIN_AT``.
 
     Args:
         when: ``time.monotonic()`` seconds.
         callback: quick, and never raising (an error is logged).
+        args: its arguments.
 
     Returns:
         The entry: ``disarm(entry)`` (or ``entry.pop()`` in a hot path)
         disarms it.
     """
-    entry = [callback]
+    entry = [(callback, *args)]
     armed.append((when, entry))
     if when < service.wake_at or len(armed) > DRAIN_AT:
         wake()

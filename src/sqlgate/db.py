@@ -46,7 +46,6 @@ overrides it. The name never holds a user name or a password.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -190,7 +189,7 @@ def open(
 # connection is discarded. A call without a deadline pays one ``if``.
 
 # The blocking side: an entry of the process-wide deadline thread
-# (``sqlgate._watchdog``), one list and one partial per call. When it
+# (``sqlgate._watchdog``), two lists and a tuple per call. When it
 # fires, a thread of its own sends the adapter's cancel (the deadline
 # thread must stay quick); the caller waits for that thread before it
 # goes on (``_wait_cancel``). ``box`` is [the cancel thread, whether a
@@ -285,7 +284,7 @@ def _watched(
     if when <= time.monotonic():
         raise _too_late(name)
     box: list[Any] = [None, False]
-    entry = _watchdog.arm(when, functools.partial(_fire, adapter, conn, box))
+    entry = _watchdog.arm(when, _fire, adapter, conn, box)
     try:
         result = run(conn)
     except BaseException as exc:
@@ -545,7 +544,7 @@ class DB(HandleBase):
             if when <= time.monotonic():
                 raise _too_late(self.name)
             box: list[Any] = [None, False]
-            entry = [functools.partial(_fire, adapter, conn, box)]
+            entry = [(_fire, adapter, conn, box)]
             _armed.append((when, entry))
             if when < _watchdog.service.wake_at or len(_armed) > DRAIN_AT:
                 _watchdog.wake()

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import threading
 import time
@@ -264,7 +263,7 @@ if True:  # ASYNC
 
 else:
     # The blocking side: an entry of the process-wide deadline thread
-    # (``sqlgate._watchdog``), one list and one partial per call. When it
+    # (``sqlgate._watchdog``), two lists and a tuple per call. When it
     # fires, a thread of its own sends the adapter's cancel (the deadline
     # thread must stay quick); the caller waits for that thread before it
     # goes on (``_wait_cancel``). ``box`` is [the cancel thread, whether a
@@ -359,7 +358,7 @@ async def _watched(
         watch = _AsyncWatch(adapter, conn, when)
     else:
         box: list[Any] = [None, False]
-        entry = _watchdog.arm(when, functools.partial(_fire, adapter, conn, box))
+        entry = _watchdog.arm(when, _fire, adapter, conn, box)
     try:
         result = await run(conn)
     except BaseException as exc:
@@ -703,7 +702,7 @@ class AsyncDB(HandleBase):
                 if when <= time.monotonic():
                     raise _too_late(self.name)
                 box: list[Any] = [None, False]
-                entry = [functools.partial(_fire, adapter, conn, box)]
+                entry = [(_fire, adapter, conn, box)]
                 _armed.append((when, entry))
                 if when < _watchdog.service.wake_at or len(_armed) > DRAIN_AT:
                     _watchdog.wake()
