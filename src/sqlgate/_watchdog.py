@@ -26,10 +26,10 @@ Theory of operation (the caller's side costs one call and no lock):
   on a lock used as a bell until then. Before it
   sleeps it looks at the deque once more: an ``arm`` that read the old
   ``wake_at`` appended before that look (and is seen), or reads the new
-  one (and rings when it is earlier). The deque is also drained whenever it
-  grows past ``DRAIN_AT`` (the arming thread rings), and the heap is swept
-  of disarmed entries when they may be most of it: memory stays bounded by
-  the deadlines armed, not by the calls made.
+  one (and rings when it is earlier). So the deque holds at most ``POLL``
+  seconds of arms, and the heap is swept of disarmed entries when they may
+  be most of it: memory stays bounded by the arm rate and the deadlines
+  still armed, not by the calls made.
 - The thread starts on the first ``arm`` made from plain code (never at
   import, nor during a garbage collection, which may run in the middle of
   ``threading``'s own bookkeeping).
@@ -56,12 +56,10 @@ from sqlgate._courier import in_collection
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["DRAIN_AT", "arm", "armed", "disarm", "service", "wake"]
+__all__ = ["POLL", "arm", "armed", "disarm", "service", "wake"]
 
 log = logging.getLogger("sqlgate")
 
-#: Armed entries waiting in the deque that make the arming thread ring.
-DRAIN_AT = 1024
 #: Heap sizes from which the thread sweeps disarmed entries out.
 _SWEEP_AT = 256
 #: Seconds between the thread's looks at ``armed`` while entries keep coming
@@ -179,7 +177,7 @@ def arm(when: float, callback: Callable[..., object], *args: Any) -> Entry:
 
     A hot path may inline this function: append
     ``(when, [(callback, *args)])`` to ``armed``, then call ``wake()`` when
-    ``when < service.wake_at`` or ``len(armed) > DRAIN_AT``.
+    ``when < service.wake_at``.
 
     Args:
         when: ``time.monotonic()`` seconds.
@@ -192,7 +190,7 @@ def arm(when: float, callback: Callable[..., object], *args: Any) -> Entry:
     """
     entry = [(callback, *args)]
     armed.append((when, entry))
-    if when < service.wake_at or len(armed) > DRAIN_AT:
+    if when < service.wake_at:
         wake()
     return entry
 

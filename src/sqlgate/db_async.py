@@ -77,7 +77,6 @@ from sqlgate._handle import (
     validate_row_factory,
     validate_seq_of_params,
 )
-from sqlgate._watchdog import DRAIN_AT
 from sqlgate._watchdog import armed as _armed
 from sqlgate.aiopool import AsyncPool
 from sqlgate.drivers import async_adapter, detect_async
@@ -699,12 +698,12 @@ class AsyncDB(HandleBase):
             else:
                 # _watched inlined, as _watchdog.arm (the hot path of a call
                 # with a deadline: no function call beyond the statement's).
-                if when <= time.monotonic():
-                    raise _too_late(self.name)
+                # A deadline that passed since the acquire looked fires at
+                # once: the statement is cancelled as soon as it was sent.
                 box: list[Any] = [None, False]
                 entry = [(_fire, adapter, conn, box)]
                 _armed.append((when, entry))
-                if when < _watchdog.service.wake_at or len(_armed) > DRAIN_AT:
+                if when < _watchdog.service.wake_at:
                     _watchdog.wake()
                 try:
                     result = run(conn)
