@@ -126,3 +126,11 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50
     assert percentile(values, 0.99) == 99
     assert percentile([7], 0.99) == 7
+
+
+def test_deadline_reports_both_forms(tmp_path: Path) -> None:
+    payload = _run(tmp_path, "--only", "deadline")
+    rows = _rows(payload, "deadline")
+    assert set(rows) == {"exec, no timeout", "exec, timeout=30"}
+    assert rows["exec, no timeout"]["ratio"] == 1.0
+    assert rows["exec, timeout=30"]["ns"] > 0
