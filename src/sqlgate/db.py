@@ -1530,45 +1530,66 @@ class Tx(TxState, _Session):
         else:
             self._db._release(self._conn, broken)
 
-    def _finish(self, how: str, commit: bool) -> None:
+    def _finish(self, how: str, commit: bool, timeout: float | None) -> None:
         conn = self._live()
+        when = self._when(timeout)
         # Rows first: a result still stepping must not outlive the COMMIT.
         self._close_rows(f"their transaction was {how}")
+        adapter, read_only = self._adapter, self._read_only
         try:
             if commit:
-                self._adapter.commit(conn, self._read_only)
+                if when is None:
+                    adapter.commit(conn, read_only)
+                else:
+                    self._run(conn, when, lambda c: adapter.commit(c, read_only))
+            elif when is None:
+                adapter.rollback(conn, read_only)
             else:
-                self._adapter.rollback(conn, self._read_only)
+                self._run(conn, when, lambda c: adapter.rollback(c, read_only))
         except BaseException as exc:
             # Not dead: the return-path reset rolls back whatever is left.
-            broken = dead(self._adapter, conn, exc)
+            broken = dead(adapter, conn, exc)
+            if commit and isinstance(exc, DeadlineExceeded):
+                broken = True  # whether the COMMIT took effect is unknown
             self._end("ended by a failed " + how, broken=broken)
             raise
         self._end(how, broken=False)
 
-    def commit(self) -> None:
+    def commit(self, *, timeout: float | None = None) -> None:
         """Commit; the transaction is finished whatever happens.
 
         Rows it made and did not close are closed first (using them later
         raises ``sqlgate.Error``).
 
+        Args:
+            timeout: seconds for the COMMIT (None: the handle's
+                ``statement_timeout``).
+
         Raises:
             sqlgate.Error: already finished.
+            DeadlineExceeded: ``timeout`` passed during the COMMIT: whether
+                it took effect is unknown, and the connection is discarded
+                (from ``Conn.begin``: that ``Conn`` is marked lost).
             TransactionAborted: the database had already aborted the
                 transaction (PostgreSQL, after an error inside it, even one
                 caught): it was rolled back and nothing was committed.
             The driver's error (e.g. a serialization failure); the
                 transaction is then rolled back.
         """
-        self._finish("committed", commit=True)
+        self._finish("committed", commit=True, timeout=timeout)
 
-    def rollback(self) -> None:
+    def rollback(self, *, timeout: float | None = None) -> None:
         """Roll back; the transaction is finished whatever happens.
+
+        Args:
+            timeout: seconds for the ROLLBACK, as for ``exec``.
 
         Raises:
             sqlgate.Error: already finished. The driver's error.
+            DeadlineExceeded: ``timeout`` passed during the ROLLBACK; the
+                connection is kept only when the driver left it clean.
         """
-        self._finish("rolled back", commit=False)
+        self._finish("rolled back", commit=False, timeout=timeout)
 
     def __enter__(self) -> Self:
         return self

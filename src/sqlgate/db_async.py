@@ -1905,30 +1905,46 @@ class AsyncTx(TxState, _AsyncSession):
         else:
             await self._db._release(self._conn, broken)
 
-    async def _finish(self, how: str, commit: bool) -> None:
+    async def _finish(self, how: str, commit: bool, timeout: float | None) -> None:
         conn = self._live()
+        when = self._when(timeout)
         # Rows first: a result still stepping must not outlive the COMMIT.
         await self._close_rows(f"their transaction was {how}")
+        adapter, read_only = self._adapter, self._read_only
         try:
             if commit:
-                await self._adapter.commit(conn, self._read_only)
+                if when is None:
+                    await adapter.commit(conn, read_only)
+                else:
+                    await self._run(conn, when, lambda c: adapter.commit(c, read_only))
+            elif when is None:
+                await adapter.rollback(conn, read_only)
             else:
-                await self._adapter.rollback(conn, self._read_only)
+                await self._run(conn, when, lambda c: adapter.rollback(c, read_only))
         except BaseException as exc:
             # Not dead: the return-path reset rolls back whatever is left.
-            broken = dead(self._adapter, conn, exc)
+            broken = dead(adapter, conn, exc)
+            if commit and isinstance(exc, DeadlineExceeded):
+                broken = True  # whether the COMMIT took effect is unknown
             await self._end("ended by a failed " + how, broken=broken)
             raise
         await self._end(how, broken=False)
 
-    async def commit(self) -> None:
+    async def commit(self, *, timeout: float | None = None) -> None:
         """Commit; the transaction is finished whatever happens.
 
         Rows it made and did not close are closed first (using them later
         raises ``sqlgate.Error``).
 
+        Args:
+            timeout: seconds for the COMMIT (None: the handle's
+                ``statement_timeout``).
+
         Raises:
             sqlgate.Error: already finished.
+            DeadlineExceeded: ``timeout`` passed during the COMMIT: whether
+                it took effect is unknown, and the connection is discarded
+                (from ``AsyncConn.begin``: that ``AsyncConn`` is marked lost).
             TransactionAborted: the database had already aborted the
                 transaction (PostgreSQL, after an error inside it, even one
                 caught): it was rolled back and nothing was committed.
@@ -1940,20 +1956,25 @@ class AsyncTx(TxState, _AsyncSession):
             is unknown: the connection is discarded (from ``AsyncConn.begin``:
             that ``AsyncConn`` is marked lost).
         """
-        await self._finish("committed", commit=True)
+        await self._finish("committed", commit=True, timeout=timeout)
 
-    async def rollback(self) -> None:
+    async def rollback(self, *, timeout: float | None = None) -> None:
         """Roll back; the transaction is finished whatever happens.
+
+        Args:
+            timeout: seconds for the ROLLBACK, as for ``exec``.
 
         Raises:
             sqlgate.Error: already finished. The driver's error.
+            DeadlineExceeded: ``timeout`` passed during the ROLLBACK; the
+                connection is kept only when the driver left it clean.
 
         Cancellation:
             The transaction is finished and the connection discarded (from
             ``AsyncConn.begin``: that ``AsyncConn`` is marked lost); the
             server rolls back what was left when the session ends.
         """
-        await self._finish("rolled back", commit=False)
+        await self._finish("rolled back", commit=False, timeout=timeout)
 
     async def __aenter__(self) -> Self:
         return self

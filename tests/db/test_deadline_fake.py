@@ -283,3 +283,30 @@ def test_bad_timeout(value: object, error: type[Exception], shown: str) -> None:
 def test_bad_statement_timeout(value: object) -> None:
     with pytest.raises((TypeError, ValueError), match="statement_timeout"):
         sqlgate.open("sqlite:///:memory:", statement_timeout=value)  # type: ignore[arg-type]
+
+
+def test_commit_deadline_discards() -> None:
+    """A COMMIT caught by its deadline: outcome unknown, connection discarded."""
+    adapter = FakeAdapter()
+    db, _conns = fake_db(adapter)
+    tx = db.begin()
+    adapter.commit = lambda conn, read_only: adapter._run(conn, "sleep")  # type: ignore[method-assign]
+    with pytest.raises(sqlgate.DeadlineExceeded):
+        tx.commit(timeout=T)
+    assert tx.done
+    with pytest.raises(sqlgate.Error, match="ended by a failed committed"):
+        tx.exec("select 1")
+    assert figures(db) == (0, 0, 1, 0)
+    db.close()
+
+
+def test_rollback_deadline_keeps_a_clean_connection() -> None:
+    adapter = FakeAdapter()
+    db, _conns = fake_db(adapter)
+    tx = db.begin()
+    adapter.rollback = lambda conn, read_only: adapter._run(conn, "sleep")  # type: ignore[method-assign]
+    with pytest.raises(sqlgate.DeadlineExceeded):
+        tx.rollback(timeout=T)
+    assert tx.done
+    assert figures(db) == (0, 1, 0, 0)
+    db.close()

@@ -241,3 +241,22 @@ def test_bad_timeout() -> None:
         await db.close()
 
     run(main())
+
+
+def test_commit_deadline_discards() -> None:
+    async def main() -> None:
+        adapter = AFakeAdapter()
+        db, _ = afake_db(adapter)
+        tx = await db.begin()
+
+        async def slow_commit(conn: Any, read_only: bool) -> None:
+            await adapter._run(conn, "sleep")
+
+        adapter.commit = slow_commit  # type: ignore[method-assign]
+        with pytest.raises(sqlgate.DeadlineExceeded):
+            await tx.commit(timeout=T)
+        assert tx.done
+        assert figures(db) == (0, 0, 1, 0)
+        await db.close()
+
+    run(main())
