@@ -11,11 +11,11 @@ blocking side's counterpart, with a thread instead of a loop timer.
 
 Theory of operation (the caller's side costs one call and no lock):
 
-- An entry is a one-item list holding its callback and arguments. ``arm`` appends
-  ``(when, entry)`` to a deque (atomic under the GIL, never blocks: so it is
+- An entry is a list ``[when, (callback, *args)]``. ``arm`` appends it
+  to a deque (atomic under the GIL, never blocks: so it is
   safe in a finalizer, in any thread) and rings the thread only when ``when``
   comes before the thread's next wake-up (``wake_at``). Disarming is
-  ``entry.pop()``: whoever pops the callback first, the caller (disarm) or
+  ``entry.pop(1)``: whoever pops the callback first, the caller (disarm) or
   the thread (fire), decides the entry, and the loser gets ``IndexError``.
   So an entry fires at most once, and never after a disarm that succeeded.
 - The thread alone owns the heap of ``(when, seq, entry)``. Each time it
@@ -68,15 +68,15 @@ POLL = 0.1
 
 _INF = float("inf")
 
-#: An armed entry: ``[(callback, *args)]`` while armed, ``[]`` once fired or
-#: disarmed.
+#: An armed entry: ``[when, (callback, *args)]`` while armed, ``[when]``
+#: once fired or disarmed.
 Entry = list[Any]
-#: Whether an ``(when, entry)`` record is still armed.
-_ARMED = itemgetter(1)
+#: Its payload, when still armed (an empty, false list otherwise).
+_PAYLOAD = itemgetter(slice(1, None))
 
-#: ``(when, entry)`` armed since the thread last looked (one object for the
-#: process's life: a hot path may bind its ``append``; see ``arm``).
-armed: deque[tuple[float, Entry]] = deque()
+#: Entries armed since the thread last looked (one object for the process's
+#: life: a hot path may bind its ``append``; see ``arm``).
+armed: deque[Entry] = deque()
 
 
 class _Service:
@@ -117,10 +117,10 @@ class _Service:
         # next look), and only those still armed reach the heap: most were
         # disarmed already.
         taken = starmap(armed.popleft, repeat((), len(armed)))
-        for when, entry in filter(_ARMED, taken):
-            heappush(heap, (when, next(seq), entry))
+        for entry in filter(_PAYLOAD, taken):
+            heappush(heap, (entry[0], next(seq), entry))
         if len(heap) >= _SWEEP_AT:
-            live = [item for item in heap if item[2]]
+            live = [item for item in heap if len(item[2]) > 1]
             if 2 * len(live) <= len(heap):
                 heapify(live)
                 self._heap = live
@@ -132,8 +132,8 @@ class _Service:
         while heap and heap[0][0] <= now:
             entry = heappop(heap)[2]
             with contextlib.suppress(IndexError):  # disarmed meanwhile
-                fire.append(entry.pop())
-        while heap and not heap[0][2]:  # disarmed heads: their wake-up is moot
+                fire.append(entry.pop(1))
+        while heap and len(heap[0][2]) < 2:  # disarmed heads: their wake-up is moot
             heappop(heap)
         return fire
 
@@ -176,7 +176,7 @@ def arm(when: float, callback: Callable[..., object], *args: Any) -> Entry:
     """Have ``callback(*args)`` run on the deadline thread at ``when``.
 
     A hot path may inline this function: append
-    ``(when, [(callback, *args)])`` to ``armed``, then call ``wake()`` when
+    ``[when, (callback, *args)]`` to ``armed``, then call ``wake()`` when
     ``when < service.wake_at``.
 
     Args:
@@ -185,11 +185,11 @@ def arm(when: float, callback: Callable[..., object], *args: Any) -> Entry:
         args: its arguments.
 
     Returns:
-        The entry: ``disarm(entry)`` (or ``entry.pop()`` in a hot path)
+        The entry: ``disarm(entry)`` (or ``entry.pop(1)`` in a hot path)
         disarms it.
     """
-    entry = [(callback, *args)]
-    armed.append((when, entry))
+    entry = [when, (callback, *args)]
+    armed.append(entry)
     if when < service.wake_at:
         wake()
     return entry
@@ -210,7 +210,7 @@ def disarm(entry: Entry) -> bool:
         fired) already.
     """
     try:
-        entry.pop()
+        entry.pop(1)
     except IndexError:
         return False
     return True

@@ -294,7 +294,7 @@ def _watched(
             raise  # KeyboardInterrupt, SystemExit: never a deadline miss
         raise _missed(adapter, conn, in_tx, exc, sent, name) from exc
     try:
-        entry.pop()  # disarmed (``_watchdog.disarm``, inlined: the hot path)
+        entry.pop(1)  # disarmed (``_watchdog.disarm``, inlined: the hot path)
     except IndexError:  # fired: its cancel must end before the next statement
         _wait_cancel(box)
     return result
@@ -543,8 +543,8 @@ class DB(HandleBase):
             # A deadline that passed since the acquire looked fires at
             # once: the statement is cancelled as soon as it was sent.
             box: list[Any] = [None, False]
-            entry = [(_fire, adapter, conn, box)]
-            _armed.append((when, entry))
+            entry = [when, (_fire, adapter, conn, box)]
+            _armed.append(entry)
             if when < _watchdog.service.wake_at:
                 _watchdog.wake()
             try:
@@ -557,7 +557,7 @@ class DB(HandleBase):
                     raise  # KeyboardInterrupt, SystemExit: never a deadline miss
                 raise _missed(adapter, conn, False, exc, sent, self.name) from exc
             try:
-                entry.pop()  # disarmed
+                entry.pop(1)  # disarmed
             except IndexError:  # fired: its cancel ends before the next use
                 _wait_cancel(box)
             return result
