@@ -1,5 +1,6 @@
 """sqlgate: a leak-proof connection pool for DB-API drivers, after Go's database/sql."""
 
+from sqlgate._core import compiled
 from sqlgate._handle import RowFactory, dict_row, namedtuple_row, tuple_row
 from sqlgate.aiopool import AsyncPool
 from sqlgate.db import DB, Conn, Result, Rows, Tx, open
@@ -38,6 +39,7 @@ __all__ = [
     "TooManyWaiters",
     "TransactionAborted",
     "Tx",
+    "compiled",
     "dict_row",
     "namedtuple_row",
     "open",

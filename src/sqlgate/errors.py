@@ -95,3 +95,12 @@ class TransactionAborted(Error):
     """
 
     __module__ = "sqlgate"
+
+
+class InvariantError(AssertionError):
+    """``PoolCore.check()`` found a broken invariant; the message names it.
+
+    Internal: the core's self-check raises it (tests and the debug mode call
+    that check); it lives here because a compiled core cannot define a
+    subclass of a builtin exception.
+    """

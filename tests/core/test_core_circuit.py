@@ -69,7 +69,7 @@ def test_bad_threshold_is_refused(
         Rig(circuit_after=value)
     rig = Rig()
     with pytest.raises(error, match=match):
-        rig.core.set_circuit_after(value, 0.0)  # type: ignore[arg-type]
+        rig.core.set_circuit_after(value, 0.0)
     assert rig.core.config.circuit_after == 3
 
 

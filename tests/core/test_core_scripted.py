@@ -1039,7 +1039,7 @@ def test_set_max_waiting_validates() -> None:
     with pytest.raises(ValueError, match="max_waiting must be >= 0, got -3"):
         core.set_max_waiting(-3)
     with pytest.raises(TypeError, match=r"max_waiting must be an int, got 1\.0"):
-        core.set_max_waiting(1.0)  # type: ignore[arg-type]
+        core.set_max_waiting(1.0)
     assert core.config.max_waiting == 0
 
 

@@ -10,6 +10,7 @@ re-exports what the shells and the tests use, so they import from
 
 from __future__ import annotations
 
+from sqlgate._core import machine as _machine
 from sqlgate._core.config import (
     CIRCUIT_AFTER,
     FOREVER,
@@ -56,6 +57,10 @@ from sqlgate._core.states import (
     WAITING,
 )
 
+#: Whether the compiled build is running: the core's modules are C extensions
+#: built by mypyc (see setup.py), not the ``.py`` source beside them.
+compiled: bool = not (_machine.__file__ or "").endswith(".py")
+
 __all__ = [
     "ABANDONED",
     "BROKEN",
@@ -93,6 +98,7 @@ __all__ = [
     "PoolCore",
     "Waiter",
     "Wake",
+    "compiled",
     "is_programming_error",
     "validate_duration",
     "validate_int",

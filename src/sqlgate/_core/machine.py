@@ -158,7 +158,7 @@ from sqlgate._core.states import (
     SERVED,
     WAITING,
 )
-from sqlgate.errors import CircuitOpen, PoolClosed, TooManyWaiters
+from sqlgate.errors import CircuitOpen, InvariantError, PoolClosed, TooManyWaiters
 from sqlgate.stats import Stats
 
 if TYPE_CHECKING:
@@ -193,12 +193,18 @@ LEAKED: Final = "leaked"
 #: a lifetime set just below a server or proxy timeout stays below it.
 LIFETIME_JITTER: Final = 0.05
 #: Backoff for refilling ``min_idle`` after failed dials: first delay, cap (s).
-REFILL_BACKOFF: Final = (0.1, 10.0)
+#: Separate floats, not one ``Final`` tuple: mypyc (2.4) compiles a ``Final``
+#: tuple of floats into a name that is missing at run time.
+REFILL_FIRST: Final = 0.1
+REFILL_CAP: Final = 10.0
+REFILL_BACKOFF = (REFILL_FIRST, REFILL_CAP)
 #: Backoff of the circuit breaker's probe dials: first delay, cap (s). Each
 #: delay is then scaled by a random factor in [0.5, 1): a database that comes
 #: back is found within about half a second, and a fleet of pools does not
 #: probe in step.
-CIRCUIT_BACKOFF: Final = (0.05, 0.5)
+CIRCUIT_FIRST: Final = 0.05
+CIRCUIT_CAP: Final = 0.5
+CIRCUIT_BACKOFF = (CIRCUIT_FIRST, CIRCUIT_CAP)
 #: Built-in exception classes a dial raises when the code is wrong (a connect
 #: callable or adapter bug, a bad argument), not when the database is down.
 PROGRAMMING_ERRORS: Final = (
@@ -232,10 +238,6 @@ def is_programming_error(error: BaseException) -> bool:
     return isinstance(error, PROGRAMMING_ERRORS) and not isinstance(
         error, CONNECTION_ERRORS
     )
-
-
-class InvariantError(AssertionError):
-    """``PoolCore.check()`` found a broken invariant; the message names it."""
 
 
 class Entry(Generic[C]):
@@ -647,8 +649,9 @@ class PoolCore(Generic[C]):
             # The code is wrong, not the database down: its waiter gets the
             # error, nothing counts toward the circuit (I9), refills back off.
             self._bugs_in_row += 1
-            first, cap = REFILL_BACKOFF
-            self._refill_at = now + min(cap, first * 2 ** (self._bugs_in_row - 1))
+            self._refill_at = now + min(
+                REFILL_CAP, REFILL_FIRST * 2 ** (self._bugs_in_row - 1)
+            )
             if self._waiters:
                 self._fail_head(error, now)
             self._maybe_dial(now)
@@ -656,8 +659,9 @@ class PoolCore(Generic[C]):
         self._dial_failures += 1
         self._fails_in_row += 1
         self.last_dial_error = error
-        first, cap = REFILL_BACKOFF
-        self._refill_at = now + min(cap, first * 2 ** (self._fails_in_row - 1))
+        self._refill_at = now + min(
+            REFILL_CAP, REFILL_FIRST * 2 ** (self._fails_in_row - 1)
+        )
         if (
             self.config.circuit_after
             and self._fails_in_row >= self.config.circuit_after
@@ -665,9 +669,9 @@ class PoolCore(Generic[C]):
             if self._circuit_since is None:
                 self._circuit_since = now
                 self._circuit_opens += 1
-            first, cap = CIRCUIT_BACKOFF
             tries = min(30, self._fails_in_row - self.config.circuit_after)
-            delay = min(cap, first * 2**tries) * (0.5 + 0.5 * self._rng())
+            delay = min(CIRCUIT_CAP, CIRCUIT_FIRST * 2**tries)
+            delay *= 0.5 + 0.5 * self._rng()
             self.probe_at = now + delay
             while self._waiters:  # I9: nobody waits while the circuit is open
                 self._fail_head(self._circuit_error(now), now)
@@ -833,65 +837,73 @@ class PoolCore(Generic[C]):
             self._fail_head(PoolClosed(f"{self.name} was closed while waiting"), now)
 
     # -- setters -------------------------------------------------------------
+    # Each takes its knob as ``object``: ``PoolConfig`` validates it and names
+    # the knob in its error (a compiled ``int`` parameter would refuse a bad
+    # value with mypyc's own TypeError first), hence the casts.
 
-    def set_max_open(self, n: int, now: float) -> None:
+    def set_max_open(self, n: object, now: float) -> None:
         """Change ``max_open`` (0 = unlimited); takes effect at once.
 
         Shrinking closes surplus idle connections now and surplus in-use ones
         as they are released, and lowers ``min_idle`` to the new idle cap;
         growing dials for queued waiters.
         """
-        self._configure(self.config.with_max_open(n))
+        self._configure(self.config.with_max_open(cast("int", n)))
         self._put_slow = True
         self._shrink_idle()
         self._maybe_dial(now)
 
-    def set_max_idle(self, n: int, now: float) -> None:
+    def set_max_idle(self, n: object, now: float) -> None:
         """Change ``max_idle`` (<= 0 keeps none); surplus idle ones close now.
 
         A ``min_idle`` above the new idle cap is lowered to it.
         """
-        self._configure(self.config.with_max_idle(n))
+        self._configure(self.config.with_max_idle(cast("int", n)))
         self._shrink_idle()
         self._maybe_dial(now)
 
-    def set_min_idle(self, n: int, now: float) -> None:
+    def set_min_idle(self, n: object, now: float) -> None:
         """Change the warm floor; it may not exceed the idle cap."""
-        self._configure(replace(self.config, min_idle=n))
+        self._configure(replace(self.config, min_idle=cast("int", n)))
         self._refill_at = 0.0
         self._maybe_dial(now)
 
-    def set_max_connecting(self, n: int, now: float) -> None:
+    def set_max_connecting(self, n: object, now: float) -> None:
         """Change how many dials may be in flight at once (0 = unlimited)."""
-        self._configure(replace(self.config, max_connecting=n))
+        self._configure(replace(self.config, max_connecting=cast("int", n)))
         self._maybe_dial(now)
 
-    def set_conn_max_lifetime(self, seconds: float | None, now: float) -> None:
+    def set_conn_max_lifetime(self, seconds: object, now: float) -> None:
         """Change the lifetime (None = forever); expired idle ones close now."""
-        self._configure(replace(self.config, conn_max_lifetime=seconds))
+        self._configure(
+            replace(self.config, conn_max_lifetime=cast("float | None", seconds))
+        )
         self._sweep(now)
         self._maybe_dial(now)
 
-    def set_conn_max_idle_time(self, seconds: float | None, now: float) -> None:
+    def set_conn_max_idle_time(self, seconds: object, now: float) -> None:
         """Change the idle time limit (None = forever); expired ones close now."""
-        self._configure(replace(self.config, conn_max_idle_time=seconds))
+        self._configure(
+            replace(self.config, conn_max_idle_time=cast("float | None", seconds))
+        )
         self._sweep(now)
         self._maybe_dial(now)
 
-    def set_circuit_after(self, n: int, now: float) -> None:
+    def set_circuit_after(self, n: object, now: float) -> None:
         """Change how many failed dials in a row open the circuit (0 = never).
 
         An open circuit closes at once if the new threshold is 0 or above the
         failures counted so far.
         """
-        self._configure(replace(self.config, circuit_after=n))
-        if not n or self._fails_in_row < n:
+        self._configure(replace(self.config, circuit_after=cast("int", n)))
+        after = self.config.circuit_after
+        if not after or self._fails_in_row < after:
             self._circuit_since = None
         self._maybe_dial(now)
 
-    def set_max_waiting(self, n: int) -> None:
+    def set_max_waiting(self, n: object) -> None:
         """Change the queue bound (0 = unbounded); queued callers stay queued."""
-        self._configure(replace(self.config, max_waiting=n))
+        self._configure(replace(self.config, max_waiting=cast("int", n)))
 
     def renew(self) -> PoolCore[C]:
         """A new, empty core with this one's knobs (for a forked child)."""
