@@ -130,6 +130,10 @@ HOOKS = {
     "on_close": on_close,
 }
 
+#: The Python source of the shells (a module the compiled build turned into a
+#: C extension runs no line events, so it has no injection points: an
+#: interrupt can only arrive where it calls back into Python, which the traced
+#: hooks and driver methods cover).
 SHELL_FILES = {
     os.path.realpath(str(m.__file__))
     for m in (
@@ -141,6 +145,7 @@ SHELL_FILES = {
         sqlgate._reset,
         sqlgate.drivers._probe,
     )
+    if str(m.__file__).endswith(".py")
 }
 TRACED_CODE = {f.__code__ for f in (*HOOKS.values(), _tail, FakeConn.rollback)}
 
