@@ -34,6 +34,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "src/sqlgate/_core/machine.py",
     "src/sqlgate/_reset.py",
+    "src/sqlgate/_handoff.py",
 ]
 
 

@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "sqlgate._fork",
             "sqlgate._leaks",
             "sqlgate._shell",
+            "sqlgate._handoff",
             "sqlgate.pool",
             "sqlgate.aiopool",
             "sqlgate._reaper",

@@ -150,44 +150,51 @@ def rollback_open_transaction(conn: object) -> None:
     (_rollbacks.get(type(conn)) or rollback_for(type(conn)))(conn)
 
 
-def _commit_if_in_transaction(conn: Any) -> None:
+def _commit_if_in_transaction(conn: Any) -> bool:
     if conn.in_transaction:
         conn.commit()
+    return False
 
 
-def _commit_by_status(conn: Any) -> None:
+def _commit_by_status(conn: Any) -> bool:
     status = conn.info.transaction_status
     if status == PG_INERROR:
         conn.rollback()
         raise _aborted(conn)
     if status != PG_IDLE:
         conn.commit()
+    return False
 
 
-def _commit_unless_failed_pg8000(conn: Any) -> None:
+def _commit_unless_failed_pg8000(conn: Any) -> bool:
     if pg8000_aborted(conn):
         conn.rollback()
         raise _aborted(conn)
     conn.commit()
+    return False
 
 
-def _commit_by_server_status(conn: Any) -> None:
+def _commit_by_server_status(conn: Any) -> bool:
     if conn.server_status & MY_IN_TRANS:
         conn.commit()
+    # The return path's ROLLBACK stays: for PyMySQL it is also the round trip
+    # that finds a dead link at release (see ``_rollback_by_server_status``).
+    return True
 
 
-def _commit_always(conn: Any) -> None:
+def _commit_always(conn: Any) -> bool:
     commit = getattr(conn, "commit", None)
     if commit is not None:  # a connection with no commit() holds no transaction
         commit()
+    return False
 
 
 #: How to commit what a block left open, per connection class (as ``_rollbacks``).
-_commits: dict[type, Callable[[Any], object]] = {}
+_commits: dict[type, Callable[[Any], bool]] = {}
 
 
-def _commit_for(cls: type) -> Callable[[Any], object]:
-    step: Callable[[Any], object]
+def _commit_for(cls: type) -> Callable[[Any], bool]:
+    step: Callable[[Any], bool]
     if hasattr(cls, "in_transaction"):
         step = _commit_if_in_transaction
     elif is_psycopg(cls) or is_psycopg2(cls):
@@ -202,11 +209,16 @@ def _commit_for(cls: type) -> Callable[[Any], object]:
     return step
 
 
-def commit_open_transaction(conn: object) -> None:
+def commit_open_transaction(conn: object) -> bool:
     """Commit what a ``pool.connection()`` block left open (nothing if none).
 
     Asked as ``rollback_for`` asks (no I/O where the driver can tell);
     a driver that cannot tell gets ``commit()`` every time.
+
+    Returns:
+        Whether the return path's rollback is still wanted: False when the
+        commit (or the driver's own status) leaves nothing open, True for
+        PyMySQL, whose ROLLBACK on return is also its dead-link check.
 
     Raises:
         TransactionAborted: psycopg, psycopg2 (INERROR) or pg8000 (``E``)
@@ -214,7 +226,7 @@ def commit_open_transaction(conn: object) -> None:
             rolled back instead.
         The driver's error: the COMMIT failed.
     """
-    (_commits.get(type(conn)) or _commit_for(type(conn)))(conn)
+    return (_commits.get(type(conn)) or _commit_for(type(conn)))(conn)
 
 
 def end_quietly(conn: object) -> None:

@@ -9,14 +9,13 @@ import weakref
 from collections import deque
 from functools import partial
 from time import monotonic
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlgate._core import (
     BROKEN,
     CIRCUIT_AFTER,
     CLOSING,
     FAILED,
-    FOREVER,
     IN_USE,
     MAX_CONNECTING,
     SERVED,
@@ -30,11 +29,10 @@ from sqlgate._core import (
 )
 from sqlgate._courier import send_courier, start_courier
 from sqlgate._fork import forget_after_fork, renew_after_fork
+from sqlgate._handoff import Checkout, PlainPath
 from sqlgate._leaks import check_leaks, report_reclaimed, track
 from sqlgate._reset import (
     _rollbacks,
-    commit_open_transaction,
-    end_quietly,
     rollback_for,
 )
 from sqlgate._shell import (
@@ -49,7 +47,7 @@ from sqlgate.errors import PoolTimeout
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from types import TracebackType
+    from contextlib import AbstractContextManager
 
     from sqlgate._core import Effect
     from sqlgate.stats import Observer, Stats
@@ -69,7 +67,7 @@ _new_gate = threading.Lock
 _NO_EFFECTS: tuple[()] = ()
 
 
-class Pool(ShellBase[C]):
+class Pool(ShellBase[C], PlainPath):
     """A thread-safe pool of DB-API connections, after Go's ``database/sql``.
 
     Connections are dialed by pool-owned threads (never in the waiting
@@ -220,121 +218,19 @@ class Pool(ShellBase[C]):
 
     # -- acquire / release ---------------------------------------------------
 
-    def acquire(self, timeout: float | None = None) -> C:
-        """Take a connection, waiting for one if none is idle.
+    # acquire and release: ``PlainPath`` (sqlgate/_handoff.py, compiled in the
+    # compiled build). Declared here for the type checker, with ``C`` and the
+    # public argument types (the body takes any ``timeout`` to refuse a bad
+    # one by name, hence the narrower override).
+    if TYPE_CHECKING:
 
-        Args:
-            timeout: seconds to wait; None uses the pool's ``acquire_timeout``;
-                ``math.inf`` waits forever; 0 fails unless one is idle now.
+        def acquire(self, timeout: float | None = None) -> C:  # type: ignore[override]
+            """Take a connection (see ``PlainPath.acquire``)."""
 
-        Returns:
-            The driver's connection; give it back with ``release``.
+        def release(self, conn: C, *, broken: bool = False) -> None:
+            """Give back a connection (see ``PlainPath.release``)."""
 
-        Raises:
-            PoolClosed: the pool is closed, or was closed while waiting.
-            PoolTimeout: nothing became available in time (the latest connect
-                error, if the last dial failed, is chained).
-            TooManyWaiters: ``max_waiting`` callers are already queued.
-            ConnectError: the dial made for this caller failed (the driver's
-                exception is chained).
-            TypeError, ValueError: ``timeout`` is not a number of seconds >= 0
-                (checked before queueing, so a bad one leaves no waiter behind).
-        """
-        if timeout is not None and not (
-            timeout.__class__ is float and 0.0 <= timeout <= FOREVER
-        ):  # a plain float in range (as the handle's deadline passes) is fine
-            validate_duration("timeout", timeout, zero_ok=True)
-        core = self._core
-        got: Entry[C] | Waiter[C] | None = None
-        out: Sequence[Effect[C]] = _NO_EFFECTS
-        try:
-            with self._lock:
-                got = core.acquire(monotonic())
-                if type(got) is Entry:  # the common path: an idle one was there
-                    if not core.outbox:
-                        return got.conn
-                else:
-                    got.token = gate = _new_gate()  # type: ignore[union-attr]
-                    gate.acquire()
-                # Effects are taken in the same hold as the input that made
-                # them: a list left in the outbox would be carried out by the
-                # next thread to take it as well (issue 11, defect 1).
-                if core.outbox:
-                    out = core.take_effects()
-            # Slow path: effects to carry out (outside the lock), or a wait.
-            if out:
-                self._run(out)
-                out = _NO_EFFECTS
-            if type(got) is Entry:
-                return got.conn
-            return self._wait(got, timeout)  # type: ignore[arg-type]
-        except BaseException:
-            # Refused (shut, too many waiters), timed out, failed, or cut
-            # short by an interrupt anywhere above: give back whatever the core
-            # decided for this call and carry out every effect, then raise.
-            self._acquire_failed(got, out)
-            raise
-
-    def release(self, conn: C, *, broken: bool = False) -> None:
-        """Give back a connection that ``acquire`` returned.
-
-        An open transaction is rolled back first and the ``reset`` hook runs;
-        if either raises, the connection is discarded instead of reused.
-
-        Args:
-            conn: the connection.
-            broken: the caller knows it is unusable; it is closed, not reused.
-
-        Raises:
-            ValueError: ``conn`` is not in use from this pool (released twice,
-                or foreign); no count changes.
-        """
-        core = self._core
-        # core.lookup() inlined for the common case; it raises the precise error.
-        entry = core._registry.get(id(conn))
-        if entry is None or entry.conn is not conn or entry.state != IN_USE:
-            entry = self._lookup(conn)
-            if entry is None:
-                return
-        # None until the core has taken the connection back (then the effects
-        # to carry out): what an interrupt at any point must still do.
-        out: Sequence[Effect[C]] | None = None
-        try:
-            if not broken and not core._shut_down:
-                try:
-                    if self._rollback_on_return:
-                        # rollback_open_transaction(conn), inlined: one call fewer.
-                        cls = type(conn)
-                        (_rollbacks.get(cls) or rollback_for(cls))(conn)
-                    if self._reset is not None:
-                        self._reset(conn)
-                except Exception as exc:
-                    log.info(
-                        "%s: discarding a connection that failed reset: %s",
-                        self.name,
-                        repr(exc),
-                    )
-                    broken = True
-            with self._lock:
-                try:
-                    core.release(entry, monotonic(), broken)
-                    if not core.outbox:
-                        return
-                    out = core.take_effects()
-                except BaseException as exc:
-                    out = self._release_cut_locked(entry)
-                    if not (type(exc) is ValueError and entry.key in self._taken):
-                        raise
-                    # close(timeout) took it while it was being reset: as
-                    # documented, its late release is a no-op (defect 4).
-            if core._shut_down:
-                self._signal_if_all_back()
-            self._run(out)
-        except BaseException:
-            self._release_failed(entry, out)
-            raise
-
-    def connection(self, timeout: float | None = None) -> _Checkout[C]:
+    def connection(self, timeout: float | None = None) -> AbstractContextManager[C]:
         """Acquire a connection for a ``with`` block; it is released after the block.
 
         As ``sqlite3``'s ``with conn:`` and psycopg_pool's ``connection()``:
@@ -357,7 +253,7 @@ class Pool(ShellBase[C]):
             The driver's error: the COMMIT failed (the connection is given
                 back all the same).
         """
-        return _Checkout(self, timeout)
+        return Checkout(self, timeout)
 
     # -- hooks and observer (off the plain path) ------------------------------
 
@@ -998,47 +894,6 @@ class Pool(ShellBase[C]):
         self._maintenance = None
         self._maintenance_lock = threading.Lock()
         self._maybe_start_maintenance()
-
-
-class _Checkout(Generic[C]):
-    """``with pool.connection() as conn``: a class, not a generator, for speed."""
-
-    __slots__ = ("_conn", "_pool", "_timeout")
-
-    def __init__(self, pool: Pool[C], timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-
-    def __enter__(self) -> C:
-        self._conn = conn = self._pool.acquire(self._timeout)
-        return conn
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pool = self._pool
-        conn = self._conn
-        try:
-            if exc_type is None:
-                commit_open_transaction(conn)
-            else:
-                end_quietly(conn)
-        except Exception as error:
-            # Committing failed: the error is the caller's to see. Rolling
-            # back after the block's own error failed: the block's error is
-            # the one that matters, and the connection cannot be trusted.
-            pool.release(conn, broken=exc_type is not None)
-            if exc_type is None:
-                raise
-            log.info("%s: rollback after an error failed: %r", pool.name, error)
-            return
-        except BaseException:
-            pool.release(conn, broken=True)  # interrupted: state unknown
-            raise
-        pool.release(conn)
 
 
 def _maintain(pool_ref: weakref.ref[Pool[object]], wakeup: threading.Event) -> None:

@@ -12,8 +12,9 @@ line.
 
 What counts as the critical section:
 - ``Pool`` (threads): the body of every ``with <x>._lock:`` block in
-  ``pool.py`` (found with ``ast``, so edits to the shell move the points with
-  them), and every line of the core or the shared helpers called from there.
+  ``pool.py`` and ``_handoff.py`` (found with ``ast``, so edits to the shell
+  move the points with them), and every line of the core or the shared
+  helpers called from there.
 - ``AsyncPool``: every line of the core (``_core/``); a core call is the
   asyncio shell's atomic section.
 """
@@ -30,23 +31,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlgate._core
+import sqlgate._handoff
 import sqlgate.pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import FrameType, TracebackType
 
-POOL_PY = str(Path(sqlgate.pool.__file__).resolve())
+#: ``Pool``'s modules: pool.py and its hand-off (acquire, release, ``with``).
+POOL_PYS = frozenset(
+    str(Path(str(m.__file__)).resolve()) for m in (sqlgate.pool, sqlgate._handoff)
+)
 #: The core's modules (``sqlgate/_core/*.py``).
 CORE_PYS = frozenset(
     str(path) for path in Path(sqlgate._core.__file__).resolve().parent.glob("*.py")
 )
 
 
-def lock_body_lines(path: str) -> frozenset[int]:
+def lock_body_lines(path: str) -> frozenset[tuple[str, int]]:
     """The lines inside ``with <x>._lock:`` blocks of ``path`` (not the ``with``)."""
+    if not path.endswith(".py"):  # compiled: no lines to stop at
+        return frozenset()
     tree = ast.parse(Path(path).read_text(), path)
-    lines: set[int] = set()
+    lines: set[tuple[str, int]] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.With):
             continue
@@ -58,11 +65,11 @@ def lock_body_lines(path: str) -> frozenset[int]:
             continue
         for stmt in node.body:
             end = stmt.end_lineno if stmt.end_lineno is not None else stmt.lineno
-            lines.update(range(stmt.lineno, end + 1))
+            lines.update((path, line) for line in range(stmt.lineno, end + 1))
     return frozenset(lines)
 
 
-LOCKED_LINES = lock_body_lines(POOL_PY)
+LOCKED_LINES = frozenset().union(*(lock_body_lines(path) for path in POOL_PYS))
 
 
 #: The shells' own settling of late work (what the collections queue): not
@@ -81,14 +88,15 @@ def _settling(frame: FrameType | None) -> bool:
 def in_pool_lock(frame: FrameType | None) -> bool:
     """Whether ``frame``'s thread holds a ``Pool``'s lock at this point.
 
-    The innermost ``pool.py`` frame on the stack decides: it is either inside
-    one of its ``with ..._lock:`` bodies (and everything it called runs
-    under the lock) or not.
+    The innermost frame of ``Pool``'s modules on the stack decides: it is
+    either inside one of its ``with ..._lock:`` bodies (and everything it
+    called runs under the lock) or not.
     """
     start = frame
     while frame is not None:
-        if frame.f_code.co_filename == POOL_PY:
-            return frame.f_lineno in LOCKED_LINES and not _settling(start)
+        name = frame.f_code.co_filename
+        if name in POOL_PYS:
+            return (name, frame.f_lineno) in LOCKED_LINES and not _settling(start)
         frame = frame.f_back
     return False
 
@@ -133,7 +141,7 @@ class Inside:
 
     def _call(self, frame: FrameType, event: str, arg: object) -> Any:
         name = frame.f_code.co_filename
-        if name == POOL_PY or name in CORE_PYS:
+        if name in POOL_PYS or name in CORE_PYS:
             return self._line
         return None
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import sqlgate._handoff
 import sqlgate.pool
 from sqlgate import Pool, PoolClosed, PoolTimeout
 from tests.fakes import FakeConn, FakeDriver
@@ -246,6 +247,7 @@ def run_scenario(sc: Scenario, sched: S.Scheduler) -> None:
 @pytest.fixture(autouse=True)
 def _sched_gates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlgate.pool, "_new_gate", S.SchedLock)
+    monkeypatch.setattr(sqlgate._handoff, "_new_gate", S.SchedLock)
 
 
 @pytest.mark.parametrize("sc", SCENARIOS, ids=lambda sc: sc.name)

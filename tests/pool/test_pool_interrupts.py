@@ -65,6 +65,7 @@ import pytest
 import sqlgate
 import sqlgate._courier
 import sqlgate._fork
+import sqlgate._handoff
 import sqlgate._leaks
 import sqlgate._reset
 import sqlgate._shell
@@ -138,6 +139,7 @@ SHELL_FILES = {
     os.path.realpath(str(m.__file__))
     for m in (
         sqlgate.pool,
+        sqlgate._handoff,
         sqlgate._shell,
         sqlgate._leaks,
         sqlgate._courier,
@@ -370,13 +372,19 @@ def build(
     if sc.clock:
         clock = FakeClock()
         monkeypatch.setattr(sqlgate.pool, "monotonic", clock)
+        monkeypatch.setattr(sqlgate._handoff, "monotonic", clock)
         knobs["conn_max_idle_time"] = 60
         # No maintenance thread: it would expire the idle ones too, at a
         # moment of its own, and each run must take the same path.
         monkeypatch.setattr(sqlgate.pool, "_maintain", lambda *_: None)
     if sc.stepping:
         ticks = itertools.count()
-        monkeypatch.setattr(sqlgate.pool, "monotonic", lambda: next(ticks) / 100)
+
+        def fake_clock() -> float:
+            return next(ticks) / 100
+
+        monkeypatch.setattr(sqlgate.pool, "monotonic", fake_clock)
+        monkeypatch.setattr(sqlgate._handoff, "monotonic", fake_clock)
     pool: Pool[Conn] = Pool(driver.connect, **knobs)
     w = World(pool, driver, max_open=knobs["max_open"])
     if sc.clock:
@@ -396,6 +404,12 @@ def entry(pool: Pool[Any], top: str) -> str:
     """
     method = getattr(pool, top)
     func = method.__func__
+    if not hasattr(func, "__code__"):
+        # Compiled (the compiled build): it runs no lines, so no point is at
+        # its entry; every traced point is inside the call.
+        return ""
+    if func is sqlgate._handoff.PlainPath.release:
+        func = sqlgate._handoff.give_back  # the plain release's whole body
     tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
     fn = tree.body[0]
     assert isinstance(fn, ast.FunctionDef)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import sqlgate._handoff
 import sqlgate.pool
 from sqlgate import Pool
 from tests.fakes import (
@@ -125,6 +126,7 @@ def test_issue11_defect1_waiting_acquire_runs_only_its_own_effects(
     lock = ParkingLock()
     pool._lock = lock  # type: ignore[assignment]
     monkeypatch.setattr(sqlgate.pool, "_new_gate", ParkingLock)  # one lock type
+    monkeypatch.setattr(sqlgate._handoff, "_new_gate", ParkingLock)
     got: list[FakeConn] = []
     errors: list[BaseException] = []
 
@@ -230,6 +232,7 @@ def test_issue11_defect3_acquire_interrupted_while_closing_expired_ones(
     """
     clock = FakeClock()
     monkeypatch.setattr(sqlgate.pool, "monotonic", clock)
+    monkeypatch.setattr(sqlgate._handoff, "monotonic", clock)
     calls: list[FakeConn] = []
 
     def on_close(conn: FakeConn) -> None:

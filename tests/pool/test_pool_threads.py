@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import sqlgate._handoff
 import sqlgate.pool
 from sqlgate import ConnectError, Pool, PoolClosed, PoolTimeout, TooManyWaiters
 from tests.fakes import FakeConn, FakeDriver, Gate, settled, wait_until
@@ -222,6 +223,7 @@ class Script(Gate):
 def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[Script]:
     script = Script(monkeypatch)
     monkeypatch.setattr(sqlgate.pool, "_new_gate", ScriptedLock)
+    monkeypatch.setattr(sqlgate._handoff, "_new_gate", ScriptedLock)
     yield script
     script.open()
 
