@@ -14,11 +14,12 @@ precedence on import; ``sqlgate.compiled`` says which build is running.
 - ``0``: never compile.
 
 Compiled: the modules on every checkout's path: the state machine, the return
-path's rollback rules, and ``Pool``'s hand-off (acquire, release, ``with``). The objects a program
-holds or weak-references (``Pool``, ``AsyncPool``, the DB handles) stay
-ordinary Python classes: mypyc (2.4) leaves a weak reference to a freed
-compiled object dangling (mypyc issue 1102), and a compiled build must never
-crash whatever the program does (see docs/design.md, "The compiled build").
+path's rollback rules, and ``Pool``'s hand-off (acquire, release, ``with``).
+The objects a program holds or weak-references (``Pool``, ``AsyncPool``, the
+DB handles) stay ordinary Python classes: mypyc (2.4) leaves a weak reference
+to a freed compiled object dangling (mypyc issue 1102), and a compiled build
+must never crash whatever the program does (docs/design.md, "The compiled
+build").
 """
 
 from __future__ import annotations
