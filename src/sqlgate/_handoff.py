@@ -96,11 +96,11 @@ class PlainPath:
         try:
             with self._lock:
                 got = core.acquire(monotonic())
-                if isinstance(got, Entry):  # the common path: an idle one was there
+                if type(got) is Entry:  # the common path: an idle one was there
                     if not core.outbox:
                         return got.conn
                 else:
-                    got.token = gate = _new_gate()
+                    got.token = gate = _new_gate()  # type: ignore[union-attr]
                     gate.acquire()
                 # Effects are taken in the same hold as the input that made
                 # them: a list left in the outbox would be carried out by the
@@ -111,7 +111,7 @@ class PlainPath:
             if out:
                 self._run(out)
                 out = _NO_EFFECTS
-            if isinstance(got, Entry):
+            if type(got) is Entry:
                 return got.conn
             return self._wait(got, timeout)
         except BaseException:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import math
-import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from sqlgate._core import (
     PoolCore,
     Waiter,
     Wake,
+    machine,
     validate_duration,
 )
 from sqlgate.errors import PoolClosed, TooManyWaiters
@@ -1104,11 +1104,19 @@ def test_the_rig_refuses_a_waiter_move_outside_the_table() -> None:
         rig.file_effects()
 
 
-def _body(function: Any) -> list[str]:
-    """The statements of ``function`` as source lines, dedented, docstring left out."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
-    node = tree.body[0]
-    assert isinstance(node, ast.FunctionDef)
+def _body(name: str) -> list[str]:
+    """``PoolCore``'s method ``name`` as source lines, docstring left out.
+
+    Read from the source file, not the function object: in the compiled
+    build the method is C and has no source of its own.
+    """
+    tree = ast.parse((Path(str(machine.__file__)).parent / "machine.py").read_text())
+    core = next(
+        n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PoolCore"
+    )
+    node = next(
+        n for n in core.body if isinstance(n, ast.FunctionDef) and n.name == name
+    )
     body = node.body
     if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
         body = body[1:]
@@ -1118,8 +1126,8 @@ def _body(function: Any) -> list[str]:
 def test_release_carries_the_same_take_out_as_the_helper() -> None:
     # ``release`` inlines ``_take_out`` (no call on the hot path): the copy
     # must be the helper's statements, in order, one after another.
-    helper = _body(PoolCore._take_out)
-    release = _body(PoolCore.release)
+    helper = _body("_take_out")
+    release = _body("release")
     starts = [i for i, s in enumerate(release) if s == helper[0]]
     assert len(starts) == 1, "release must carry _take_out's statements once"
     start = starts[0]

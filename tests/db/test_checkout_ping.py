@@ -5,7 +5,8 @@ The core stamps ``Entry.returned_at`` whenever a connection is given back
 ``acquired_at - returned_at`` is how long it sat idle before its checkout:
 a ``min_idle`` connection that sat unused is pinged like any idle one, and
 one handed straight from a release to a waiter (idle for 0 s) is not. Time is
-a fake clock (``sqlgate.pool.monotonic`` / ``sqlgate.aiopool.monotonic``).
+a fake clock (``sqlgate.pool.monotonic`` and ``sqlgate._handoff.monotonic`` /
+``sqlgate.aiopool.monotonic``).
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class _CountingPing(SqliteAdapter):
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr("sqlgate.pool.monotonic", fake)
+    monkeypatch.setattr("sqlgate._handoff.monotonic", fake)
     return fake
 
 

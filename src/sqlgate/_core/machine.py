@@ -837,9 +837,10 @@ class PoolCore(Generic[C]):
             self._fail_head(PoolClosed(f"{self.name} was closed while waiting"), now)
 
     # -- setters -------------------------------------------------------------
-    # Each takes its knob as ``object``: ``PoolConfig`` validates it and names
-    # the knob in its error (a compiled ``int`` parameter would refuse a bad
-    # value with mypyc's own TypeError first), hence the casts.
+    # Each takes its knob as ``object`` and hands it to ``PoolConfig`` as it
+    # came: PoolConfig validates it and names the knob in its error. A typed
+    # parameter, or a cast, would make the compiled build check (or convert:
+    # True to 1) the value itself first, with mypyc's own message.
 
     def set_max_open(self, n: object, now: float) -> None:
         """Change ``max_open`` (0 = unlimited); takes effect at once.
@@ -848,7 +849,7 @@ class PoolCore(Generic[C]):
         as they are released, and lowers ``min_idle`` to the new idle cap;
         growing dials for queued waiters.
         """
-        self._configure(self.config.with_max_open(cast("int", n)))
+        self._configure(self.config.with_max_open(n))  # type: ignore[arg-type]
         self._put_slow = True
         self._shrink_idle()
         self._maybe_dial(now)
@@ -858,25 +859,25 @@ class PoolCore(Generic[C]):
 
         A ``min_idle`` above the new idle cap is lowered to it.
         """
-        self._configure(self.config.with_max_idle(cast("int", n)))
+        self._configure(self.config.with_max_idle(n))  # type: ignore[arg-type]
         self._shrink_idle()
         self._maybe_dial(now)
 
     def set_min_idle(self, n: object, now: float) -> None:
         """Change the warm floor; it may not exceed the idle cap."""
-        self._configure(replace(self.config, min_idle=cast("int", n)))
+        self._configure(replace(self.config, min_idle=n))  # type: ignore[arg-type]
         self._refill_at = 0.0
         self._maybe_dial(now)
 
     def set_max_connecting(self, n: object, now: float) -> None:
         """Change how many dials may be in flight at once (0 = unlimited)."""
-        self._configure(replace(self.config, max_connecting=cast("int", n)))
+        self._configure(replace(self.config, max_connecting=n))  # type: ignore[arg-type]
         self._maybe_dial(now)
 
     def set_conn_max_lifetime(self, seconds: object, now: float) -> None:
         """Change the lifetime (None = forever); expired idle ones close now."""
         self._configure(
-            replace(self.config, conn_max_lifetime=cast("float | None", seconds))
+            replace(self.config, conn_max_lifetime=seconds)  # type: ignore[arg-type]
         )
         self._sweep(now)
         self._maybe_dial(now)
@@ -884,7 +885,7 @@ class PoolCore(Generic[C]):
     def set_conn_max_idle_time(self, seconds: object, now: float) -> None:
         """Change the idle time limit (None = forever); expired ones close now."""
         self._configure(
-            replace(self.config, conn_max_idle_time=cast("float | None", seconds))
+            replace(self.config, conn_max_idle_time=seconds)  # type: ignore[arg-type]
         )
         self._sweep(now)
         self._maybe_dial(now)
@@ -895,7 +896,7 @@ class PoolCore(Generic[C]):
         An open circuit closes at once if the new threshold is 0 or above the
         failures counted so far.
         """
-        self._configure(replace(self.config, circuit_after=cast("int", n)))
+        self._configure(replace(self.config, circuit_after=n))  # type: ignore[arg-type]
         after = self.config.circuit_after
         if not after or self._fails_in_row < after:
             self._circuit_since = None
@@ -903,7 +904,7 @@ class PoolCore(Generic[C]):
 
     def set_max_waiting(self, n: object) -> None:
         """Change the queue bound (0 = unbounded); queued callers stay queued."""
-        self._configure(replace(self.config, max_waiting=cast("int", n)))
+        self._configure(replace(self.config, max_waiting=n))  # type: ignore[arg-type]
 
     def renew(self) -> PoolCore[C]:
         """A new, empty core with this one's knobs (for a forked child)."""
