@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = replace(settings, seconds=args.seconds)
     info = report.machine()
     print(
-        f"{info['cores']} cores, Python {info['python']}, load {info['load_average']}, "
+        f"{info['cores']} cores, Python {info['python']}, sqlgate "
+        f"{info['sqlgate_build']} build, load {info['load_average']}, "
         f"{settings.rounds} rounds{' (quick)' if settings.quick else ''}",
         flush=True,
     )

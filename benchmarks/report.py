@@ -41,10 +41,18 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "python": platform.python_version(),
         "implementation": sys.implementation.name,
+        "sqlgate_build": _build(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "postgresql": _pg_version(),
         "packages": versions,
     }
+
+
+def _build() -> str:
+    """Which sqlgate build runs: ``compiled`` (setup.py, mypyc) or ``pure``."""
+    import sqlgate
+
+    return "compiled" if sqlgate.compiled else "pure"
 
 
 def _pg_version() -> str | None:
@@ -116,7 +124,8 @@ def markdown(tables: list[Table], info: dict[str, Any], command: str) -> str:
         "and `benchmarks.png`; compare figures from the same machine and run only.",
         "",
         f"Machine: {info['cores']} cores ({info['cpu']}), {info['implementation']} "
-        f"{info['python']}, PostgreSQL {pg} on loopback; load average at start "
+        f"{info['python']}, sqlgate's {info.get('sqlgate_build', 'pure')} build, "
+        f"PostgreSQL {pg} on loopback; load average at start "
         f"{' / '.join(str(x) for x in info['load_average'])}. Packages: {pk}.",
         "",
         "How the harness works: every contender runs in the same process, once per "
