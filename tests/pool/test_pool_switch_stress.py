@@ -11,7 +11,8 @@ flight is counted before the driver opens it, a close before the driver has
 closed it). At the end everything settles: driver live == open exactly, no
 unexpected error in any thread, and ``close()`` leaves nothing open. Leak
 tracking is on (a threshold no run reaches) and the core is wrapped by
-``LockedCore``: no core method was seen called without the pool lock.
+``LockedCore`` (pure build): no core method was seen called without the
+pool lock.
 
 Bounded in time: ``SQLGATE_STRESS_SECONDS`` (default 3 s in CI; e.g. 120 on
 demand). Every wait in it is bounded too.
@@ -25,6 +26,7 @@ import sys
 import threading
 from collections import Counter
 
+import sqlgate
 from sqlgate import CircuitOpen, ConnectError, Pool, PoolTimeout
 from tests.fakes import FakeConn, FakeDriver, LockedCore, wait_until
 
@@ -57,7 +59,9 @@ def test_issue11_32_threads_at_a_microsecond_switch_interval() -> None:
         leak_threshold=600.0,
         name="switch",
     )
-    locked_core = LockedCore.install(pool)
+    # The compiled hand-off calls the core natively, so no proxy can stand in
+    # for it there: the lock check is the pure build's (same source).
+    locked_core = None if sqlgate.compiled else LockedCore.install(pool)
     stop = threading.Event()
     errors: list[BaseException] = []
     outcomes: Counter[str] = Counter()
@@ -177,7 +181,7 @@ def test_issue11_32_threads_at_a_microsecond_switch_interval() -> None:
         f"{checks} ledger checks, {stats.circuit_opens} circuit openings, "
         f"{driver.opened} dials"
     )
-    assert locked_core.unlocked == []
+    assert locked_core is None or locked_core.unlocked == []
     assert checks > 0
     assert outcomes["ok"] > 0
     assert outcomes["broken"] > 0
