@@ -137,6 +137,31 @@ class PlainPath:
         """
         give_back(self, conn, broken, self._rollback_on_return)
 
+    def connection(self: Any, timeout: object = None) -> Checkout:
+        """Acquire a connection for a ``with`` block; it is released after the block.
+
+        As ``sqlite3``'s ``with conn:`` and psycopg_pool's ``connection()``:
+        a transaction the block leaves open is committed when the block ends
+        normally and rolled back when it raises; then the connection goes
+        back. (A bare ``release`` rolls back whatever is open.)
+
+        Args:
+            timeout: as for ``acquire``.
+
+        Returns:
+            A context manager whose ``__enter__`` acquires and returns the
+            driver's connection, and whose ``__exit__`` commits or rolls back,
+            then releases it.
+
+        Raises:
+            TransactionAborted: on leaving the block normally, the driver
+                reports the transaction already aborted (PostgreSQL, after an
+                error the block caught); it was rolled back.
+            The driver's error: the COMMIT failed (the connection is given
+                back all the same).
+        """
+        return Checkout(self, timeout)
+
 
 def give_back(pool: Any, conn: Any, broken: bool, rollback: bool) -> None:
     """``Pool.release``'s body; ``rollback`` False skips the rollback step.

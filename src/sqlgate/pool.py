@@ -29,7 +29,7 @@ from sqlgate._core import (
 )
 from sqlgate._courier import send_courier, start_courier
 from sqlgate._fork import forget_after_fork, renew_after_fork
-from sqlgate._handoff import Checkout, PlainPath
+from sqlgate._handoff import PlainPath
 from sqlgate._leaks import check_leaks, report_reclaimed, track
 from sqlgate._reset import (
     _rollbacks,
@@ -230,30 +230,10 @@ class Pool(ShellBase[C], PlainPath):
         def release(self, conn: C, *, broken: bool = False) -> None:
             """Give back a connection (see ``PlainPath.release``)."""
 
-    def connection(self, timeout: float | None = None) -> AbstractContextManager[C]:
-        """Acquire a connection for a ``with`` block; it is released after the block.
-
-        As ``sqlite3``'s ``with conn:`` and psycopg_pool's ``connection()``:
-        a transaction the block leaves open is committed when the block ends
-        normally and rolled back when it raises; then the connection goes
-        back. (A bare ``release`` rolls back whatever is open.)
-
-        Args:
-            timeout: as for ``acquire``.
-
-        Returns:
-            A context manager whose ``__enter__`` acquires and returns the
-            driver's connection, and whose ``__exit__`` commits or rolls back,
-            then releases it.
-
-        Raises:
-            TransactionAborted: on leaving the block normally, the driver
-                reports the transaction already aborted (PostgreSQL, after an
-                error the block caught); it was rolled back.
-            The driver's error: the COMMIT failed (the connection is given
-                back all the same).
-        """
-        return Checkout(self, timeout)
+        def connection(  # type: ignore[override]
+            self, timeout: float | None = None
+        ) -> AbstractContextManager[C]:
+            """A ``with`` block's connection (see ``PlainPath.connection``)."""
 
     # -- hooks and observer (off the plain path) ------------------------------
 
