@@ -197,6 +197,13 @@ TARGETS = [
         lambda v, b: None,
         "{:.0f}",
     ),
+    Target(
+        "memory: bytes per waiter (peers beside it below)",
+        "reported",
+        _row("memory", "sqlgate", "waiter"),
+        lambda v, b: None,
+        "{:.0f}",
+    ),
 ]
 
 

@@ -68,6 +68,8 @@ def _pg_version() -> str | None:
 
 
 def _cell(value: Any, fmt: str) -> str:
+    if value is None:  # a figure this contender does not have
+        return ""
     if isinstance(value, float) and math.isinf(value):
         return "∞"
     if isinstance(value, float) and math.isnan(value):
@@ -294,8 +296,9 @@ def chart(tables: list[Table], path: Path) -> None:
     for ax, table in zip(axes[:, 0], shown, strict=True):
         assert table.chart is not None
         key, label = table.chart
-        names = [r["contender"] for r in table.rows]
-        values = [float(r[key]) for r in table.rows]
+        charted = [r for r in table.rows if r.get(key) is not None]
+        names = [r["contender"] for r in charted]
+        values = [float(r[key]) for r in charted]
         finite = [v for v in values if math.isfinite(v)] or [1.0]
         values = [v if math.isfinite(v) else max(finite) for v in values]
         ours = table.scenario == "connecting"  # every row there is sqlgate

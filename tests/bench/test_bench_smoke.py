@@ -63,12 +63,22 @@ def test_cycle_and_memory_report_every_contender(tmp_path: Path) -> None:
     assert all(r["ns"] > 0 for r in rows.values())
     mem = _rows(payload, "memory")
     assert set(mem) == {
+        "floor (FIFO hand-off)",
         "floor (Lock+deque)",
         "sqlgate",
         "psycopg_pool",
         "SQLAlchemy QueuePool",
         "DBUtils PooledDB",
     }
+    # Per idle connection for every pool but the FIFO floor; per waiter for
+    # every pool but the Lock+deque floor (it has no waiting).
+    assert {k for k, r in mem.items() if "bytes" in r} == set(mem) - {
+        "floor (FIFO hand-off)"
+    }
+    assert {k for k, r in mem.items() if "waiter" in r} == set(mem) - {
+        "floor (Lock+deque)"
+    }
+    assert mem["sqlgate"]["waiter"] > 0
     assert payload["machine"]["cores"] == os.cpu_count()
 
 
