@@ -68,6 +68,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rewrite docs/benchmarks.md and docs/benchmarks.png",
     )
     parser.add_argument(
+        "--both-builds",
+        type=int,
+        metavar="RUNS",
+        help="run RUNS times on each build, pure and compiled (each run a child "
+        "process; see benchmarks/builds.py); with --markdown, docs/benchmarks.md "
+        "covers both with the median and spread over runs",
+    )
+    parser.add_argument(
         "--docs-dir", type=Path, default=DOCS, help="where --markdown writes (docs/)"
     )
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
@@ -95,6 +103,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen scenarios, print each table, write JSON / Markdown as asked."""
     args = parse(argv)
+    if args.both_builds is not None:
+        from benchmarks import builds
+
+        forwarded = ["--runs", str(args.both_builds), "--docs-dir", str(args.docs_dir)]
+        forwarded += [f"--only={name}" for name in (args.only or [])]
+        forwarded += ["--quick"] * args.quick + ["--markdown"] * args.markdown
+        return builds.main(forwarded)
     settings = Settings.make(args.quick)
     if args.rounds is not None:
         settings = replace(settings, rounds=args.rounds)
