@@ -221,7 +221,11 @@ if True:  # ASYNC
 
         async def _cancel(self) -> bool:
             try:
-                sent = await self._adapter.cancel(self._conn)
+                # A driver that cancels with the task: nothing to send first.
+                if self._adapter.cancels_by_task:
+                    sent = False
+                else:
+                    sent = await self._adapter.cancel(self._conn)
             except Exception as exc:  # an adapter's bug: as if none was sent
                 log.warning("cancelling a statement failed: %r", exc)
                 sent = False
@@ -371,6 +375,13 @@ async def _watched(
             if isinstance(exc, asyncio.CancelledError):
                 if not watch.uncut(exc):
                     raise  # cancelled from outside as well: the caller's cancel wins
+                if adapter.cancels_by_task:  # its cancel went out with the task's
+                    sent = await adapter.cancel(conn)
+                    error = _missed(adapter, conn, in_tx, exc, sent, name)
+                    error._discard = not (
+                        sent and adapter.reusable_after_cancel(conn, in_tx)
+                    )
+                    raise error from exc
             elif not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: never a deadline miss
         else:

@@ -599,17 +599,38 @@ async def _asyncpg(with_dsn: bool = True) -> tuple[Any, Any]:
     return adapter, conn
 
 
-def test_asyncpg_cancel_stops_pg_sleep(pg_up: None) -> None:
+def test_asyncpg_cancel_waits_for_the_task_cancel(pg_up: None) -> None:
+    """asyncpg cancels with the task: ``cancel`` sends nothing, it waits.
+
+    While the statement's task runs on, ``cancel`` returns False and the
+    statement goes on (no ``pg_cancel_backend`` on a side connection); once
+    the task is cancelled, ``cancel`` returns True after the server answered
+    asyncpg's CancelRequest, and the statement is gone.
+    """
     pytest.importorskip("asyncpg")
 
     async def main() -> None:
         adapter, conn = await _asyncpg()
         try:
+            assert adapter.cancels_by_task is True
             running = _pg_admin_running(conn.get_server_pid())
-            await acancel_running(adapter, conn, f"select pg_sleep({LONG})", running)
-            await _aclear(running)
+            task = asyncio.ensure_future(
+                _arows(adapter, conn, f"select pg_sleep({LONG})")
+            )
+            done, _ = await asyncio.wait([task], timeout=AFTER)
+            assert not done
+            assert await adapter.cancel(conn) is False  # sent nothing
+            assert await running()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sent_at = time.monotonic()
+            assert await adapter.cancel(conn) is True
+            assert time.monotonic() - sent_at < RAISE_WITHIN
+            assert not await running()
+            assert adapter.reusable_after_cancel(conn, False) is True
             assert await _arows(adapter, conn, "SELECT 1") == [(1,)]
-            assert await adapter.cancel(conn) is True  # idle
+            assert await adapter.cancel(conn) is False  # idle: nothing under way
             assert await _arows(adapter, conn, "select 1 from pg_sleep(0.2)") == [(1,)]
         finally:
             await conn.close()
@@ -634,13 +655,26 @@ def test_asyncpg_wait_for_cancels_on_the_server(pg_up: None) -> None:
     asyncio.run(main())
 
 
-def test_asyncpg_without_a_dsn_offers_no_cancel(pg_up: None) -> None:
+def test_asyncpg_cancel_opens_no_connection(pg_up: None) -> None:
+    """No side connection: the number of client backends stays the same."""
     pytest.importorskip("asyncpg")
+    count = (
+        "select count(*) from pg_stat_activity where backend_type = 'client backend'"
+    )
 
     async def main() -> None:
         adapter, conn = await _asyncpg(with_dsn=False)
         try:
-            assert await adapter.cancel(conn) is False
+            before = await conn.fetchval(count)
+            task = asyncio.ensure_future(conn.fetchval(f"select pg_sleep({LONG})"))
+            await asyncio.sleep(AFTER)
+            assert not task.done()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await adapter.cancel(conn) is True
+            assert await conn.fetchval(count) == before
+            assert await _arows(adapter, conn, "SELECT 1") == [(1,)]
         finally:
             await conn.close()
 
@@ -1085,18 +1119,33 @@ def test_psycopg_async_cancels_at_arbitrary_moments(pg_up: None) -> None:
 
 
 def test_asyncpg_cancels_at_arbitrary_moments(pg_up: None) -> None:
+    """The task cancelled at spread moments, then ``cancel`` awaited (as the
+    handle does): the connection always serves the next statement."""
     pytest.importorskip("asyncpg")
 
     async def main() -> None:
         adapter, conn = await _asyncpg()
+        cancelled = 0
         try:
-            # Longer statements: each cancel dials a side connection first.
-            sql = "select 1 from pg_sleep(0.03)"
-            cancelled, idle = await _ahammer(adapter, conn, sql, rounds=24)
+            for n in range(24):
+                task = asyncio.ensure_future(
+                    _arows(adapter, conn, "select 1 from pg_sleep(0.03)")
+                )
+                await asyncio.sleep((n * 7919 % 13) / 200)
+                if task.done():
+                    assert task.result() == [(1,)]
+                else:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    if task.cancelled():
+                        cancelled += 1
+                        sent = await adapter.cancel(conn)
+                        assert sent or not conn.is_closed()
+                assert await _arows(adapter, conn, "SELECT 1") == [(1,)]
         finally:
             await conn.close()
         assert cancelled > 0
-        assert idle >= 6
 
     asyncio.run(main())
 

@@ -347,3 +347,54 @@ def test_open_async_asyncpg_statement_cache_size(
     else:
         with pytest.raises(Exception, match="prepared statement"):
             asyncio.run(main())
+
+
+def test_asyncpg_deadline_cancels_only_its_own_statement(bouncer: str) -> None:
+    """A deadline through PgBouncer stops the caller's statement, not another's.
+
+    asyncpg's protocol CancelRequest (the key PgBouncer gave the client) is
+    routed by PgBouncer to the server connection running that client's
+    statement; the backend pid a client sees behind PgBouncer is not its
+    statement's backend, so ``pg_cancel_backend`` of it cannot be used.
+    """
+    import asyncio
+
+    pytest.importorskip("asyncpg")
+    import sqlgate
+
+    url = _url(bouncer, "postgresql+asyncpg", "?statement_cache_size=0")
+    long_sql = "select pg_sleep(7) /* sqlgate-pgb-deadline */"
+
+    async def still_running() -> bool:
+        async with await psycopg.AsyncConnection.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
+        ) as admin:
+            cur = await admin.execute(
+                "select count(*) from pg_stat_activity"
+                " where state = 'active' and query = %s",
+                (long_sql,),
+            )
+            row = await cur.fetchone()
+        return row is not None and row[0] > 0
+
+    async def main() -> None:
+        async with (
+            sqlgate.open_async(url, max_open=1) as a,
+            sqlgate.open_async(url, max_open=1) as b,
+        ):
+            await a.exec("select 1")
+            await b.exec("select 1")
+            other = asyncio.ensure_future(b.query_row("select 1 from pg_sleep(1.0)"))
+            started = time.monotonic()
+            with pytest.raises(sqlgate.DeadlineExceeded) as caught:
+                await a.exec(long_sql, timeout=0.3)
+            took = time.monotonic() - started
+            assert took < 1.5, f"DeadlineExceeded after {took:.2f} s"
+            assert "cancelled on the server" in str(caught.value)
+            assert not await still_running()
+            assert await other == (1,)  # not cancelled
+            assert await a.query_row("select 2") == (2,)
+            assert a.stats().in_use == 0
+            assert b.stats().in_use == 0
+
+    asyncio.run(main())

@@ -606,6 +606,13 @@ class AsyncAdapter(_Adapter):
         """As ``SyncAdapter.is_dead``."""
         return False
 
+    #: True when cancelling the task awaiting a statement is how the driver
+    #: cancels it on the server (asyncpg: its protocol CancelRequest), and
+    #: ``cancel`` only waits for that request to be answered: the handle's
+    #: deadline cancels the statement's task, then awaits ``cancel`` to judge
+    #: the connection.
+    cancels_by_task = False
+
     async def cancel(self, conn: Any) -> bool:
         """As ``SyncAdapter.cancel``, awaited.
 

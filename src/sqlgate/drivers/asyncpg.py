@@ -28,26 +28,27 @@ or SQLSTATE 57P01/57P02/57P03 or class 08.
 
 Cancel: asyncpg cancels on the server by itself when the task awaiting a
 statement is cancelled (``asyncio.timeout``, ``wait_for``, a TaskGroup): it
-sends the protocol's cancel request, the task gets ``CancelledError`` at
-once, and the connection's next operation waits until the server has answered
-the cancelled statement; if the request fails, asyncpg terminates the
-connection (``is_closed()`` then says so). That is the way to bound a
-statement on asyncpg. Its cancel request itself is private API, so
-``cancel`` (for a caller that lets the statement's own task run on) sends
-``SELECT pg_cancel_backend(<the backend's pid>)`` on a side connection dialed
-from the DSN (``for_dsn`` keeps it; an adapter without a DSN, for connections
-from a connect callable, offers no cancel). Like the protocol's request it
-names the backend, not a statement, and is ignored by an idle backend: the
-caller must start no further statement before ``cancel`` returned. The
-statement raises ``asyncpg.exceptions.QueryCanceledError`` (SQLSTATE 57014,
-also the error of the server's ``statement_timeout``), a SQL error: outside a
-transaction the connection is ready for the next statement; inside one the
-transaction is aborted and the caller's ROLLBACK cleans it.
+sends the protocol's CancelRequest with the backend key the connection
+received at startup, the task gets ``CancelledError`` at once, and the
+connection's next operation waits until the server has answered the
+cancelled statement; if the request fails, asyncpg terminates the connection
+(``is_closed()`` then says so). That request is the only cancel used here:
+PgBouncer routes it to the right server connection, where
+``pg_cancel_backend(pid)`` could stop another client's statement on a shared
+backend, and it needs no login. So the adapter says ``cancels_by_task``: the
+handle's deadline cancels the statement's task, and ``cancel`` only waits
+for asyncpg's request under way to be answered (asyncpg's protocol
+internals ``_is_cancelling`` and ``_wait_for_cancellation``; without them,
+or with no request under way, it returns False and the connection is
+discarded). It sends nothing itself. Like every CancelRequest, asyncpg's
+names the backend, not a statement. The cancelled statement's task gets
+``CancelledError``; the server saw ``QueryCanceledError`` (SQLSTATE 57014):
+outside a transaction the connection is ready for the next statement;
+inside one the transaction is aborted and the caller's ROLLBACK cleans it.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -129,30 +130,20 @@ class AsyncpgAdapter(AsyncAdapter):
     name = "asyncpg"
     paramstyle = "numeric_dollar"
 
-    def __init__(self, side: dict[str, Any] | None = None) -> None:
-        #: ``asyncpg.connect`` arguments for ``cancel``'s side connection;
-        #: None: no DSN known, no cancel.
-        self._side = side
-
     def for_dsn(self, dsn: DSN) -> AsyncpgAdapter:
-        """See ``AsyncAdapter.for_dsn``; one that can dial ``cancel``'s side link.
+        """See ``AsyncAdapter.for_dsn``; the shared adapter (``cancel`` needs no DSN).
 
         Args:
             dsn: a parsed ``postgresql+asyncpg://`` DSN.
 
         Returns:
-            An adapter keeping the DSN's dial arguments (its timeout bounded
-            by ``CANCEL_TIMEOUT``).
+            This adapter.
 
         Raises:
             ValueError: an unknown parameter or a bad value.
         """
-        kwargs = _connect_kwargs(dsn)
-        dial = float(kwargs.get("timeout", CANCEL_TIMEOUT))
-        kwargs["timeout"] = min(dial, CANCEL_TIMEOUT)
-        kwargs.pop("statement_cache_size", None)
-        kwargs["server_settings"] = {"application_name": "sqlgate-cancel"}
-        return AsyncpgAdapter(kwargs)
+        _connect_kwargs(dsn)
+        return self
 
     def connector(
         self, dsn: DSN
@@ -223,42 +214,46 @@ class AsyncpgAdapter(AsyncAdapter):
             state in _DEAD_STATES or state.startswith("08")
         )
 
-    async def cancel(self, conn: asyncpg.Connection) -> bool:
-        """See ``AsyncAdapter.cancel``; ``pg_cancel_backend`` on a side connection.
+    #: See ``AsyncAdapter.cancels_by_task``: asyncpg's own CancelRequest.
+    cancels_by_task = True
 
-        ``conn`` is only read (its backend's pid). Dial and query are bounded
-        by ``CANCEL_TIMEOUT`` each.
+    async def cancel(self, conn: asyncpg.Connection) -> bool:
+        """See ``AsyncAdapter.cancel``; waits for asyncpg's own cancel request.
+
+        asyncpg sends the protocol's CancelRequest when the task awaiting a
+        statement is cancelled; this waits, ``CANCEL_TIMEOUT`` at most, until
+        the server answered the cancelled statement. It sends nothing and
+        opens no connection: a statement whose task runs on is not stopped
+        (False: the caller cancels the task, see ``cancels_by_task``).
 
         Args:
-            conn: the asyncpg connection, maybe awaited by another task.
+            conn: the asyncpg connection.
 
         Returns:
-            True when the server was asked to cancel (or ``conn`` is closed:
-            nothing runs); False without a DSN, or when the side connection
-            failed (logged).
+            True when ``conn`` is closed (nothing runs) or asyncpg's request
+            was answered with the connection open; False when no request is
+            under way, the wait failed or timed out (logged), or asyncpg
+            lacks the internals used.
 
         Cancellation:
-            The side connection is closed; the request may have been sent.
+            asyncpg's request goes on; the caller treats ``conn`` as for False.
         """
-        if self._side is None:
-            return False
         try:
             if conn.is_closed():
                 return True  # nothing runs on it
-            pid = conn.get_server_pid()
-            side = await asyncpg.connect(**self._side)
-        except Exception as exc:
-            log.warning("cancel: no side connection: %r", exc)
+            proto = conn._protocol
+            if not proto._is_cancelling():
+                return False
+            wait = proto._wait_for_cancellation
+        except Exception as exc:  # another asyncpg, or not a connection
+            log.warning("cancel: no asyncpg cancel to wait for: %r", exc)
             return False
         try:
-            async with asyncio.timeout(CANCEL_TIMEOUT):
-                await side.fetchval("SELECT pg_cancel_backend($1)", pid)
-        except Exception as exc:
-            log.warning("cancel: pg_cancel_backend failed: %r", exc)
+            await wait(CANCEL_TIMEOUT)
+        except Exception as exc:  # asyncpg terminated the connection
+            log.warning("cancel: asyncpg's cancel request failed: %r", exc)
             return False
-        finally:
-            side.terminate()
-        return True
+        return not conn.is_closed()
 
     def is_cancelled(self, exc: BaseException) -> bool:
         """See ``AsyncAdapter.is_cancelled``; ``QueryCanceledError`` (57014)."""
