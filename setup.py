@@ -75,9 +75,16 @@ class OptionalBuildExt(build_ext):  # type: ignore[misc]  # setuptools is untype
                 os.remove(path)
 
 
+#: setup.py commands that compile nothing (metadata, source archives, the
+#: editable install, which stays pure unless asked): mypyc is not even run.
+_NOTHING_TO_COMPILE = {"egg_info", "dist_info", "sdist", "editable_wheel"}
+
+
 def _ext_modules() -> list[Any]:
     choice = _choice()
     if choice == "0" or sys.implementation.name != "cpython":
+        return []
+    if choice == "auto" and _NOTHING_TO_COMPILE.intersection(sys.argv[1:]):
         return []
     try:
         from mypyc.build import mypycify
