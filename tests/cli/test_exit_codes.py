@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import sqlgate
 from sqlgate import __version__
 from tests.cli.helpers import MYSQL_DSN, ROOT, SilentServer, cli, one_line_error
 
@@ -164,7 +165,8 @@ def test_exit_0_and_version() -> None:
     assert proc.stdout.endswith("; exit 0\n")
     version = cli("--version", timeout=30)
     assert version.returncode == 0
-    assert version.stdout == f"sqlgate {__version__}\n"
+    build = "compiled" if sqlgate.compiled else "pure-Python"
+    assert version.stdout == f"sqlgate {__version__} ({build} build)\n"
 
 
 def test_exit_1_on_a_leak() -> None:

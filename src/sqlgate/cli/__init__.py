@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, NoReturn
 
-from sqlgate import __version__
+from sqlgate import __version__, compiled
 from sqlgate.cli._target import BadInput, load_callable, make_target, password_of
 from sqlgate.cli.report import EXIT_CODES, build_report, render, summary_line
 from sqlgate.cli.stress import Config, run
@@ -60,7 +60,10 @@ def _parser() -> _Parser:
         epilog=_EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    build = "compiled" if compiled else "pure-Python"
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__} ({build} build)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser(
         "stress",
