@@ -128,7 +128,8 @@ def _versus(scenario: str, contender: str, floor: str) -> Any:
         rows = _rows(payload, scenario)
         if rows is None or contender not in rows or floor not in rows:
             return None
-        return float(rows[contender]["ratio"] / rows[floor]["ratio"])
+        # As the scenario's own note: median throughputs, one over the other.
+        return float(rows[contender]["throughput"] / rows[floor]["throughput"])
 
     return read
 

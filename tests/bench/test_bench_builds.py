@@ -47,3 +47,14 @@ def test_summary_gives_median_spread_and_verdict_per_build() -> None:
     assert unmeasured.endswith("| not measured | not measured |")
     assert "compiled run 3: 0.2 / 0.2 / 0.2" in lines[-1]
     assert builds._median_run(runs["compiled"]) == 2
+
+
+def test_floor_ratio_is_of_median_throughputs() -> None:
+    rows = [
+        {"contender": "limit (dedicated)", "throughput": 7000.0, "ratio": 1.0},
+        {"contender": "floor (FIFO hand-off)", "throughput": 6600.0, "ratio": 0.95},
+        {"contender": "sqlgate", "throughput": 6270.0, "ratio": 0.85},
+    ]
+    payload = {"tables": [{"scenario": "pg", "rows": rows, "skipped": None}]}
+    read = builds._versus("pg", "sqlgate", "floor (FIFO hand-off)")
+    assert read(payload) == 6270.0 / 6600.0
