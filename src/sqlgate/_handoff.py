@@ -49,7 +49,7 @@ except ImportError:  # the pure-Python build need not have it
         return lambda cls: cls
 
 
-__all__ = ["Checkout", "PlainPath", "give_back"]
+__all__ = ["Checkout", "PlainPath"]
 
 log = logging.getLogger("sqlgate")
 
@@ -121,7 +121,9 @@ class PlainPath:
             self._acquire_failed(got, out)
             raise
 
-    def release(self: Any, conn: Any, *, broken: bool = False) -> None:
+    def release(
+        self: Any, conn: Any, *, broken: bool = False, _rollback: bool = True
+    ) -> None:
         """Give back a connection that ``acquire`` returned.
 
         An open transaction is rolled back first and the ``reset`` hook runs;
@@ -130,12 +132,58 @@ class PlainPath:
         Args:
             conn: the connection.
             broken: the caller knows it is unusable; it is closed, not reused.
+            _rollback: private to ``Checkout``: False skips the rollback step
+                after a commit that left nothing open (the ``reset`` hook runs
+                all the same).
 
         Raises:
             ValueError: ``conn`` is not in use from this pool (released twice,
                 or foreign); no count changes.
         """
-        give_back(self, conn, broken, self._rollback_on_return)
+        core: PoolCore[Any] = self._core
+        # core.lookup() inlined for the common case; it raises the precise error.
+        entry = core._registry.get(id(conn))
+        if entry is None or entry.conn is not conn or entry.state != IN_USE:
+            entry = self._lookup(conn)
+            if entry is None:
+                return
+        # None until the core has taken the connection back (then the effects
+        # to carry out): what an interrupt at any point must still do.
+        out: Sequence[Effect[Any]] | None = None
+        try:
+            if not broken and not core._shut_down:
+                try:
+                    if _rollback and self._rollback_on_return:
+                        # rollback_open_transaction(conn), inlined: one call fewer.
+                        cls = type(conn)
+                        (_rollbacks.get(cls) or rollback_for(cls))(conn)
+                    if self._reset is not None:
+                        self._reset(conn)
+                except Exception as exc:
+                    log.info(
+                        "%s: discarding a connection that failed reset: %s",
+                        self.name,
+                        repr(exc),
+                    )
+                    broken = True
+            with self._lock:
+                try:
+                    core.release(entry, monotonic(), broken)
+                    if not core.outbox:
+                        return
+                    out = core.take_effects()
+                except BaseException as exc:
+                    out = self._release_cut_locked(entry)
+                    if not (type(exc) is ValueError and entry.key in self._taken):
+                        raise
+                    # close(timeout) took it while it was being reset: as
+                    # documented, its late release is a no-op (defect 4).
+            if core._shut_down:
+                self._signal_if_all_back()
+            self._run(out)
+        except BaseException:
+            self._release_failed(entry, out)
+            raise
 
     def connection(self: Any, timeout: object = None) -> Checkout:
         """Acquire a connection for a ``with`` block; it is released after the block.
@@ -161,58 +209,6 @@ class PlainPath:
                 back all the same).
         """
         return Checkout(self, timeout)
-
-
-def give_back(pool: Any, conn: Any, broken: bool, rollback: bool) -> None:
-    """``Pool.release``'s body; ``rollback`` False skips the rollback step.
-
-    ``Checkout`` passes False after a commit that left nothing open; the
-    ``reset`` hook runs all the same.
-    """
-    core: PoolCore[Any] = pool._core
-    # core.lookup() inlined for the common case; it raises the precise error.
-    entry = core._registry.get(id(conn))
-    if entry is None or entry.conn is not conn or entry.state != IN_USE:
-        entry = pool._lookup(conn)
-        if entry is None:
-            return
-    # None until the core has taken the connection back (then the effects
-    # to carry out): what an interrupt at any point must still do.
-    out: Sequence[Effect[Any]] | None = None
-    try:
-        if not broken and not core._shut_down:
-            try:
-                if rollback:
-                    # rollback_open_transaction(conn), inlined: one call fewer.
-                    cls = type(conn)
-                    (_rollbacks.get(cls) or rollback_for(cls))(conn)
-                if pool._reset is not None:
-                    pool._reset(conn)
-            except Exception as exc:
-                log.info(
-                    "%s: discarding a connection that failed reset: %s",
-                    pool.name,
-                    repr(exc),
-                )
-                broken = True
-        with pool._lock:
-            try:
-                core.release(entry, monotonic(), broken)
-                if not core.outbox:
-                    return
-                out = core.take_effects()
-            except BaseException as exc:
-                out = pool._release_cut_locked(entry)
-                if not (type(exc) is ValueError and entry.key in pool._taken):
-                    raise
-                # close(timeout) took it while it was being reset: as
-                # documented, its late release is a no-op (defect 4).
-        if core._shut_down:
-            pool._signal_if_all_back()
-        pool._run(out)
-    except BaseException:
-        pool._release_failed(entry, out)
-        raise
 
 
 class Checkout:
@@ -263,6 +259,8 @@ class Checkout:
             pool.release(conn, broken=True)  # interrupted: state unknown
             raise
         if exc_type is None and not pool._hooked:
-            give_back(pool, conn, False, rollback and pool._rollback_on_return)
+            # The plain release itself, not ``pool.release``: hooks installed
+            # meanwhile would put the hooked release there.
+            PlainPath.release(pool, conn, _rollback=rollback)
         else:
             pool.release(conn)

@@ -221,13 +221,14 @@ class Pool(ShellBase[C], PlainPath):
     # acquire and release: ``PlainPath`` (sqlgate/_handoff.py, compiled in the
     # compiled build). Declared here for the type checker, with ``C`` and the
     # public argument types (the body takes any ``timeout`` to refuse a bad
-    # one by name, hence the narrower override).
+    # one by name, and release a keyword private to ``Checkout``, hence the
+    # narrower overrides).
     if TYPE_CHECKING:
 
         def acquire(self, timeout: float | None = None) -> C:  # type: ignore[override]
             """Take a connection (see ``PlainPath.acquire``)."""
 
-        def release(self, conn: C, *, broken: bool = False) -> None:
+        def release(self, conn: C, *, broken: bool = False) -> None:  # type: ignore[override]
             """Give back a connection (see ``PlainPath.release``)."""
 
         def connection(  # type: ignore[override]

@@ -408,8 +408,6 @@ def entry(pool: Pool[Any], top: str) -> str:
         # Compiled (the compiled build): it runs no lines, so no point is at
         # its entry; every traced point is inside the call.
         return ""
-    if func is sqlgate._handoff.PlainPath.release:
-        func = sqlgate._handoff.give_back  # the plain release's whole body
     tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
     fn = tree.body[0]
     assert isinstance(fn, ast.FunctionDef)
